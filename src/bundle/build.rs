@@ -1,0 +1,187 @@
+//! Building a bundle: resolve the recipe's images, copy them from their registries into the
+//! layout, keep exactly what the recipe needs, and write `bundle.json`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::format::{
+    ANNOTATION_ROLE, ANNOTATION_SOURCE, BUNDLE_FILE, BundleFile, BundleImage, BundleManifest,
+    FORMAT_V1, SIGNATURE_FILE, Tool,
+};
+use crate::copy::{self, CopyOptions, CopyReport, Root};
+use crate::digest::{Digest, hash_file};
+use crate::error::{Error, Result};
+use crate::oci::{ANNOTATION_REF_NAME, Platform};
+use crate::progress::Progress;
+use crate::recipe::Recipe;
+use crate::store::layout::{BLOBS_DIR, INDEX_FILE, OCI_LAYOUT_FILE, write_json};
+use crate::store::registry::Registries;
+use crate::store::{LayoutStore, RegistryOptions, Store, Tag};
+
+pub struct BuildOptions {
+    pub out: PathBuf,
+    pub recipe: Recipe,
+    pub platforms: Vec<Platform>,
+    pub registries: RegistryOptions,
+    pub concurrency: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BuildReport {
+    pub bundle: PathBuf,
+    pub name: String,
+    pub copy: CopyReport,
+    /// Blobs from an earlier build that this recipe no longer needs, removed.
+    pub pruned_blobs: usize,
+}
+
+pub async fn build(options: BuildOptions, progress: Arc<dyn Progress>) -> Result<BuildReport> {
+    let recipe = &options.recipe;
+    let layout = Arc::new(LayoutStore::create(&options.out)?);
+    let registries = Registries::new(options.registries.clone())?;
+    let mut roots = Vec::new();
+    for image in &recipe.images {
+        let reference = image.reference()?;
+        let source: Arc<dyn Store> = registries.store(&reference.registry);
+        roots.push(Root {
+            source,
+            source_repo: reference.repository.clone(),
+            reference: reference.reference(),
+            dest_repo: image.role.clone(),
+            tag: Some(Tag {
+                name: image.role.clone(),
+                annotations: BTreeMap::from([
+                    (ANNOTATION_ROLE.to_owned(), image.role.clone()),
+                    (ANNOTATION_SOURCE.to_owned(), reference.to_string()),
+                ]),
+            }),
+            label: format!("{} ({reference})", image.role),
+        });
+    }
+    let copy_options = CopyOptions {
+        platforms: options.platforms.clone(),
+        concurrency: options.concurrency,
+        retry: options.registries.retry,
+    };
+    let report = copy::copy(&roots, layout.clone(), &copy_options, progress.clone()).await?;
+
+    // index.json lists exactly the recipe's images, in recipe order.
+    let index = layout.index();
+    let entries = recipe
+        .images
+        .iter()
+        .filter_map(|image| {
+            index
+                .manifests
+                .iter()
+                .find(|d| d.annotation(ANNOTATION_REF_NAME) == Some(image.role.as_str()))
+                .cloned()
+        })
+        .collect();
+    layout.set_index_entries(entries)?;
+    layout.clean_partials()?;
+
+    let mut referenced: BTreeSet<Digest> = BTreeSet::new();
+    for plan in &report.images {
+        referenced.extend(plan.manifests.iter().cloned());
+        referenced.extend(plan.blobs.iter().map(|b| b.digest.clone()));
+    }
+    let pruned_blobs = prune(&options.out, &referenced)?;
+    if pruned_blobs > 0 {
+        progress.note(&format!(
+            "removed {pruned_blobs} blobs left by an earlier build that this recipe does not use"
+        ));
+    }
+
+    let images = recipe
+        .images
+        .iter()
+        .zip(&report.images)
+        .map(|(image, plan)| BundleImage {
+            role: image.role.clone(),
+            source: image.image.clone(),
+            source_digest: plan.source_digest.clone(),
+            digest: plan.digest.clone(),
+            media_type: plan.media_type.clone(),
+            platforms: plan.platforms.clone(),
+            size: plan.size,
+        })
+        .collect();
+    let manifest = BundleManifest {
+        format: FORMAT_V1.to_owned(),
+        name: recipe.name.clone(),
+        created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        tool: Tool {
+            name: env!("CARGO_PKG_NAME").to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        },
+        dify_version: recipe.dify_version.clone(),
+        recipe: recipe.clone(),
+        platforms: options.platforms.iter().map(Platform::to_string).collect(),
+        images,
+        files: list_files(&options.out, &referenced)?,
+    };
+    // A signature over an older bundle.json no longer applies.
+    let stale_signature = options.out.join(SIGNATURE_FILE);
+    if stale_signature.exists() {
+        std::fs::remove_file(&stale_signature).map_err(|e| Error::io(&stale_signature, e))?;
+    }
+    write_json(&options.out.join(BUNDLE_FILE), &manifest)?;
+    Ok(BuildReport {
+        bundle: options.out.clone(),
+        name: recipe.name.clone(),
+        copy: report,
+        pruned_blobs,
+    })
+}
+
+/// Removes blobs the bundle does not reference (left by a build of another recipe).
+fn prune(dir: &Path, referenced: &BTreeSet<Digest>) -> Result<usize> {
+    let blobs = dir.join(BLOBS_DIR);
+    let mut removed = 0;
+    for entry in std::fs::read_dir(&blobs).map_err(|e| Error::io(&blobs, e))? {
+        let entry = entry.map_err(|e| Error::io(&blobs, e))?;
+        let keep = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| Digest::from_hex(name).ok())
+            .is_some_and(|d| referenced.contains(&d));
+        if !keep {
+            let path = entry.path();
+            std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// Every file of the bundle but bundle.json and its signature, sorted by path. Blobs were
+/// verified as they were written, so their names are their digests.
+fn list_files(dir: &Path, blobs: &BTreeSet<Digest>) -> Result<Vec<BundleFile>> {
+    let mut files = Vec::new();
+    for name in [INDEX_FILE, OCI_LAYOUT_FILE] {
+        let (digest, size) = hash_file(&dir.join(name))?;
+        files.push(BundleFile {
+            path: name.to_owned(),
+            size,
+            sha256: digest.hex().to_owned(),
+        });
+    }
+    for digest in blobs {
+        let path = format!("{BLOBS_DIR}/{}", digest.hex());
+        let full = dir.join(&path);
+        let size = std::fs::metadata(&full)
+            .map_err(|e| Error::io(&full, e))?
+            .len();
+        files.push(BundleFile {
+            path,
+            size,
+            sha256: digest.hex().to_owned(),
+        });
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(files)
+}

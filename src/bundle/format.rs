@@ -1,0 +1,127 @@
+//! `bundle.json` (format v1): the single root of trust of a bundle. It names the release,
+//! the images with their digests, and every file with its size and sha256.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::copy::PlatformImage;
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::recipe::Recipe;
+
+pub const BUNDLE_FILE: &str = "bundle.json";
+pub const SIGNATURE_FILE: &str = "bundle.json.minisig";
+pub const FORMAT_V1: &str = "dify-bundle/v1";
+
+/// Index annotations naming what an image is for and where it came from.
+pub const ANNOTATION_ROLE: &str = "dev.dify-bundle.role";
+pub const ANNOTATION_SOURCE: &str = "dev.dify-bundle.source";
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BundleManifest {
+    pub format: String,
+    pub name: String,
+    /// RFC 3339, UTC.
+    pub created: String,
+    pub tool: Tool,
+    pub dify_version: String,
+    pub recipe: Recipe,
+    pub platforms: Vec<String>,
+    pub images: Vec<BundleImage>,
+    pub files: Vec<BundleFile>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Tool {
+    pub name: String,
+    pub version: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BundleImage {
+    pub role: String,
+    /// The reference it was pulled from.
+    pub source: String,
+    /// What the source reference resolved to when the bundle was built.
+    pub source_digest: Digest,
+    /// The root manifest in the bundle (equal to `source_digest` unless platforms were left out).
+    pub digest: Digest,
+    pub media_type: String,
+    pub platforms: Vec<PlatformImage>,
+    /// Manifests and blobs of this image, each counted once.
+    pub size: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleFile {
+    /// Relative to the bundle directory, `/`-separated.
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// Whether a path from bundle.json is a plain relative path that stays inside the bundle.
+pub fn is_safe_relative(path: &str) -> bool {
+    !path.is_empty()
+        && !path.starts_with('/')
+        && !path.contains('\\')
+        && path
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..")
+}
+
+impl BundleManifest {
+    pub fn read(dir: &Path) -> Result<BundleManifest> {
+        let path = dir.join(BUNDLE_FILE);
+        let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::invalid(format!(
+                "{}: not a bundle (no {BUNDLE_FILE}); build one with `dify-bundle build --out DIR`",
+                dir.display()
+            )),
+            _ => Error::io(&path, e),
+        })?;
+        BundleManifest::parse(&bytes, &path.display().to_string())
+    }
+
+    pub fn parse(bytes: &[u8], origin: &str) -> Result<BundleManifest> {
+        let manifest: BundleManifest = serde_json::from_slice(bytes)
+            .map_err(|e| Error::invalid(format!("{origin}: malformed bundle.json: {e}")))?;
+        if manifest.format != FORMAT_V1 {
+            return Err(Error::invalid(format!(
+                "{origin}: bundle format `{}` is not supported by this version (expected {FORMAT_V1})",
+                manifest.format
+            )));
+        }
+        for file in &manifest.files {
+            if !is_safe_relative(&file.path)
+                || file.path == BUNDLE_FILE
+                || file.path == SIGNATURE_FILE
+            {
+                return Err(Error::invalid(format!(
+                    "{origin}: file entry `{}` is not a safe relative path",
+                    file.path
+                )));
+            }
+            Digest::from_hex(&file.sha256)
+                .map_err(|e| Error::invalid(format!("{origin}: file `{}`: {e}", file.path)))?;
+        }
+        Ok(manifest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_safe_relative;
+
+    #[test]
+    fn path_safety() {
+        assert!(is_safe_relative("blobs/sha256/ab"));
+        assert!(!is_safe_relative("../x"));
+        assert!(!is_safe_relative("/etc/passwd"));
+        assert!(!is_safe_relative("a//b"));
+        assert!(!is_safe_relative("a/./b"));
+        assert!(!is_safe_relative("a\\b"));
+        assert!(!is_safe_relative(""));
+    }
+}

@@ -1,0 +1,48 @@
+//! Describing a bundle: its images, their roles, digests, platforms and sizes, and how
+//! much sharing blobs between images saved.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::format::{BundleImage, BundleManifest};
+use crate::error::Result;
+use crate::store::layout::BLOBS_DIR;
+
+#[derive(Debug, Serialize)]
+pub struct Inspection {
+    pub name: String,
+    pub dify_version: String,
+    pub created: String,
+    pub platforms: Vec<String>,
+    pub images: Vec<BundleImage>,
+    /// Sum of the images' sizes, as if each were stored alone.
+    pub images_bytes: u64,
+    /// What the bundle's blobs take on disk.
+    pub stored_bytes: u64,
+    /// Bytes not stored twice because images share blobs.
+    pub shared_bytes_saved: u64,
+    pub files: usize,
+}
+
+pub fn inspect(dir: &Path) -> Result<Inspection> {
+    let manifest = BundleManifest::read(dir)?;
+    let images_bytes: u64 = manifest.images.iter().map(|i| i.size).sum();
+    let stored_bytes: u64 = manifest
+        .files
+        .iter()
+        .filter(|f| f.path.starts_with(BLOBS_DIR))
+        .map(|f| f.size)
+        .sum();
+    Ok(Inspection {
+        name: manifest.name,
+        dify_version: manifest.dify_version,
+        created: manifest.created,
+        platforms: manifest.platforms,
+        images_bytes,
+        stored_bytes,
+        shared_bytes_saved: images_bytes.saturating_sub(stored_bytes),
+        files: manifest.files.len(),
+        images: manifest.images,
+    })
+}

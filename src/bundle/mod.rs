@@ -1,0 +1,12 @@
+//! The bundle: an OCI image layout plus `bundle.json`, the list of everything in it with
+//! digests. Building one, verifying one, and describing one.
+
+pub mod build;
+pub mod format;
+pub mod inspect;
+pub mod verify;
+
+pub use build::{BuildOptions, BuildReport, build};
+pub use format::{BUNDLE_FILE, BundleManifest, SIGNATURE_FILE};
+pub use inspect::{Inspection, inspect};
+pub use verify::{Problem, VerifyReport, verify};

@@ -1,0 +1,110 @@
+//! `dify-bundle build`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Args;
+use dify_bundle::bundle::{self, BuildOptions};
+use dify_bundle::oci::Platform;
+use dify_bundle::recipe::Recipe;
+use dify_bundle::retry::RetryPolicy;
+use dify_bundle::store::RegistryOptions;
+use dify_bundle::store::registry::auth::{self, Credentials};
+use dify_bundle::units;
+
+use super::progress::Reporter;
+
+#[derive(Args)]
+pub struct BuildArgs {
+    /// Directory to write the bundle to (created if missing; an interrupted build there resumes)
+    #[arg(long)]
+    out: PathBuf,
+    /// Dify release to bundle (a built-in recipe); default: the newest built in
+    #[arg(long, conflicts_with = "recipe")]
+    dify_version: Option<String>,
+    /// A recipe file (TOML) instead of a built-in one
+    #[arg(long)]
+    recipe: Option<PathBuf>,
+    /// Platform to include, OS/ARCH[/VARIANT]; repeat for several
+    #[arg(long = "platform", default_value = "linux/amd64")]
+    platforms: Vec<Platform>,
+    /// Credentials for a registry, HOST=USER:PASS (repeatable); ~/.docker/config.json is read too
+    #[arg(long = "registry-auth", value_name = "HOST=USER:PASS")]
+    registry_auth: Vec<String>,
+    /// Pull a registry's images through a mirror, REGISTRY=HOST[:PORT] (repeatable)
+    #[arg(long = "registry-mirror", value_name = "REGISTRY=HOST[:PORT]")]
+    registry_mirror: Vec<String>,
+    /// Speak plain HTTP to this registry host (repeatable)
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    insecure_registry: Vec<String>,
+    /// Blobs downloaded at once
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Retries of a failed request or blob before giving up
+    #[arg(long, default_value_t = 5)]
+    retries: u32,
+    /// Print a JSON summary on stdout
+    #[arg(long)]
+    json: bool,
+}
+
+fn registry_options(args: &BuildArgs) -> anyhow::Result<RegistryOptions> {
+    let mut options = RegistryOptions {
+        retry: RetryPolicy {
+            retries: args.retries,
+            ..RetryPolicy::default()
+        },
+        ..RegistryOptions::default()
+    };
+    if let Some(path) = auth::docker_config_path() {
+        options.credentials = auth::read_docker_config(&path)?;
+    }
+    for flag in &args.registry_auth {
+        let (host, credentials) = Credentials::parse_flag(flag)?;
+        options.credentials.insert(host, credentials);
+    }
+    for flag in &args.registry_mirror {
+        options.add_mirror_flag(flag)?;
+    }
+    options.insecure = args.insecure_registry.iter().cloned().collect();
+    Ok(options)
+}
+
+pub async fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
+    let recipe = match &args.recipe {
+        Some(path) => Recipe::load(path)?,
+        None => Recipe::builtin(args.dify_version.as_deref())?,
+    };
+    let options = BuildOptions {
+        out: args.out.clone(),
+        platforms: args.platforms.clone(),
+        registries: registry_options(&args)?,
+        concurrency: args.concurrency.max(1),
+        recipe,
+    };
+    let reporter = Arc::new(Reporter::new());
+    let report = bundle::build(options, reporter.clone())
+        .await
+        .with_context(|| format!("building the bundle in {}", args.out.display()))?;
+    reporter.finish();
+    let copy = &report.copy;
+    eprintln!(
+        "built {} in {}: {} images, {} blobs ({}); downloaded {} in {:.1}s ({}/s), {} already present, {} resumed",
+        report.name,
+        report.bundle.display(),
+        copy.images.len(),
+        copy.blobs,
+        units::bytes(copy.blob_bytes),
+        units::bytes(copy.bytes_transferred),
+        copy.seconds,
+        units::bytes(dify_bundle::copy::rate(copy.bytes_transferred, copy.seconds) as u64),
+        units::bytes(copy.bytes_present),
+        units::bytes(copy.bytes_resumed),
+    );
+    if args.json {
+        super::print_json(&report)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,61 @@
+//! `dify-bundle inspect`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use dify_bundle::bundle;
+use dify_bundle::units;
+
+#[derive(Args)]
+pub struct InspectArgs {
+    /// The bundle directory
+    bundle: PathBuf,
+    /// Print JSON instead of a table
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
+    let inspection = bundle::inspect(&args.bundle)?;
+    if args.json {
+        super::print_json(&inspection)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{}  (Dify {}, built {}, {})",
+        inspection.name,
+        inspection.dify_version,
+        inspection.created,
+        inspection.platforms.join(", ")
+    );
+    println!();
+    println!("{:<15} {:<55} {:>10}", "ROLE", "SOURCE", "SIZE");
+    for image in &inspection.images {
+        println!(
+            "{:<15} {:<55} {:>10}",
+            image.role,
+            image.source,
+            units::bytes(image.size)
+        );
+        println!("{:<15} {}", "", image.digest);
+        for platform in &image.platforms {
+            println!(
+                "{:<15}   {:<14} {}  {}",
+                "",
+                platform.platform,
+                platform.digest,
+                units::bytes(platform.size)
+            );
+        }
+    }
+    println!();
+    println!(
+        "{} files, {} stored; images total {}, {} saved by sharing blobs",
+        inspection.files,
+        units::bytes(inspection.stored_bytes),
+        units::bytes(inspection.images_bytes),
+        units::bytes(inspection.shared_bytes_saved)
+    );
+    Ok(ExitCode::SUCCESS)
+}

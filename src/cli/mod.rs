@@ -1,0 +1,79 @@
+//! Command-line parsing and dispatch.
+
+mod build;
+mod inspect;
+mod progress;
+mod verify;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "dify-bundle",
+    version,
+    about = "Build, carry and install signed offline bundles of Dify for closed AWS VPCs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Pull the Dify images into a verified bundle directory
+    Build(build::BuildArgs),
+    /// Show a bundle's images, digests, platforms and sizes
+    Inspect(inspect::InspectArgs),
+    /// Re-hash every file of a bundle and report anything missing, changed or extra
+    Verify(verify::VerifyArgs),
+}
+
+/// Exit codes: 0 success, 1 failure, 2 bad usage (clap), 130 interrupted.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        tokio::select! {
+            result = run(cli.command) => Some(result),
+            _ = tokio::signal::ctrl_c() => None,
+        }
+    });
+    match result {
+        Some(Ok(code)) => code,
+        Some(Err(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+        None => {
+            eprintln!(
+                "interrupted: nothing incomplete was kept as finished; run the same command again to resume"
+            );
+            ExitCode::from(130)
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Build(args) => build::run(args).await,
+        Command::Inspect(args) => inspect::run(args),
+        Command::Verify(args) => verify::run(args).await,
+    }
+}
+
+/// Prints a value as pretty JSON on stdout.
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}

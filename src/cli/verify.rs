@@ -1,0 +1,54 @@
+//! `dify-bundle verify`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Args;
+use dify_bundle::bundle;
+use dify_bundle::progress::Progress;
+use dify_bundle::units;
+
+use super::progress::Reporter;
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// The bundle directory
+    bundle: PathBuf,
+    /// Print a JSON report on stdout
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let reporter = Arc::new(Reporter::new());
+    let dir = args.bundle.clone();
+    let progress: Arc<dyn Progress> = reporter.clone();
+    let report =
+        tokio::task::spawn_blocking(move || bundle::verify(&dir, progress.as_ref())).await??;
+    reporter.finish();
+    if args.json {
+        super::print_json(&report)?;
+    }
+    if report.is_ok() {
+        eprintln!(
+            "{}: all {} files verified ({} in {:.1}s)",
+            args.bundle.display(),
+            report.files,
+            units::bytes(report.bytes),
+            report.seconds
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for problem in &report.problems {
+            eprintln!("error: {problem}");
+        }
+        eprintln!(
+            "{}: verification FAILED: {} problems in {} files",
+            args.bundle.display(),
+            report.problems.len(),
+            report.files
+        );
+        Ok(ExitCode::FAILURE)
+    }
+}

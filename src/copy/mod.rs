@@ -1,0 +1,153 @@
+//! The copy engine: walks manifests from roots in a source store and moves what the
+//! destination lacks — blobs first (concurrently, streaming, verified, resumable), then
+//! manifests children-first, then tags. Every transfer in the tool is this one engine.
+
+mod plan;
+mod transfer;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+pub use plan::{ImagePlan, PlatformImage};
+
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::oci::{Descriptor, Platform};
+use crate::progress::Progress;
+use crate::retry::RetryPolicy;
+use crate::store::{Store, Tag};
+
+/// One image to copy: where it comes from and under which name it lands.
+#[derive(Clone)]
+pub struct Root {
+    pub source: Arc<dyn Store>,
+    pub source_repo: String,
+    /// Tag or digest in the source.
+    pub reference: String,
+    pub dest_repo: String,
+    pub tag: Option<Tag>,
+    /// How to name this image in messages (`api (docker.io/langgenius/dify-api:1.13.3)`).
+    pub label: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct CopyOptions {
+    /// Platforms to keep from multi-platform indexes; empty keeps all.
+    pub platforms: Vec<Platform>,
+    /// Blobs moved at once.
+    pub concurrency: usize,
+    pub retry: RetryPolicy,
+}
+
+impl Default for CopyOptions {
+    fn default() -> Self {
+        CopyOptions {
+            platforms: Vec::new(),
+            concurrency: 8,
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// What a copy did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CopyReport {
+    pub images: Vec<ImagePlan>,
+    /// Distinct blobs (configs and layers) the images need.
+    pub blobs: usize,
+    /// Their total size.
+    pub blob_bytes: u64,
+    /// Blobs the destination already held whole.
+    pub blobs_present: usize,
+    pub bytes_present: u64,
+    /// Bytes of partial blobs kept from an earlier, interrupted run.
+    pub bytes_resumed: u64,
+    /// Bytes that crossed the wire.
+    pub bytes_transferred: u64,
+    pub seconds: f64,
+}
+
+/// Copies every root from its source to `destination`.
+pub async fn copy(
+    roots: &[Root],
+    destination: Arc<dyn Store>,
+    options: &CopyOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<CopyReport> {
+    let started = Instant::now();
+    progress.step(&format!("resolving {} images", roots.len()));
+    let plans = futures::future::try_join_all(
+        roots
+            .iter()
+            .map(|root| plan::plan_image(root, destination.as_ref(), &options.platforms)),
+    )
+    .await?;
+
+    // Every blob once, however many images share it; remember who needs it for messages.
+    let mut blobs: BTreeMap<Digest, transfer::BlobJob> = BTreeMap::new();
+    for (root, plan) in roots.iter().zip(&plans) {
+        for blob in &plan.blobs {
+            blobs
+                .entry(blob.digest.clone())
+                .or_insert_with(|| transfer::BlobJob {
+                    blob: blob.clone(),
+                    root: root.clone(),
+                });
+        }
+    }
+    let jobs: Vec<transfer::BlobJob> = blobs.into_values().collect();
+    let mut report = CopyReport {
+        blobs: jobs.len(),
+        blob_bytes: jobs.iter().map(|j| j.blob.size).sum(),
+        ..CopyReport::default()
+    };
+    progress.step(&format!(
+        "copying {} blobs ({}) to {}",
+        jobs.len(),
+        crate::units::bytes(report.blob_bytes),
+        destination.describe()
+    ));
+    let outcome = transfer::copy_blobs(jobs, destination.clone(), options, &progress).await?;
+    report.blobs_present = outcome.present;
+    report.bytes_present = outcome.bytes_present;
+    report.bytes_resumed = outcome.bytes_resumed;
+    report.bytes_transferred = outcome.bytes_transferred;
+
+    progress.step("writing manifests");
+    for (root, plan) in roots.iter().zip(&plans) {
+        for manifest in &plan.manifests {
+            destination
+                .put_manifest(&root.dest_repo, manifest, None)
+                .await
+                .map_err(|e| in_image(e, root))?;
+        }
+        destination
+            .put_manifest(&root.dest_repo, &plan.root_manifest, root.tag.as_ref())
+            .await
+            .map_err(|e| in_image(e, root))?;
+    }
+    report.images = plans.into_iter().map(|p| p.into_plan()).collect();
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+pub(crate) fn in_image(error: Error, root: &Root) -> Error {
+    Error::Context {
+        context: root.label.clone(),
+        source: Box::new(error),
+    }
+}
+
+/// Bytes per second, for summaries.
+pub fn rate(bytes: u64, seconds: f64) -> f64 {
+    bytes as f64 / seconds.max(Duration::from_millis(1).as_secs_f64())
+}
+
+/// Descriptors of blobs grouped by digest, for sharing statistics.
+pub fn unique_size<'a>(blobs: impl Iterator<Item = &'a Descriptor>) -> u64 {
+    let unique: BTreeMap<&Digest, u64> = blobs.map(|b| (&b.digest, b.size)).collect();
+    unique.values().sum()
+}

@@ -1,0 +1,19 @@
+//! dify-bundle: build, carry and install signed offline bundles of Dify for closed AWS VPCs.
+//!
+//! The core is one content-addressed model: [`store::Store`]s hold blobs and manifests,
+//! and the [`copy`] engine moves them between any two stores. A bundle ([`bundle`]) is an
+//! OCI image layout plus a `bundle.json` that lists every file with its digest.
+
+pub mod bundle;
+pub mod copy;
+pub mod digest;
+pub mod error;
+pub mod oci;
+pub mod progress;
+pub mod recipe;
+pub mod reference;
+pub mod retry;
+pub mod store;
+pub mod units;
+
+pub use error::{Error, Result};

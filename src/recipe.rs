@@ -1,0 +1,156 @@
+//! Recipes: which images (and later wheels and plugins) make up a Dify release. The
+//! recipes in `manifests/` are compiled into the binary; users may bring their own.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::reference::ImageRef;
+
+/// Built-in recipes, oldest first; the last is the default.
+const BUILTIN: &[&str] = &[
+    include_str!("../manifests/dify-1.13.3.toml"),
+    include_str!("../manifests/dify-1.17.1.toml"),
+];
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    pub name: String,
+    pub dify_version: String,
+    pub images: Vec<RecipeImage>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RecipeImage {
+    /// What the image does in Dify: `api`, `web`, `sandbox`, `plugin-daemon`, or an extra.
+    pub role: String,
+    /// Where to pull it from: a tag or digest reference.
+    pub image: String,
+}
+
+impl RecipeImage {
+    pub fn reference(&self) -> Result<ImageRef> {
+        self.image.parse()
+    }
+}
+
+impl Recipe {
+    /// Parses and checks a recipe; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Recipe> {
+        let recipe: Recipe =
+            toml::from_str(text).map_err(|e| Error::invalid(format!("recipe {origin}: {e}")))?;
+        recipe.check(origin)?;
+        Ok(recipe)
+    }
+
+    pub fn load(path: &Path) -> Result<Recipe> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Recipe::parse(&text, &path.display().to_string())
+    }
+
+    fn check(&self, origin: &str) -> Result<()> {
+        let bad = |why: String| Err(Error::invalid(format!("recipe {origin}: {why}")));
+        if self.images.is_empty() {
+            return bad("lists no images".into());
+        }
+        let mut roles = std::collections::HashSet::new();
+        for image in &self.images {
+            let valid_role = !image.role.is_empty()
+                && image
+                    .role
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !valid_role {
+                return bad(format!(
+                    "role `{}` must be lowercase letters, digits and `-`",
+                    image.role
+                ));
+            }
+            if !roles.insert(image.role.as_str()) {
+                return bad(format!("role `{}` appears twice", image.role));
+            }
+            if let Err(e) = image.reference() {
+                return bad(e.to_string());
+            }
+        }
+        Ok(())
+    }
+
+    /// Every built-in recipe, oldest first.
+    pub fn builtin_all() -> Result<Vec<Recipe>> {
+        BUILTIN
+            .iter()
+            .map(|text| Recipe::parse(text, "(built in)"))
+            .collect()
+    }
+
+    /// The built-in recipe for a Dify version, or the newest when `None`.
+    pub fn builtin(version: Option<&str>) -> Result<Recipe> {
+        let all = Recipe::builtin_all()?;
+        let known: Vec<String> = all.iter().map(|r| r.dify_version.clone()).collect();
+        match version {
+            None => all
+                .into_iter()
+                .last()
+                .ok_or_else(|| Error::invalid("no built-in recipes")),
+            Some(v) => all
+                .into_iter()
+                .find(|r| r.dify_version == v.trim_start_matches('v'))
+                .ok_or_else(|| {
+                    Error::invalid(format!(
+                        "no built-in recipe for Dify {v}; known versions: {}; or pass --recipe FILE",
+                        known.join(", ")
+                    ))
+                }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_recipes_parse_and_pin_the_core_images() {
+        let all = Recipe::builtin_all().unwrap();
+        assert!(all.len() >= 2);
+        for recipe in &all {
+            let roles: Vec<&str> = recipe.images.iter().map(|i| i.role.as_str()).collect();
+            for role in ["api", "web", "sandbox", "plugin-daemon"] {
+                assert!(roles.contains(&role), "{} lacks {role}", recipe.name);
+            }
+            for image in &recipe.images {
+                let r = image.reference().unwrap();
+                assert!(r.tag.is_some() && r.tag.as_deref() != Some("latest"));
+            }
+        }
+        let old = Recipe::builtin(Some("1.13.3")).unwrap();
+        assert_eq!(
+            old.images[3].image,
+            "docker.io/langgenius/dify-plugin-daemon:0.5.3-local"
+        );
+        assert_eq!(
+            Recipe::builtin(None).unwrap().name,
+            all.last().unwrap().name
+        );
+        assert!(Recipe::builtin(Some("0.1")).is_err());
+    }
+
+    #[test]
+    fn rejects_bad_recipes() {
+        assert!(Recipe::parse("name='x'\ndify_version='1'\nimages=[]", "t").is_err());
+        let dup = "name='x'\ndify_version='1'\n[[images]]\nrole='api'\nimage='a/b:1'\n[[images]]\nrole='api'\nimage='a/c:1'";
+        assert!(
+            Recipe::parse(dup, "t")
+                .unwrap_err()
+                .to_string()
+                .contains("twice")
+        );
+        let unknown =
+            "name='x'\ndify_version='1'\ncolour='red'\n[[images]]\nrole='api'\nimage='a/b:1'";
+        assert!(Recipe::parse(unknown, "t").is_err());
+    }
+}

@@ -1,0 +1,416 @@
+//! The OCI image layout directory store: `oci-layout`, `index.json`, `blobs/sha256/<hex>`.
+//! Blobs are written under `.partial/` and renamed into place once their digest checks;
+//! an interrupted download resumes from its partial file.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+
+use super::{BlobState, BlobStream, Store, Tag};
+use crate::digest::{Digest, Hasher};
+use crate::error::{Error, Result};
+use crate::oci::{self, ANNOTATION_REF_NAME, Descriptor, Index, RawManifest};
+
+pub const OCI_LAYOUT_FILE: &str = "oci-layout";
+pub const INDEX_FILE: &str = "index.json";
+pub const BLOBS_DIR: &str = "blobs/sha256";
+/// Where blobs live while they are being received.
+pub const PARTIAL_DIR: &str = ".partial";
+
+const CHUNK: usize = 1 << 20;
+
+pub struct LayoutStore {
+    root: PathBuf,
+    index: Mutex<Index>,
+}
+
+fn empty_index() -> Index {
+    Index {
+        schema_version: 2,
+        media_type: Some(oci::OCI_INDEX.to_owned()),
+        manifests: Vec::new(),
+        annotations: None,
+    }
+}
+
+impl LayoutStore {
+    /// Opens a layout, creating the directory and its skeleton when missing.
+    pub fn create(root: &Path) -> Result<Self> {
+        std::fs::create_dir_all(root.join(BLOBS_DIR)).map_err(|e| Error::io(root, e))?;
+        let marker = root.join(OCI_LAYOUT_FILE);
+        if !marker.exists() {
+            write_atomically(&marker, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        }
+        let index = if root.join(INDEX_FILE).exists() {
+            read_index(root)?
+        } else {
+            empty_index()
+        };
+        Ok(LayoutStore {
+            root: root.to_owned(),
+            index: Mutex::new(index),
+        })
+    }
+
+    /// Opens an existing layout for reading.
+    pub fn open(root: &Path) -> Result<Self> {
+        if !root.join(OCI_LAYOUT_FILE).is_file() {
+            return Err(Error::invalid(format!(
+                "{}: not an OCI image layout (no `{OCI_LAYOUT_FILE}` file)",
+                root.display()
+            )));
+        }
+        Ok(LayoutStore {
+            root: root.to_owned(),
+            index: Mutex::new(read_index(root)?),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join(BLOBS_DIR).join(digest.hex())
+    }
+
+    fn partial_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join(PARTIAL_DIR).join(digest.hex())
+    }
+
+    /// The entries of `index.json`.
+    pub fn index(&self) -> Index {
+        self.index
+            .lock()
+            .map(|i| i.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Replaces `index.json` with exactly these entries.
+    pub fn set_index_entries(&self, entries: Vec<Descriptor>) -> Result<()> {
+        let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        index.manifests = entries;
+        write_json(&self.root.join(INDEX_FILE), &*index)
+    }
+
+    /// Removes what interrupted transfers left behind.
+    pub fn clean_partials(&self) -> Result<()> {
+        let dir = self.root.join(PARTIAL_DIR);
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(dir, e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Reads a whole (small) blob into memory.
+    pub fn read_small_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
+        let path = self.blob_path(digest);
+        std::fs::read(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::NotFound {
+                what: format!("blob {digest} in {}", self.root.display()),
+            },
+            _ => Error::io(path, e),
+        })
+    }
+
+    /// Stores a small blob held in memory, after checking its digest.
+    pub fn write_small_blob(&self, digest: &Digest, bytes: &[u8]) -> Result<()> {
+        let actual = Digest::of(bytes);
+        if &actual != digest {
+            return Err(Error::DigestMismatch {
+                what: format!("blob {digest}"),
+                expected: digest.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        let path = self.blob_path(digest);
+        if path.is_file() {
+            return Ok(());
+        }
+        write_atomically(&path, bytes)
+    }
+}
+
+fn read_index(root: &Path) -> Result<Index> {
+    let path = root.join(INDEX_FILE);
+    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::invalid(format!("{}: malformed index: {e}", path.display())))
+}
+
+/// Writes `bytes` to a temporary file beside `path`, then renames it into place.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// Serialises `value` as pretty JSON and writes it atomically.
+pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    let mut bytes = serde_json::to_vec_pretty(value)
+        .map_err(|e| Error::invalid(format!("{}: cannot serialise: {e}", path.display())))?;
+    bytes.push(b'\n');
+    write_atomically(path, &bytes)
+}
+
+/// Sniffs the media type of a manifest stored without one.
+fn sniff_media_type(bytes: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Probe {
+        media_type: Option<String>,
+        manifests: Option<serde_json::Value>,
+    }
+    match serde_json::from_slice::<Probe>(bytes) {
+        Ok(Probe {
+            media_type: Some(m),
+            ..
+        }) => m,
+        Ok(Probe {
+            manifests: Some(_), ..
+        }) => oci::OCI_INDEX.to_owned(),
+        _ => oci::OCI_MANIFEST.to_owned(),
+    }
+}
+
+#[async_trait]
+impl Store for LayoutStore {
+    fn describe(&self) -> String {
+        format!("bundle {}", self.root.display())
+    }
+
+    async fn resolve(&self, _repo: &str, reference: &str) -> Result<Descriptor> {
+        if let Ok(digest) = reference.parse::<Digest>() {
+            let bytes = self.read_small_blob(&digest)?;
+            return Ok(Descriptor::new(
+                sniff_media_type(&bytes),
+                digest,
+                bytes.len() as u64,
+            ));
+        }
+        self.index()
+            .manifests
+            .into_iter()
+            .find(|d| d.annotation(ANNOTATION_REF_NAME) == Some(reference))
+            .ok_or_else(|| Error::NotFound {
+                what: format!("`{reference}` in {}", self.root.display()),
+            })
+    }
+
+    async fn get_manifest(&self, _repo: &str, manifest: &Descriptor) -> Result<RawManifest> {
+        let bytes = self.read_small_blob(&manifest.digest)?;
+        let actual = Digest::of(&bytes);
+        if actual != manifest.digest {
+            return Err(Error::DigestMismatch {
+                what: format!("manifest {} in {}", manifest.digest, self.root.display()),
+                expected: manifest.digest.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        Ok(RawManifest {
+            media_type: manifest.media_type.clone(),
+            bytes: Bytes::from(bytes),
+        })
+    }
+
+    async fn put_manifest(
+        &self,
+        _repo: &str,
+        manifest: &RawManifest,
+        tag: Option<&Tag>,
+    ) -> Result<()> {
+        let digest = manifest.digest();
+        self.write_small_blob(&digest, &manifest.bytes)?;
+        let Some(tag) = tag else { return Ok(()) };
+        let mut descriptor = manifest.descriptor();
+        let mut annotations = tag.annotations.clone();
+        annotations.insert(ANNOTATION_REF_NAME.to_owned(), tag.name.clone());
+        descriptor.annotations = Some(annotations);
+        let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        index
+            .manifests
+            .retain(|d| d.annotation(ANNOTATION_REF_NAME) != Some(tag.name.as_str()));
+        index.manifests.push(descriptor);
+        write_json(&self.root.join(INDEX_FILE), &*index)
+    }
+
+    async fn blob_state(&self, _repo: &str, blob: &Descriptor) -> Result<BlobState> {
+        if let Ok(meta) = std::fs::metadata(self.blob_path(&blob.digest)) {
+            if meta.len() == blob.size {
+                return Ok(BlobState::Present);
+            }
+        }
+        match std::fs::metadata(self.partial_path(&blob.digest)) {
+            Ok(meta) if meta.len() > 0 && meta.len() < blob.size => {
+                Ok(BlobState::Partial(meta.len()))
+            }
+            _ => Ok(BlobState::Absent),
+        }
+    }
+
+    async fn read_blob(
+        &self,
+        _repo: &str,
+        blob: &Descriptor,
+        offset: u64,
+    ) -> Result<(u64, BlobStream)> {
+        let path = self.blob_path(&blob.digest);
+        let mut file = std::fs::File::open(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::NotFound {
+                what: format!("blob {} in {}", blob.digest, self.root.display()),
+            },
+            _ => Error::io(&path, e),
+        })?;
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(offset))
+            .map_err(|e| Error::io(&path, e))?;
+        Ok((offset, read_file_stream(file, path)))
+    }
+
+    async fn write_blob(
+        &self,
+        _repo: &str,
+        blob: &Descriptor,
+        offset: u64,
+        body: BlobStream,
+    ) -> Result<()> {
+        let partial = self.partial_path(&blob.digest);
+        if let Some(parent) = partial.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        let what = format!("blob {}", blob.digest);
+        let hasher = receive(&partial, offset, blob.size, body, &what).await?;
+        let (len, actual) = (hasher.len(), hasher.finish());
+        if len != blob.size {
+            return Err(Error::SizeMismatch {
+                what,
+                expected: blob.size,
+                actual: len,
+            });
+        }
+        if actual != blob.digest {
+            let _ = std::fs::remove_file(&partial);
+            return Err(Error::DigestMismatch {
+                what,
+                expected: blob.digest.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        let target = self.blob_path(&blob.digest);
+        std::fs::rename(&partial, &target).map_err(|e| Error::io(&target, e))
+    }
+}
+
+/// Reads a file in 1 MiB chunks on a blocking thread and yields them as a stream.
+pub fn read_file_stream(mut file: std::fs::File, path: PathBuf) -> BlobStream {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        loop {
+            let mut buf = vec![0u8; CHUNK];
+            match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    buf.truncate(n);
+                    if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(Error::io(&path, e)));
+                    break;
+                }
+            }
+        }
+    });
+    tokio_stream_from(rx)
+}
+
+fn tokio_stream_from(mut rx: tokio::sync::mpsc::Receiver<Result<Bytes>>) -> BlobStream {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
+}
+
+/// Appends `body` to the partial file (re-hashing the `offset` bytes already there) on a
+/// blocking writer thread, so hashing and disk writes overlap with the network.
+/// Returns the hash of the whole file. On a stream error the bytes received so far stay in
+/// the partial file for the next attempt.
+async fn receive(
+    partial: &Path,
+    offset: u64,
+    size: u64,
+    mut body: BlobStream,
+    what: &str,
+) -> Result<Hasher> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+    let path = partial.to_owned();
+    let writer = tokio::task::spawn_blocking(move || -> Result<Hasher> {
+        let io = |e| Error::io(&path, e);
+        let mut hasher = Hasher::new();
+        let mut file = if offset > 0 {
+            let mut existing = std::fs::File::open(&path).map_err(io)?;
+            let mut buf = vec![0u8; CHUNK];
+            let mut left = offset;
+            while left > 0 {
+                let want = left.min(CHUNK as u64) as usize;
+                existing.read_exact(&mut buf[..want]).map_err(io)?;
+                hasher.update(&buf[..want]);
+                left -= want as u64;
+            }
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(io)?;
+            file.set_len(offset).map_err(io)?;
+            let mut file = file;
+            std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(offset)).map_err(io)?;
+            file
+        } else {
+            std::fs::File::create(&path).map_err(io)?
+        };
+        let mut out = std::io::BufWriter::with_capacity(CHUNK, &mut file);
+        while let Some(chunk) = rx.blocking_recv() {
+            hasher.update(&chunk);
+            out.write_all(&chunk).map_err(io)?;
+        }
+        out.flush().map_err(io)?;
+        Ok(hasher)
+    });
+    let mut received = offset;
+    let mut failure = None;
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(chunk) => {
+                received += chunk.len() as u64;
+                if received > size {
+                    failure = Some(Error::SizeMismatch {
+                        what: what.to_owned(),
+                        expected: size,
+                        actual: received,
+                    });
+                    break;
+                }
+                if tx.send(chunk).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let written = writer
+        .await
+        .map_err(|e| Error::invalid(format!("{what}: writer thread failed: {e}")))?;
+    match failure {
+        Some(e @ Error::SizeMismatch { .. }) => {
+            let _ = std::fs::remove_file(partial);
+            Err(e)
+        }
+        Some(e) => Err(e),
+        None => written,
+    }
+}

@@ -1,0 +1,79 @@
+//! Stores: anything that holds blobs and manifests addressed by digest. The copy engine
+//! moves content between any two of them; a new transport is a new store.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+use crate::error::Result;
+use crate::oci::{Descriptor, RawManifest};
+
+pub mod layout;
+pub mod registry;
+
+pub use layout::LayoutStore;
+pub use registry::{RegistryOptions, RegistryStore};
+
+/// A blob's bytes as they arrive, in chunks.
+pub type BlobStream = BoxStream<'static, Result<Bytes>>;
+
+/// What a store already holds of a blob.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlobState {
+    /// Complete and verified.
+    Present,
+    /// The first `n` bytes were received before an interruption.
+    Partial(u64),
+    Absent,
+}
+
+/// A name under which a manifest is stored, with annotations describing it.
+#[derive(Clone, Debug, Default)]
+pub struct Tag {
+    pub name: String,
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// A short description for messages: `registry 127.0.0.1:5000`, `bundle /data/b`.
+    fn describe(&self) -> String;
+
+    /// Resolves a tag or digest to the descriptor of the manifest it names (no body fetched).
+    async fn resolve(&self, repo: &str, reference: &str) -> Result<Descriptor>;
+
+    /// The manifest with this digest, bytes exactly as stored.
+    async fn get_manifest(&self, repo: &str, manifest: &Descriptor) -> Result<RawManifest>;
+
+    /// Stores a manifest under its digest and, when given, a tag. Every blob it references
+    /// must already be in the store.
+    async fn put_manifest(
+        &self,
+        repo: &str,
+        manifest: &RawManifest,
+        tag: Option<&Tag>,
+    ) -> Result<()>;
+
+    async fn blob_state(&self, repo: &str, blob: &Descriptor) -> Result<BlobState>;
+
+    /// Streams a blob starting at `offset`. Returns where the stream really starts: a store
+    /// that cannot seek starts at 0.
+    async fn read_blob(
+        &self,
+        repo: &str,
+        blob: &Descriptor,
+        offset: u64,
+    ) -> Result<(u64, BlobStream)>;
+
+    /// Writes a blob, appending to the `offset` bytes already held (see [`BlobState::Partial`]).
+    /// The blob becomes visible only after its size and digest are checked.
+    async fn write_blob(
+        &self,
+        repo: &str,
+        blob: &Descriptor,
+        offset: u64,
+        body: BlobStream,
+    ) -> Result<()>;
+}

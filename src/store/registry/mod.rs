@@ -1,0 +1,590 @@
+//! The registry store: the OCI distribution API over HTTP(S), for Docker Hub, mirrors,
+//! private registries and ECR. Handles authentication, mirrors, plain-HTTP registries and
+//! retries (429 with `Retry-After`, 5xx, timeouts, resets).
+
+pub mod auth;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use reqwest::header::{self, HeaderMap};
+use reqwest::{Response, StatusCode};
+
+use self::auth::{Challenge, Credentials, TokenCache};
+use super::{BlobState, BlobStream, Store, Tag};
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::oci::{Descriptor, MANIFEST_ACCEPT, RawManifest};
+use crate::reference::DOCKER_HUB;
+use crate::retry::RetryPolicy;
+
+/// Manifests larger than this are refused (the distribution spec's own limit is 4 MiB).
+const MAX_MANIFEST_BYTES: usize = 4 << 20;
+
+/// How to reach registries: credentials, mirrors, plain-HTTP hosts, retries.
+#[derive(Clone, Debug, Default)]
+pub struct RegistryOptions {
+    /// Credentials by registry host (`docker.io`, `127.0.0.1:5000`).
+    pub credentials: HashMap<String, Credentials>,
+    /// Registry name → mirror host to pull it through (`docker.io` → `mirror.local:5000`).
+    pub mirrors: HashMap<String, String>,
+    /// Hosts spoken to over plain HTTP.
+    pub insecure: HashSet<String>,
+    pub retry: RetryPolicy,
+}
+
+impl RegistryOptions {
+    /// Parses `REGISTRY=HOST[:PORT]` as given to `--registry-mirror`.
+    pub fn add_mirror_flag(&mut self, flag: &str) -> Result<()> {
+        let (registry, mirror) = flag.split_once('=').ok_or_else(|| {
+            Error::invalid(format!(
+                "--registry-mirror `{flag}`: expected REGISTRY=HOST[:PORT], e.g. docker.io=mirror.local:5000"
+            ))
+        })?;
+        let mirror = mirror
+            .trim_start_matches("https://")
+            .trim_start_matches("http://");
+        if mirror.is_empty() || mirror.contains('/') {
+            return Err(Error::invalid(format!(
+                "--registry-mirror `{flag}`: the mirror must be HOST[:PORT]"
+            )));
+        }
+        self.mirrors
+            .insert(auth::normalise_host(registry), mirror.to_owned());
+        Ok(())
+    }
+}
+
+/// Hands out one [`RegistryStore`] per registry, sharing one HTTP client.
+pub struct Registries {
+    options: RegistryOptions,
+    http: reqwest::Client,
+    stores: Mutex<HashMap<String, Arc<RegistryStore>>>,
+}
+
+impl Registries {
+    pub fn new(options: RegistryOptions) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("dify-bundle/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(20))
+            .read_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(32)
+            .build()
+            .map_err(|e| Error::invalid(format!("cannot set up the HTTP client: {e}")))?;
+        Ok(Registries {
+            options,
+            http,
+            stores: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The store for a registry as named in an image reference (mirrors applied).
+    pub fn store(&self, registry: &str) -> Arc<RegistryStore> {
+        let mut stores = self.stores.lock().unwrap_or_else(|p| p.into_inner());
+        stores
+            .entry(registry.to_owned())
+            .or_insert_with(|| Arc::new(self.build(registry)))
+            .clone()
+    }
+
+    fn build(&self, registry: &str) -> RegistryStore {
+        let name = auth::normalise_host(registry);
+        let host = match self.options.mirrors.get(&name) {
+            Some(mirror) => mirror.clone(),
+            None if name == DOCKER_HUB => "registry-1.docker.io".to_owned(),
+            None => name.clone(),
+        };
+        let scheme = if self.options.insecure.contains(&host) {
+            "http"
+        } else {
+            "https"
+        };
+        let credentials = self
+            .options
+            .credentials
+            .get(&host)
+            .or_else(|| self.options.credentials.get(&name))
+            .cloned();
+        RegistryStore {
+            display: if host == name
+                || name == DOCKER_HUB && !self.options.mirrors.contains_key(&name)
+            {
+                name.clone()
+            } else {
+                format!("{name} (mirror {host})")
+            },
+            base: format!("{scheme}://{host}"),
+            http: self.http.clone(),
+            credentials,
+            auth: tokio::sync::Mutex::new(AuthState::default()),
+            retry: self.options.retry,
+        }
+    }
+}
+
+#[derive(Default)]
+struct AuthState {
+    challenge: Option<Challenge>,
+    tokens: TokenCache,
+}
+
+/// One registry endpoint.
+pub struct RegistryStore {
+    display: String,
+    base: String,
+    http: reqwest::Client,
+    credentials: Option<Credentials>,
+    auth: tokio::sync::Mutex<AuthState>,
+    retry: RetryPolicy,
+}
+
+fn scope(repo: &str, push: bool) -> String {
+    format!(
+        "repository:{repo}:{}",
+        if push { "pull,push" } else { "pull" }
+    )
+}
+
+/// Describes a transport error with its causes (`connection refused`, `timed out`, …).
+pub(crate) fn describe_reqwest(e: &reqwest::Error) -> String {
+    let mut message = if e.is_timeout() {
+        "timed out".to_owned()
+    } else if e.is_connect() {
+        "cannot connect".to_owned()
+    } else {
+        "request failed".to_owned()
+    };
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    message
+}
+
+fn transport_error(what: &str, e: &reqwest::Error) -> Error {
+    Error::Http {
+        what: what.to_owned(),
+        message: describe_reqwest(e),
+        status: None,
+        transient: true,
+        retry_after: None,
+    }
+}
+
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
+}
+
+/// Turns an unsuccessful response into an error that says what the registry said.
+pub(crate) async fn status_error(what: &str, response: Response) -> Error {
+    let status = response.status();
+    let wait = retry_after(response.headers());
+    let body = response.text().await.unwrap_or_default();
+    let detail: String = body.chars().take(300).collect();
+    let detail = detail.trim();
+    let message = if detail.is_empty() {
+        format!("registry answered {status}")
+    } else {
+        format!("registry answered {status}: {detail}")
+    };
+    match status {
+        StatusCode::NOT_FOUND => Error::NotFound {
+            what: what.to_owned(),
+        },
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Error::Auth {
+            what: what.to_owned(),
+            message,
+        },
+        s => Error::Http {
+            what: what.to_owned(),
+            message,
+            status: Some(s.as_u16()),
+            transient: s == StatusCode::TOO_MANY_REQUESTS
+                || s == StatusCode::REQUEST_TIMEOUT
+                || s.is_server_error(),
+            retry_after: wait,
+        },
+    }
+}
+
+fn content_type(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    let media_type = value.split(';').next()?.trim();
+    (!media_type.is_empty()).then(|| media_type.to_owned())
+}
+
+impl RegistryStore {
+    fn url(&self, path: &str) -> String {
+        format!("{}/v2/{path}", self.base)
+    }
+
+    /// The `Authorization` header to send for `scope`, fetching a token when needed.
+    async fn authorization(&self, scope: &str) -> Result<Option<String>> {
+        let mut state = self.auth.lock().await;
+        match state.challenge.clone() {
+            None => Ok(None),
+            Some(Challenge::Basic) => Ok(self.credentials.as_ref().map(Credentials::basic_header)),
+            Some(Challenge::Bearer { realm, service }) => {
+                if let Some(token) = state.tokens.get(scope) {
+                    return Ok(Some(format!("Bearer {token}")));
+                }
+                let (token, lifetime) = auth::fetch_token(
+                    &self.http,
+                    &realm,
+                    service.as_deref(),
+                    scope,
+                    self.credentials.as_ref(),
+                )
+                .await?;
+                state.tokens.insert(scope, token.clone(), lifetime);
+                Ok(Some(format!("Bearer {token}")))
+            }
+        }
+    }
+
+    /// Records the registry's challenge after a 401, so the next attempt authenticates.
+    async fn learn(&self, response: &Response, scope: &str, what: &str) -> Result<()> {
+        let challenge = response
+            .headers()
+            .get(header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(Challenge::parse)
+            .ok_or_else(|| Error::Auth {
+                what: what.to_owned(),
+                message: "the registry answered 401 without a usable WWW-Authenticate challenge"
+                    .to_owned(),
+            })?;
+        if challenge == Challenge::Basic && self.credentials.is_none() {
+            return Err(self.needs_credentials(what));
+        }
+        let mut state = self.auth.lock().await;
+        state.tokens.insert(scope, String::new(), Duration::ZERO);
+        state.challenge = Some(challenge);
+        Ok(())
+    }
+
+    fn needs_credentials(&self, what: &str) -> Error {
+        Error::Auth {
+            what: what.to_owned(),
+            message: format!(
+                "{} requires credentials: pass --registry-auth HOST=USER:PASS or log in with `docker login` (~/.docker/config.json)",
+                self.display
+            ),
+        }
+    }
+
+    /// Sends a request built by `build`, authenticating on a 401 and mapping failures to
+    /// errors that say whether a retry may help.
+    async fn send(
+        &self,
+        scope: &str,
+        what: &str,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<Response> {
+        let mut authenticated_after_challenge = false;
+        loop {
+            let mut request = build();
+            if let Some(value) = self.authorization(scope).await? {
+                request = request.header(header::AUTHORIZATION, value);
+            }
+            let response = request
+                .send()
+                .await
+                .map_err(|e| transport_error(what, &e))?;
+            if response.status() == StatusCode::UNAUTHORIZED {
+                if authenticated_after_challenge {
+                    return Err(match &self.credentials {
+                        Some(c) => Error::Auth {
+                            what: what.to_owned(),
+                            message: format!(
+                                "{} rejected the credentials for user `{}`",
+                                self.display, c.username
+                            ),
+                        },
+                        None => self.needs_credentials(what),
+                    });
+                }
+                self.learn(&response, scope, what).await?;
+                authenticated_after_challenge = true;
+                continue;
+            }
+            if response.status().is_success() || response.status() == StatusCode::PARTIAL_CONTENT {
+                return Ok(response);
+            }
+            return Err(status_error(what, response).await);
+        }
+    }
+
+    async fn fetch_manifest(&self, repo: &str, reference: &str) -> Result<RawManifest> {
+        let what = format!("manifest {repo}:{reference} on {}", self.display);
+        let url = self.url(&format!("{repo}/manifests/{reference}"));
+        let response = self
+            .send(&scope(repo, false), &what, || {
+                self.http.get(&url).header(header::ACCEPT, MANIFEST_ACCEPT)
+            })
+            .await?;
+        let media_type = content_type(response.headers()).unwrap_or_default();
+        if response
+            .content_length()
+            .is_some_and(|n| n as usize > MAX_MANIFEST_BYTES)
+        {
+            return Err(Error::invalid(format!("{what}: larger than 4 MiB")));
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| transport_error(&what, &e))?;
+        if bytes.len() > MAX_MANIFEST_BYTES {
+            return Err(Error::invalid(format!("{what}: larger than 4 MiB")));
+        }
+        Ok(RawManifest { media_type, bytes })
+    }
+}
+
+#[async_trait]
+impl Store for RegistryStore {
+    fn describe(&self) -> String {
+        format!("registry {}", self.display)
+    }
+
+    async fn resolve(&self, repo: &str, reference: &str) -> Result<Descriptor> {
+        let what = format!("manifest {repo}:{reference} on {}", self.display);
+        let url = self.url(&format!("{repo}/manifests/{reference}"));
+        // HEAD first: it is free of Docker Hub's pull rate limit.
+        let head = self
+            .retry
+            .run(|| async {
+                self.send(&scope(repo, false), &what, || {
+                    self.http.head(&url).header(header::ACCEPT, MANIFEST_ACCEPT)
+                })
+                .await
+            })
+            .await?;
+        let headers = head.headers();
+        let digest = headers
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<Digest>().ok());
+        let media_type = content_type(headers);
+        let size = head.content_length().filter(|n| *n > 0);
+        if let (Some(digest), Some(media_type), Some(size)) = (digest, media_type, size) {
+            if let Ok(pinned) = reference.parse::<Digest>() {
+                if pinned != digest {
+                    return Err(Error::DigestMismatch {
+                        what,
+                        expected: pinned.to_string(),
+                        actual: digest.to_string(),
+                    });
+                }
+            }
+            return Ok(Descriptor::new(media_type, digest, size));
+        }
+        // The registry did not say; fetch the manifest and compute.
+        let raw = self
+            .retry
+            .run(|| self.fetch_manifest(repo, reference))
+            .await?;
+        Ok(raw.descriptor())
+    }
+
+    async fn get_manifest(&self, repo: &str, manifest: &Descriptor) -> Result<RawManifest> {
+        let reference = manifest.digest.to_string();
+        let mut raw = self
+            .retry
+            .run(|| self.fetch_manifest(repo, &reference))
+            .await?;
+        let actual = raw.digest();
+        if actual != manifest.digest {
+            return Err(Error::DigestMismatch {
+                what: format!("manifest {repo}@{} on {}", manifest.digest, self.display),
+                expected: manifest.digest.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        if raw.media_type.is_empty() {
+            raw.media_type = manifest.media_type.clone();
+        }
+        Ok(raw)
+    }
+
+    async fn put_manifest(
+        &self,
+        repo: &str,
+        manifest: &RawManifest,
+        tag: Option<&Tag>,
+    ) -> Result<()> {
+        let reference = match tag {
+            Some(tag) => tag.name.clone(),
+            None => manifest.digest().to_string(),
+        };
+        let what = format!("manifest {repo}:{reference} on {}", self.display);
+        let url = self.url(&format!("{repo}/manifests/{reference}"));
+        self.retry
+            .run(|| async {
+                self.send(&scope(repo, true), &what, || {
+                    self.http
+                        .put(&url)
+                        .header(header::CONTENT_TYPE, &manifest.media_type)
+                        .body(manifest.bytes.clone())
+                })
+                .await
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn blob_state(&self, repo: &str, blob: &Descriptor) -> Result<BlobState> {
+        let what = format!("blob {} in {repo} on {}", blob.digest, self.display);
+        let url = self.url(&format!("{repo}/blobs/{}", blob.digest));
+        let found = self
+            .retry
+            .run(|| async {
+                match self
+                    .send(&scope(repo, false), &what, || self.http.head(&url))
+                    .await
+                {
+                    Ok(_) => Ok(true),
+                    Err(Error::NotFound { .. }) => Ok(false),
+                    Err(e) => Err(e),
+                }
+            })
+            .await?;
+        Ok(if found {
+            BlobState::Present
+        } else {
+            BlobState::Absent
+        })
+    }
+
+    async fn read_blob(
+        &self,
+        repo: &str,
+        blob: &Descriptor,
+        offset: u64,
+    ) -> Result<(u64, BlobStream)> {
+        let what = format!("blob {} in {repo} on {}", blob.digest, self.display);
+        let url = self.url(&format!("{repo}/blobs/{}", blob.digest));
+        let response = self
+            .retry
+            .run(|| async {
+                self.send(&scope(repo, false), &what, || {
+                    let request = self.http.get(&url);
+                    if offset > 0 {
+                        request.header(header::RANGE, format!("bytes={offset}-"))
+                    } else {
+                        request
+                    }
+                })
+                .await
+            })
+            .await?;
+        let start = if response.status() == StatusCode::PARTIAL_CONTENT {
+            let range_start = response
+                .headers()
+                .get(header::CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("bytes "))
+                .and_then(|v| v.split('-').next())
+                .and_then(|v| v.parse::<u64>().ok());
+            if range_start != Some(offset) {
+                return Err(Error::Http {
+                    what,
+                    message: format!("asked for bytes from {offset}, got range {range_start:?}"),
+                    status: Some(206),
+                    transient: false,
+                    retry_after: None,
+                });
+            }
+            offset
+        } else {
+            0
+        };
+        let stream = response
+            .bytes_stream()
+            .map_err(move |e| Error::Http {
+                what: what.clone(),
+                message: format!("connection lost while receiving: {}", describe_reqwest(&e)),
+                status: None,
+                transient: true,
+                retry_after: None,
+            })
+            .boxed();
+        Ok((start, stream))
+    }
+
+    async fn write_blob(
+        &self,
+        repo: &str,
+        blob: &Descriptor,
+        offset: u64,
+        body: BlobStream,
+    ) -> Result<()> {
+        if offset != 0 {
+            return Err(Error::invalid(format!(
+                "{}: uploads cannot resume at an offset",
+                self.describe()
+            )));
+        }
+        let what = format!(
+            "upload of blob {} to {repo} on {}",
+            blob.digest, self.display
+        );
+        let scope = scope(repo, true);
+        let start_url = self.url(&format!("{repo}/blobs/uploads/"));
+        let started = self
+            .retry
+            .run(|| async {
+                self.send(&scope, &what, || self.http.post(&start_url))
+                    .await
+            })
+            .await?;
+        let location = started
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                Error::invalid(format!("{what}: the registry gave no upload location"))
+            })?;
+        let mut upload_url = if location.starts_with("http://") || location.starts_with("https://")
+        {
+            location.to_owned()
+        } else {
+            format!("{}{location}", self.base)
+        };
+        upload_url.push(if upload_url.contains('?') { '&' } else { '?' });
+        upload_url.push_str(&format!("digest={}", blob.digest));
+        // A streaming body cannot be replayed, so this request is sent once; the copy
+        // engine retries the whole blob. The token was fetched by the POST above.
+        let mut request = self
+            .http
+            .put(&upload_url)
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .header(header::CONTENT_LENGTH, blob.size)
+            .body(reqwest::Body::wrap_stream(body.map_ok(Bytes::from)));
+        if let Some(value) = self.authorization(&scope).await? {
+            request = request.header(header::AUTHORIZATION, value);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| transport_error(&what, &e))?;
+        if response.status() != StatusCode::CREATED && !response.status().is_success() {
+            return Err(status_error(&what, response).await);
+        }
+        Ok(())
+    }
+}
