@@ -52,7 +52,7 @@ pub fn main() -> ExitCode {
     match result {
         Some(Ok(code)) => code,
         Some(Err(e)) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
         None => {

@@ -29,6 +29,7 @@ struct State {
     total_bar: Option<ProgressBar>,
     started: Instant,
     last_line: Instant,
+    reported_end: bool,
 }
 
 fn bar_style(template: &str) -> ProgressStyle {
@@ -53,6 +54,7 @@ impl Reporter {
                 total_bar: None,
                 started: Instant::now(),
                 last_line: Instant::now(),
+                reported_end: false,
             }),
         }
     }
@@ -122,6 +124,7 @@ impl Progress for Reporter {
         state.at_start = already;
         state.positions.clear();
         state.started = Instant::now();
+        state.reported_end = already >= bytes;
         if let Some(bars) = &self.bars {
             let bar = bars.add(ProgressBar::new(bytes));
             bar.set_style(bar_style(
@@ -180,7 +183,8 @@ impl Progress for Reporter {
         if let Some(bar) = state.blob_bars.remove(digest) {
             bar.finish_and_clear();
         }
-        if state.done >= state.total {
+        if state.done >= state.total && !state.reported_end {
+            state.reported_end = true;
             self.plain_line(&mut state, true);
         }
     }

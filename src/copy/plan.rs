@@ -9,7 +9,8 @@ use super::{Root, in_image};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::oci::{
-    ANNOTATION_REFERENCE_DIGEST, Descriptor, ImageConfig, Index, Manifest, Platform, RawManifest,
+    ANNOTATION_REFERENCE_DIGEST, Descriptor, ImageConfig, Index, Manifest, OCI_INDEX, Platform,
+    RawManifest,
 };
 use crate::store::{BlobState, Store};
 
@@ -125,23 +126,26 @@ async fn resolve(
             }
             let blobs: Vec<Descriptor> = image.blobs().cloned().collect();
             let size = top.size + blobs.iter().map(|b| b.size).sum::<u64>();
+            let mut entry = top.clone();
+            entry.platform = Some(platform.clone());
+            let root_manifest = oci_index(vec![entry], None)?;
             Ok(ResolvedImage {
                 plan: ImagePlan {
                     label: root.label.clone(),
                     source_digest: top.digest.clone(),
-                    digest: top.digest.clone(),
-                    media_type: raw_top.media_type.clone(),
+                    digest: root_manifest.digest(),
+                    media_type: root_manifest.media_type.clone(),
                     platforms: vec![PlatformImage {
                         platform: platform.to_string(),
                         digest: top.digest.clone(),
                         size,
                     }],
                     blobs: blobs.clone(),
-                    manifests: vec![top.digest.clone()],
-                    size,
+                    manifests: vec![root_manifest.digest(), top.digest.clone()],
+                    size: size + root_manifest.bytes.len() as u64,
                 },
-                root_manifest: raw_top,
-                manifests: Vec::new(),
+                root_manifest,
+                manifests: vec![raw_top],
                 blobs,
             })
         }
@@ -149,6 +153,25 @@ async fn resolve(
             resolve_index(root, destination, platforms, top, raw_top, index).await
         }
     }
+}
+
+/// An OCI index over `manifests` (their bytes untouched, so their digests stay).
+fn oci_index(
+    manifests: Vec<Descriptor>,
+    annotations: Option<std::collections::BTreeMap<String, String>>,
+) -> Result<RawManifest> {
+    let index = Index {
+        schema_version: 2,
+        media_type: Some(OCI_INDEX.to_owned()),
+        manifests,
+        annotations,
+    };
+    let bytes = serde_json::to_vec(&index)
+        .map_err(|e| Error::invalid(format!("cannot serialise index: {e}")))?;
+    Ok(RawManifest {
+        media_type: OCI_INDEX.to_owned(),
+        bytes: bytes.into(),
+    })
 }
 
 fn list(platforms: &[Platform]) -> String {
@@ -252,24 +275,15 @@ async fn resolve_index(
         manifests.push(raw);
     }
 
-    // Keep the original index when nothing was left out; otherwise write one that lists
-    // only what the destination will hold, so it is complete and copyable as a whole.
-    let root_manifest = if children.len() == index.manifests.len() {
-        raw_top.clone()
-    } else {
-        let narrowed = Index {
-            schema_version: 2,
-            media_type: Some(raw_top.media_type.clone()),
-            manifests: children.clone(),
-            annotations: index.annotations.clone(),
+    // Keep the original index when it is an OCI index and nothing was left out; otherwise
+    // write an OCI index listing exactly what the destination holds, so the root is complete,
+    // copyable as a whole, and readable by every OCI layout tool.
+    let root_manifest =
+        if raw_top.media_type == OCI_INDEX && children.len() == index.manifests.len() {
+            raw_top.clone()
+        } else {
+            oci_index(children.clone(), index.annotations.clone())?
         };
-        let bytes = serde_json::to_vec(&narrowed)
-            .map_err(|e| Error::invalid(format!("cannot serialise index: {e}")))?;
-        RawManifest {
-            media_type: raw_top.media_type.clone(),
-            bytes: bytes.into(),
-        }
-    };
     let size = root_manifest.bytes.len() as u64
         + manifests.iter().map(|m| m.bytes.len() as u64).sum::<u64>()
         + super::unique_size(blobs.iter());

@@ -1,0 +1,507 @@
+//! `dify-bundle build`, `inspect` and `verify` against real docker-registry servers on
+//! 127.0.0.1, with skopeo as an independent check of the layout.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::fixtures::{self, layer};
+use common::{
+    Auth, Registry, assert_success, dify_bundle, json, run, skopeo, stderr, write_recipe,
+};
+
+fn recipe_for(registry_host: &str, prefix: &str, dir: &std::path::Path) -> std::path::PathBuf {
+    write_recipe(
+        dir,
+        &[
+            ("api", format!("{registry_host}/{prefix}/dify-api:1.0")),
+            ("web", format!("{registry_host}/{prefix}/dify-web:1.0")),
+            (
+                "sandbox",
+                format!("{registry_host}/{prefix}/dify-sandbox:1.0"),
+            ),
+            (
+                "plugin-daemon",
+                format!("{registry_host}/{prefix}/dify-plugin-daemon:1.0"),
+            ),
+        ],
+    )
+}
+
+fn blob_files(dir: &std::path::Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builds_a_deduplicated_single_platform_bundle_that_skopeo_reads() {
+    let registry = Registry::start(Auth::None);
+    let base = layer(42, 3 << 20);
+    let images = fixtures::dify_like(&registry, "langgenius", &base, 1 << 20).await;
+    let work = tempfile::tempdir().unwrap();
+    let recipe = recipe_for(&registry.host(), "langgenius", work.path());
+    let out = work.path().join("bundle");
+
+    let result = run(dify_bundle()
+        .args([
+            "build",
+            "--json",
+            "--insecure-registry",
+            &registry.host(),
+            "--recipe",
+        ])
+        .arg(&recipe)
+        .arg("--out")
+        .arg(&out));
+    assert_success(&result);
+    let report = json(&result);
+
+    // Every amd64 blob is there; no arm64-only blob is; the shared base is stored once.
+    let stored = blob_files(&out);
+    let base_hex = dify_bundle::digest::Digest::of(&base).hex().to_owned();
+    assert!(stored.contains(&base_hex));
+    for (role, pushed) in &images {
+        for blob in &pushed.blobs["amd64"] {
+            assert!(
+                stored.contains(blob.digest.hex()),
+                "{role}: {} missing",
+                blob.digest
+            );
+        }
+        if let Some(arm) = pushed.blobs.get("arm64") {
+            assert!(
+                !stored.contains(arm[2].digest.hex()),
+                "{role}: arm64 layer stored"
+            );
+        }
+    }
+    // The attestation of the amd64 api image travels with it.
+    let api = &images[0].1;
+    assert!(stored.contains(api.attestation.as_ref().unwrap().hex()));
+    assert_eq!(report["copy"]["blobs_present"], 0);
+    assert_eq!(
+        report["copy"]["bytes_transferred"],
+        report["copy"]["blob_bytes"]
+    );
+
+    // bundle.json: roles, digests, platform, every file.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("bundle.json")).unwrap()).unwrap();
+    assert_eq!(manifest["format"], "dify-bundle/v1");
+    let roles: Vec<&str> = manifest["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["api", "web", "sandbox", "plugin-daemon"]);
+    assert_eq!(
+        manifest["images"][0]["source_digest"],
+        api.digest.to_string()
+    );
+    assert_ne!(
+        manifest["images"][0]["digest"],
+        api.digest.to_string(),
+        "api index narrowed to amd64"
+    );
+    assert_eq!(
+        manifest["images"][0]["platforms"][0]["digest"],
+        api.platforms["amd64"].to_string()
+    );
+    assert_eq!(
+        manifest["images"][2]["source_digest"],
+        images[2].1.digest.to_string()
+    );
+    assert_eq!(
+        manifest["images"][2]["platforms"][0]["digest"],
+        images[2].1.digest.to_string()
+    );
+    let files = manifest["files"].as_array().unwrap();
+    assert_eq!(
+        files.len(),
+        stored.len() + 2,
+        "every blob plus index.json and oci-layout"
+    );
+
+    // skopeo reads the layout and copies every image out of it, digests intact.
+    let target = Registry::start(Auth::None);
+    for (role, pushed) in &images {
+        let source = format!("oci:{}:{role}", out.display());
+        let inspected = skopeo(&["inspect", "--raw", &source]);
+        assert!(
+            inspected.status.success(),
+            "skopeo inspect {role}: {}",
+            String::from_utf8_lossy(&inspected.stderr)
+        );
+        let dest = format!("docker://{}/copied/{role}:1", target.host());
+        let copied = skopeo(&["copy", "--all", "--dest-tls-verify=false", &source, &dest]);
+        assert!(
+            copied.status.success(),
+            "skopeo copy {role}: {}",
+            String::from_utf8_lossy(&copied.stderr)
+        );
+        let platform = skopeo(&[
+            "inspect",
+            "--tls-verify=false",
+            "--raw",
+            "--override-arch",
+            "amd64",
+            &dest,
+        ]);
+        assert!(platform.status.success());
+        let amd64 = &pushed.platforms["amd64"];
+        let raw = skopeo(&[
+            "inspect",
+            "--tls-verify=false",
+            "--raw",
+            &format!("docker://{}/copied/{role}@{amd64}", target.host()),
+        ]);
+        assert!(
+            raw.status.success(),
+            "{role}: amd64 manifest {amd64} not copied: {}",
+            String::from_utf8_lossy(&raw.stderr)
+        );
+        assert_eq!(dify_bundle::digest::Digest::of(&raw.stdout), *amd64);
+    }
+
+    // verify accepts it; inspect reports the sharing.
+    let verified = run(dify_bundle().arg("verify").arg(&out));
+    assert_success(&verified);
+    let inspected = run(dify_bundle().args(["inspect", "--json"]).arg(&out));
+    assert_success(&inspected);
+    let inspection = json(&inspected);
+    assert_eq!(
+        inspection["shared_bytes_saved"].as_u64().unwrap(),
+        3 * base.len() as u64
+    );
+    let table = run(dify_bundle().arg("inspect").arg(&out));
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains("plugin-daemon")
+            && text.contains("linux/amd64")
+            && text.contains("saved by sharing")
+    );
+
+    // A second build downloads nothing and leaves the same bundle.
+    let again = run(dify_bundle()
+        .args([
+            "build",
+            "--json",
+            "--insecure-registry",
+            &registry.host(),
+            "--recipe",
+        ])
+        .arg(&recipe)
+        .arg("--out")
+        .arg(&out));
+    assert_success(&again);
+    let report = json(&again);
+    assert_eq!(report["copy"]["bytes_transferred"], 0);
+    assert_eq!(report["copy"]["blobs_present"], report["copy"]["blobs"]);
+    let manifest_again: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("bundle.json")).unwrap()).unwrap();
+    assert_eq!(manifest_again["files"], manifest["files"]);
+    assert_eq!(manifest_again["images"], manifest["images"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_platforms_keep_the_original_index() {
+    let registry = Registry::start(Auth::None);
+    let base = layer(7, 64 << 10);
+    let images = fixtures::dify_like(&registry, "x", &base, 32 << 10).await;
+    let work = tempfile::tempdir().unwrap();
+    let recipe = write_recipe(
+        work.path(),
+        &[("api", format!("{}/x/dify-api:1.0", registry.host()))],
+    );
+    let out = work.path().join("bundle");
+    let result = run(dify_bundle()
+        .args([
+            "build",
+            "--platform",
+            "linux/amd64",
+            "--platform",
+            "linux/arm64",
+            "--insecure-registry",
+            &registry.host(),
+            "--recipe",
+        ])
+        .arg(&recipe)
+        .arg("--out")
+        .arg(&out));
+    assert_success(&result);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("bundle.json")).unwrap()).unwrap();
+    assert_eq!(
+        manifest["images"][0]["digest"],
+        images[0].1.digest.to_string()
+    );
+    assert_eq!(
+        manifest["images"][0]["platforms"].as_array().unwrap().len(),
+        2
+    );
+
+    // A platform the image does not have is refused by name.
+    let missing = run(dify_bundle()
+        .args([
+            "build",
+            "--platform",
+            "linux/s390x",
+            "--insecure-registry",
+            &registry.host(),
+            "--recipe",
+        ])
+        .arg(&recipe)
+        .arg("--out")
+        .arg(work.path().join("other")));
+    assert!(!missing.status.success());
+    let err = stderr(&missing);
+    assert!(
+        err.contains("linux/s390x") && err.contains("linux/amd64") && err.contains("api"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_from_flags_and_docker_config() {
+    let registry = Registry::start(Auth::Htpasswd {
+        user: "AWS".into(),
+        password: "s3cret".into(),
+    });
+    let base = layer(9, 64 << 10);
+    fixtures::dify_like(&registry, "private", &base, 16 << 10).await;
+    let work = tempfile::tempdir().unwrap();
+    let recipe = recipe_for(&registry.host(), "private", work.path());
+
+    // No credentials: refused, saying how to give them.
+    let denied = run(dify_bundle()
+        .args(["build", "--insecure-registry", &registry.host(), "--recipe"])
+        .arg(&recipe)
+        .arg("--out")
+        .arg(work.path().join("denied")));
+    assert!(!denied.status.success());
+    assert!(
+        stderr(&denied).contains("--registry-auth"),
+        "{}",
+        stderr(&denied)
+    );
+
+    // Wrong password: refused, naming the user.
+    let wrong = run(dify_bundle()
+        .args([
+            "build",
+            "--insecure-registry",
+            &registry.host(),
+            "--registry-auth",
+            &format!("{}=AWS:nope", registry.host()),
+            "--recipe",
+        ])
+        .arg(&recipe)
+        .arg("--out")
+        .arg(work.path().join("wrong")));
+    assert!(!wrong.status.success());
+    assert!(
+        stderr(&wrong).contains("rejected the credentials for user `AWS`"),
+        "{}",
+        stderr(&wrong)
+    );
+
+    let flagged = run(dify_bundle()
+        .args([
+            "build",
+            "--insecure-registry",
+            &registry.host(),
+            "--registry-auth",
+            &format!("{}=AWS:s3cret", registry.host()),
+            "--recipe",
+        ])
+        .arg(&recipe)
+        .arg("--out")
+        .arg(work.path().join("flag")));
+    assert_success(&flagged);
+
+    let config_dir = work.path().join("docker");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    std::fs::write(
+        config_dir.join("config.json"),
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"QVdTOnMzY3JldA=="}}}}}}"#,
+            registry.host()
+        ),
+    )
+    .unwrap();
+    let configured = run(dify_bundle()
+        .env("DOCKER_CONFIG", &config_dir)
+        .args(["build", "--insecure-registry", &registry.host(), "--recipe"])
+        .arg(&recipe)
+        .arg("--out")
+        .arg(work.path().join("config")));
+    assert_success(&configured);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_hub_token_flow_through_a_mirror() {
+    // A token-auth registry standing in for Docker Hub: anonymous callers may only pull.
+    let registry = Registry::start(Auth::Token {
+        user: "pusher".into(),
+        password: "pw".into(),
+    });
+    let base = layer(11, 256 << 10);
+    let images = fixtures::dify_like(&registry, "langgenius", &base, 64 << 10).await;
+    let work = tempfile::tempdir().unwrap();
+    let recipe = write_recipe(
+        work.path(),
+        &[
+            ("api", "docker.io/langgenius/dify-api:1.0".to_owned()),
+            ("web", "langgenius/dify-web:1.0".to_owned()),
+        ],
+    );
+    let out = work.path().join("bundle");
+    let result = run(dify_bundle()
+        .args([
+            "build",
+            "--json",
+            "--registry-mirror",
+            &format!("docker.io={}", registry.host()),
+            "--insecure-registry",
+            &registry.host(),
+            "--recipe",
+        ])
+        .arg(&recipe)
+        .arg("--out")
+        .arg(&out));
+    assert_success(&result);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("bundle.json")).unwrap()).unwrap();
+    assert_eq!(
+        manifest["images"][1]["source_digest"],
+        images[1].1.digest.to_string()
+    );
+    assert_success(&run(dify_bundle().arg("verify").arg(&out)));
+
+    // An image the mirror does not have is named in the error.
+    let recipe = write_recipe(
+        work.path(),
+        &[("api", "langgenius/nothing-here:1.0".to_owned())],
+    );
+    let missing = run(dify_bundle()
+        .args([
+            "build",
+            "--registry-mirror",
+            &format!("docker.io={}", registry.host()),
+            "--insecure-registry",
+            &registry.host(),
+            "--recipe",
+        ])
+        .arg(&recipe)
+        .arg("--out")
+        .arg(work.path().join("missing")));
+    assert!(!missing.status.success());
+    assert!(
+        stderr(&missing).contains("langgenius/nothing-here"),
+        "{}",
+        stderr(&missing)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_corrupted_on_the_registry_is_named_and_never_stored() {
+    let registry = Registry::start(Auth::None);
+    let base = layer(13, 128 << 10);
+    let images = fixtures::dify_like(&registry, "c", &base, 64 << 10).await;
+    let layer = images[2].1.blobs["amd64"][2].digest.clone();
+    let file = registry.blob_file(layer.hex());
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&file, bytes).unwrap();
+
+    let work = tempfile::tempdir().unwrap();
+    let recipe = recipe_for(&registry.host(), "c", work.path());
+    let out = work.path().join("bundle");
+    let result = run(dify_bundle()
+        .args([
+            "build",
+            "--retries",
+            "1",
+            "--insecure-registry",
+            &registry.host(),
+            "--recipe",
+        ])
+        .arg(&recipe)
+        .arg("--out")
+        .arg(&out));
+    assert!(!result.status.success());
+    let err = stderr(&result);
+    assert!(
+        err.contains(&layer.to_string())
+            && err.contains("digest mismatch")
+            && err.contains("sandbox"),
+        "{err}"
+    );
+    assert!(!out.join("blobs/sha256").join(layer.hex()).exists());
+    assert!(!out.join("bundle.json").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_names_every_missing_changed_truncated_and_extra_file() {
+    let registry = Registry::start(Auth::None);
+    let base = layer(17, 64 << 10);
+    let images = fixtures::dify_like(&registry, "v", &base, 32 << 10).await;
+    let work = tempfile::tempdir().unwrap();
+    let recipe = recipe_for(&registry.host(), "v", work.path());
+    let out = work.path().join("bundle");
+    assert_success(&run(dify_bundle()
+        .args(["build", "--insecure-registry", &registry.host(), "--recipe"])
+        .arg(&recipe)
+        .arg("--out")
+        .arg(&out)));
+
+    let blob = |d: &dify_bundle::digest::Digest| out.join("blobs/sha256").join(d.hex());
+    let flipped = images[0].1.blobs["amd64"][2].digest.clone();
+    let mut bytes = std::fs::read(blob(&flipped)).unwrap();
+    bytes[10] ^= 1;
+    std::fs::write(blob(&flipped), bytes).unwrap();
+    let removed = images[1].1.blobs["amd64"][2].digest.clone();
+    std::fs::remove_file(blob(&removed)).unwrap();
+    let truncated = images[2].1.blobs["amd64"][2].digest.clone();
+    let bytes = std::fs::read(blob(&truncated)).unwrap();
+    std::fs::write(blob(&truncated), &bytes[..bytes.len() - 1]).unwrap();
+    std::fs::write(out.join("blobs/sha256/stowaway"), b"extra").unwrap();
+    let manifest_blob = images[3].1.digest.clone();
+    let mut bytes = std::fs::read(blob(&manifest_blob)).unwrap();
+    bytes[0] = b' ';
+    std::fs::write(blob(&manifest_blob), bytes).unwrap();
+
+    let result = run(dify_bundle().args(["verify", "--json"]).arg(&out));
+    assert!(!result.status.success());
+    let err = stderr(&result);
+    for (digest, word) in [
+        (&flipped, "changed"),
+        (&removed, "missing"),
+        (&truncated, "size"),
+        (&manifest_blob, "changed"),
+    ] {
+        let line = err
+            .lines()
+            .find(|l| l.contains(digest.hex()))
+            .unwrap_or_else(|| panic!("{digest} not named:\n{err}"));
+        assert!(line.contains(word), "{line}");
+    }
+    assert!(
+        err.contains("blobs/sha256/stowaway: not part of the bundle"),
+        "{err}"
+    );
+    assert_eq!(json(&result)["problems"].as_array().unwrap().len(), 5);
+
+    // A tampered bundle.json is caught too (its file list no longer matches).
+    std::fs::write(out.join("bundle.json"), b"{\"format\": 1}").unwrap();
+    let broken = run(dify_bundle().arg("verify").arg(&out));
+    assert!(!broken.status.success());
+    assert!(
+        stderr(&broken).contains("bundle.json"),
+        "{}",
+        stderr(&broken)
+    );
+}

@@ -1,0 +1,204 @@
+//! Test support: real servers on 127.0.0.1 (docker-registry in three auth flavours, the
+//! Docker-Hub-like token server), generated fixture images, a fault-injecting proxy, and
+//! helpers to run the `dify-bundle` binary.
+
+#![allow(dead_code)]
+
+pub mod fixtures;
+pub mod proxy;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+/// A child process killed when dropped.
+pub struct Server {
+    child: Child,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for_port(port: u16, what: &str, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited early: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not listen on 127.0.0.1:{port} within 20 s");
+}
+
+pub enum Auth {
+    None,
+    Htpasswd { user: String, password: String },
+    Token { user: String, password: String },
+}
+
+/// A docker-registry (distribution 2.8) server with its own storage directory.
+pub struct Registry {
+    pub port: u16,
+    pub dir: TempDir,
+    pub user: Option<(String, String)>,
+    _servers: Vec<Server>,
+}
+
+impl Registry {
+    pub fn start(auth: Auth) -> Registry {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let mut servers = Vec::new();
+        let (auth_config, user) = match &auth {
+            Auth::None => (String::new(), None),
+            Auth::Htpasswd { user, password } => {
+                let out = Command::new("htpasswd")
+                    .args(["-Bbn", user, password])
+                    .output()
+                    .expect("htpasswd (apt-get install apache2-utils)");
+                assert!(out.status.success(), "htpasswd failed");
+                let file = dir.path().join("htpasswd");
+                std::fs::write(&file, out.stdout).expect("write htpasswd");
+                (
+                    format!(
+                        "auth:\n  htpasswd:\n    realm: basic-realm\n    path: {}\n",
+                        file.display()
+                    ),
+                    Some((user.clone(), password.clone())),
+                )
+            }
+            Auth::Token { user, password } => {
+                let token_port = free_port();
+                let cert = dir.path().join("token.pem");
+                let script =
+                    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/servers/token_server.py");
+                let mut child = Command::new("python3")
+                    .arg(script)
+                    .args(["--port", &token_port.to_string()])
+                    .arg("--cert-out")
+                    .arg(&cert)
+                    .args(["--user", user, "--password", password])
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .expect("python3 for the token server");
+                wait_for_port(token_port, "token server", &mut child);
+                servers.push(Server { child });
+                (
+                    format!(
+                        "auth:\n  token:\n    realm: http://127.0.0.1:{token_port}/token\n    service: test-registry\n    issuer: test-issuer\n    rootcertbundle: {}\n",
+                        cert.display()
+                    ),
+                    Some((user.clone(), password.clone())),
+                )
+            }
+        };
+        let config = format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth_config}",
+            dir.path().join("data").display()
+        );
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config).expect("write registry config");
+        let mut child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry (apt-get install docker-registry)");
+        wait_for_port(port, "docker-registry", &mut child);
+        servers.push(Server { child });
+        Registry {
+            port,
+            dir,
+            user,
+            _servers: servers,
+        }
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Where the registry keeps a blob's bytes on disk.
+    pub fn blob_file(&self, hex: &str) -> PathBuf {
+        self.dir
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+}
+
+/// The `dify-bundle` binary under test.
+pub fn dify_bundle() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_dify-bundle"));
+    // Never read the developer's own Docker credentials.
+    command.env("DOCKER_CONFIG", "/nonexistent-docker-config");
+    command
+}
+
+pub fn run(command: &mut Command) -> Output {
+    command.output().expect("run dify-bundle")
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            stderr(out)
+        )
+    })
+}
+
+#[track_caller]
+pub fn assert_success(out: &Output) {
+    assert!(
+        out.status.success(),
+        "dify-bundle failed ({}):\n{}",
+        out.status,
+        stderr(out)
+    );
+}
+
+/// Writes a recipe file listing `(role, image)` pairs.
+pub fn write_recipe(dir: &Path, images: &[(&str, String)]) -> PathBuf {
+    let mut text = String::from("name = \"test-bundle\"\ndify_version = \"0.0.0-test\"\n");
+    for (role, image) in images {
+        text.push_str(&format!(
+            "\n[[images]]\nrole = \"{role}\"\nimage = \"{image}\"\n"
+        ));
+    }
+    let path = dir.join("recipe.toml");
+    std::fs::write(&path, text).expect("write recipe");
+    path
+}
+
+pub fn skopeo(args: &[&str]) -> Output {
+    Command::new("skopeo")
+        .args(args)
+        .output()
+        .expect("skopeo (apt-get install skopeo)")
+}
