@@ -71,14 +71,20 @@ async fn fetch(root: &Root, destination: &dyn Store, manifest: &Descriptor) -> R
     root.source.get_manifest(&root.source_repo, manifest).await
 }
 
-async fn read_config(root: &Root, config: &Descriptor) -> Result<ImageConfig> {
+/// Reads an image config, from the destination when it already holds it.
+async fn read_config(root: &Root, destination: &dyn Store, config: &Descriptor) -> Result<ImageConfig> {
     if config.size > MAX_CONFIG_BYTES {
         return Err(Error::invalid(format!(
             "config {} is {} bytes; refusing configs over 16 MiB",
             config.digest, config.size
         )));
     }
-    let (_, stream) = root.source.read_blob(&root.source_repo, config, 0).await?;
+    let held = destination.blob_state(&root.dest_repo, config).await? == BlobState::Present;
+    let (_, stream) = if held {
+        destination.read_blob(&root.dest_repo, config, 0).await?
+    } else {
+        root.source.read_blob(&root.source_repo, config, 0).await?
+    };
     let chunks: Vec<bytes::Bytes> = stream.try_collect().await?;
     let bytes = chunks.concat();
     let actual = Digest::of(&bytes);
@@ -116,7 +122,7 @@ async fn resolve(
     let what = format!("manifest {}", top.digest);
     match raw_top.parse(&what)? {
         Manifest::Image(image) => {
-            let config = read_config(root, &image.config).await?;
+            let config = read_config(root, destination, &image.config).await?;
             let platform = config.platform();
             if !platforms.is_empty() && !platforms.iter().any(|p| p.selects(&platform)) {
                 return Err(Error::invalid(format!(

@@ -369,12 +369,11 @@ async fn receive(
         } else {
             std::fs::File::create(&path).map_err(io)?
         };
-        let mut out = std::io::BufWriter::with_capacity(CHUNK, &mut file);
+        // Unbuffered: whatever arrived is on disk, so a killed run resumes from it.
         while let Some(chunk) = rx.blocking_recv() {
             hasher.update(&chunk);
-            out.write_all(&chunk).map_err(io)?;
+            file.write_all(&chunk).map_err(io)?;
         }
-        out.flush().map_err(io)?;
         Ok(hasher)
     });
     let mut received = offset;
