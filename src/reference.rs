@@ -95,10 +95,10 @@ impl FromStr for ImageRef {
                 "invalid repository name (lowercase letters, digits, `._-` and `/`)",
             ));
         }
-        if let Some(tag) = &tag {
-            if !valid_tag(tag) {
-                return Err(bad("invalid tag"));
-            }
+        if let Some(tag) = &tag
+            && !valid_tag(tag)
+        {
+            return Err(bad("invalid tag"));
         }
         Ok(ImageRef {
             registry,

@@ -63,10 +63,10 @@ impl ResolvedImage {
 
 /// Fetches a manifest from the destination when it already holds it, else from the source.
 async fn fetch(root: &Root, destination: &dyn Store, manifest: &Descriptor) -> Result<RawManifest> {
-    if destination.blob_state(&root.dest_repo, manifest).await? == BlobState::Present {
-        if let Ok(raw) = destination.get_manifest(&root.dest_repo, manifest).await {
-            return Ok(raw);
-        }
+    if destination.blob_state(&root.dest_repo, manifest).await? == BlobState::Present
+        && let Ok(raw) = destination.get_manifest(&root.dest_repo, manifest).await
+    {
+        return Ok(raw);
     }
     root.source.get_manifest(&root.source_repo, manifest).await
 }

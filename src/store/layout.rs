@@ -239,10 +239,10 @@ impl Store for LayoutStore {
     }
 
     async fn blob_state(&self, _repo: &str, blob: &Descriptor) -> Result<BlobState> {
-        if let Ok(meta) = std::fs::metadata(self.blob_path(&blob.digest)) {
-            if meta.len() == blob.size {
-                return Ok(BlobState::Present);
-            }
+        if let Ok(meta) = std::fs::metadata(self.blob_path(&blob.digest))
+            && meta.len() == blob.size
+        {
+            return Ok(BlobState::Present);
         }
         match std::fs::metadata(self.partial_path(&blob.digest)) {
             Ok(meta) if meta.len() > 0 && meta.len() < blob.size => {

@@ -1,0 +1,73 @@
+//! Pushes Dify-shaped benchmark images to a registry: four images for linux/amd64 that share
+//! a base layer, with layers of pseudo-random (incompressible) bytes.
+//!
+//! `cargo run --release --example bench_fixtures -- HOST:PORT TOTAL_MIB`
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use dify_bundle::digest::Digest;
+use dify_bundle::oci::{self, Descriptor, RawManifest};
+use dify_bundle::store::registry::Registries;
+use dify_bundle::store::{RegistryOptions, RegistryStore, Store, Tag};
+
+fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+async fn push_blob(store: &RegistryStore, repo: &str, media_type: &str, bytes: Vec<u8>) -> dify_bundle::Result<Descriptor> {
+    let descriptor = Descriptor::new(media_type, Digest::of(&bytes), bytes.len() as u64);
+    let chunks: Vec<dify_bundle::Result<Bytes>> = bytes.chunks(1 << 20).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+    store.write_blob(repo, &descriptor, 0, Box::pin(futures::stream::iter(chunks))).await?;
+    Ok(descriptor)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let host = args.next().ok_or("usage: bench_fixtures HOST:PORT TOTAL_MIB")?;
+    let total_mib: usize = args.next().unwrap_or_else(|| "1200".into()).parse()?;
+    let mut options = RegistryOptions::default();
+    options.insecure.insert(host.clone());
+    let store: Arc<RegistryStore> = Registries::new(options)?.store(&host);
+
+    // Shares modelled on Dify: api is the giant, the base is shared by all four.
+    let base_mib = total_mib / 8;
+    let own: [(&str, usize); 4] = [
+        ("dify-api", total_mib * 45 / 100),
+        ("dify-web", total_mib * 15 / 100),
+        ("dify-sandbox", total_mib * 10 / 100),
+        ("dify-plugin-daemon", total_mib * 10 / 100),
+    ];
+    let base = random_bytes(1, base_mib << 20);
+    for (i, (name, mib)) in own.iter().enumerate() {
+        let repo = format!("bench/{name}");
+        let mut layers = vec![push_blob(&store, &repo, oci::OCI_LAYER_GZIP, base.clone()).await?];
+        // Split each image's own bytes into layers of at most 128 MiB, as real images have.
+        let mut left = mib << 20;
+        let mut n = 0;
+        while left > 0 {
+            let size = left.min(128 << 20);
+            layers.push(push_blob(&store, &repo, oci::OCI_LAYER_GZIP, random_bytes(100 + i as u64 * 1000 + n, size)).await?);
+            left -= size;
+            n += 1;
+        }
+        let diff_ids: Vec<String> = layers.iter().map(|l| l.digest.to_string()).collect();
+        let config = serde_json::json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids}});
+        let config = push_blob(&store, &repo, oci::OCI_CONFIG, serde_json::to_vec(&config)?).await?;
+        let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": oci::OCI_MANIFEST, "config": config, "layers": layers});
+        let raw = RawManifest { media_type: oci::OCI_MANIFEST.into(), bytes: serde_json::to_vec(&manifest)?.into() };
+        store.put_manifest(&repo, &raw, Some(&Tag { name: "1.0".into(), ..Tag::default() })).await?;
+        println!("pushed {host}/{repo}:1.0 ({} MiB)", base_mib + mib);
+    }
+    Ok(())
+}

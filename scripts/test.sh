@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what the tests need (apt and pip packages), then runs every check and test.
+# The tests start their own servers (docker-registry, token server) on 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+apt_packages=(docker-registry skopeo minisign apache2-utils bc)
+missing=()
+for p in "${apt_packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+python3 -m pip install -q --disable-pip-version-check \
+  'moto[server]==5.2.5' awscrt cfn-lint uv cryptography 2>&1 | grep -v 'Running pip as the' || true
+
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/dify-bundle/target}
+cargo fmt --check
+cargo clippy --all-targets --quiet -- -D warnings
+cargo test --all-targets
