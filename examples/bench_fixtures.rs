@@ -24,17 +24,34 @@ fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
     out
 }
 
-async fn push_blob(store: &RegistryStore, repo: &str, media_type: &str, bytes: Vec<u8>) -> dify_bundle::Result<Descriptor> {
+async fn push_blob(
+    store: &RegistryStore,
+    repo: &str,
+    media_type: &str,
+    bytes: Vec<u8>,
+) -> dify_bundle::Result<Descriptor> {
     let descriptor = Descriptor::new(media_type, Digest::of(&bytes), bytes.len() as u64);
-    let chunks: Vec<dify_bundle::Result<Bytes>> = bytes.chunks(1 << 20).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
-    store.write_blob(repo, &descriptor, 0, Box::pin(futures::stream::iter(chunks))).await?;
+    let chunks: Vec<dify_bundle::Result<Bytes>> = bytes
+        .chunks(1 << 20)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    store
+        .write_blob(
+            repo,
+            &descriptor,
+            0,
+            Box::pin(futures::stream::iter(chunks)),
+        )
+        .await?;
     Ok(descriptor)
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let host = args.next().ok_or("usage: bench_fixtures HOST:PORT TOTAL_MIB")?;
+    let host = args
+        .next()
+        .ok_or("usage: bench_fixtures HOST:PORT TOTAL_MIB")?;
     let total_mib: usize = args.next().unwrap_or_else(|| "1200".into()).parse()?;
     let mut options = RegistryOptions::default();
     options.insecure.insert(host.clone());
@@ -57,16 +74,37 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut n = 0;
         while left > 0 {
             let size = left.min(128 << 20);
-            layers.push(push_blob(&store, &repo, oci::OCI_LAYER_GZIP, random_bytes(100 + i as u64 * 1000 + n, size)).await?);
+            layers.push(
+                push_blob(
+                    &store,
+                    &repo,
+                    oci::OCI_LAYER_GZIP,
+                    random_bytes(100 + i as u64 * 1000 + n, size),
+                )
+                .await?,
+            );
             left -= size;
             n += 1;
         }
         let diff_ids: Vec<String> = layers.iter().map(|l| l.digest.to_string()).collect();
         let config = serde_json::json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids}});
-        let config = push_blob(&store, &repo, oci::OCI_CONFIG, serde_json::to_vec(&config)?).await?;
+        let config =
+            push_blob(&store, &repo, oci::OCI_CONFIG, serde_json::to_vec(&config)?).await?;
         let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": oci::OCI_MANIFEST, "config": config, "layers": layers});
-        let raw = RawManifest { media_type: oci::OCI_MANIFEST.into(), bytes: serde_json::to_vec(&manifest)?.into() };
-        store.put_manifest(&repo, &raw, Some(&Tag { name: "1.0".into(), ..Tag::default() })).await?;
+        let raw = RawManifest {
+            media_type: oci::OCI_MANIFEST.into(),
+            bytes: serde_json::to_vec(&manifest)?.into(),
+        };
+        store
+            .put_manifest(
+                &repo,
+                &raw,
+                Some(&Tag {
+                    name: "1.0".into(),
+                    ..Tag::default()
+                }),
+            )
+            .await?;
         println!("pushed {host}/{repo}:1.0 ({} MiB)", base_mib + mib);
     }
     Ok(())

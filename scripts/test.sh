@@ -14,8 +14,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-python3 -m pip install -q --disable-pip-version-check \
-  'moto[server]==5.2.5' awscrt cfn-lint uv cryptography 2>&1 | grep -v 'Running pip as the' || true
+pip_packages=('moto[server]==5.2.5' awscrt cfn-lint uv cryptography)
+export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
+python3 -m pip install -q "${pip_packages[@]}" \
+  || python3 -m pip install -q --break-system-packages "${pip_packages[@]}"
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/dify-bundle/target}
 cargo fmt --check

@@ -20,14 +20,30 @@ fn recipe(dir: &std::path::Path, host: &str) -> std::path::PathBuf {
     )
 }
 
-async fn build(proxy: &Proxy, recipe: &std::path::Path, out: &std::path::Path, retries: &str) -> std::process::Output {
+async fn build(
+    proxy: &Proxy,
+    recipe: &std::path::Path,
+    out: &std::path::Path,
+    retries: &str,
+) -> std::process::Output {
     let mut command = dify_bundle();
     command
-        .args(["build", "--json", "--retries", retries, "--insecure-registry", &proxy.host(), "--recipe"])
+        .args([
+            "build",
+            "--json",
+            "--retries",
+            retries,
+            "--insecure-registry",
+            &proxy.host(),
+            "--recipe",
+        ])
         .arg(recipe)
         .arg("--out")
         .arg(out);
-    tokio::process::Command::from(command).output().await.expect("run dify-bundle")
+    tokio::process::Command::from(command)
+        .output()
+        .await
+        .expect("run dify-bundle")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,7 +62,10 @@ async fn survives_429_500_and_truncated_bodies() {
     let out = work.path().join("bundle");
     let result = build(&proxy, &recipe, &out, "5").await;
     assert!(result.status.success(), "{}", stderr(&result));
-    assert!(started.elapsed() >= Duration::from_secs(1), "Retry-After was not honoured");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After was not honoured"
+    );
     let err = stderr(&result);
     assert!(err.contains("retrying"), "{err}");
     // The cut-short layer was resumed with a Range request, not fetched again whole.
@@ -68,12 +87,19 @@ async fn persistent_failure_names_the_image_and_the_blob() {
     let work = tempfile::tempdir().unwrap();
     let recipe = recipe(work.path(), &proxy.host());
     let sandbox_layer = images[2].1.blobs["amd64"][2].digest.clone();
-    proxy.inject(&format!("blobs/{sandbox_layer}"), Fault::Status(503, None), 100);
+    proxy.inject(
+        &format!("blobs/{sandbox_layer}"),
+        Fault::Status(503, None),
+        100,
+    );
     let out = work.path().join("bundle");
     let result = build(&proxy, &recipe, &out, "2").await;
     assert!(!result.status.success());
     let err = stderr(&result);
-    assert!(err.contains("sandbox") && err.contains(&sandbox_layer.to_string()) && err.contains("503"), "{err}");
+    assert!(
+        err.contains("sandbox") && err.contains(&sandbox_layer.to_string()) && err.contains("503"),
+        "{err}"
+    );
     assert!(!out.join("bundle.json").exists());
 }
 
@@ -102,11 +128,16 @@ async fn killed_build_resumes_partial_blobs_with_range_and_skips_verified_ones()
     loop {
         let len = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
         // Half the layer has arrived (the proxy stalls after half) and the others are done.
-        let others_done = images[2].1.blobs["amd64"].iter().all(|b| out.join("blobs/sha256").join(b.digest.hex()).exists());
+        let others_done = images[2].1.blobs["amd64"]
+            .iter()
+            .all(|b| out.join("blobs/sha256").join(b.digest.hex()).exists());
         if len >= api_layer.size / 2 && others_done {
             break;
         }
-        assert!(Instant::now() < deadline, "the build never reached the stalled layer");
+        assert!(
+            Instant::now() < deadline,
+            "the build never reached the stalled layer"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     child.start_kill().unwrap();
@@ -120,11 +151,20 @@ async fn killed_build_resumes_partial_blobs_with_range_and_skips_verified_ones()
     let report = json(&result);
     assert_eq!(report["copy"]["bytes_resumed"].as_u64().unwrap(), kept);
     // Only the rest of the interrupted layer crossed the wire.
-    assert_eq!(report["copy"]["bytes_transferred"].as_u64().unwrap(), api_layer.size - kept);
+    assert_eq!(
+        report["copy"]["bytes_transferred"].as_u64().unwrap(),
+        api_layer.size - kept
+    );
     let after: Vec<_> = proxy.requests()[before..].to_vec();
-    let blob_gets: Vec<_> = after.iter().filter(|r| r.method == "GET" && r.path.contains("/blobs/")).collect();
+    let blob_gets: Vec<_> = after
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.contains("/blobs/"))
+        .collect();
     assert_eq!(blob_gets.len(), 1, "{blob_gets:?}");
-    assert_eq!(blob_gets[0].range.as_deref(), Some(format!("bytes={kept}-").as_str()));
+    assert_eq!(
+        blob_gets[0].range.as_deref(),
+        Some(format!("bytes={kept}-").as_str())
+    );
     assert!(!out.join(".partial").exists());
     let verified = dify_bundle().arg("verify").arg(&out).output().unwrap();
     assert!(verified.status.success(), "{}", stderr(&verified));

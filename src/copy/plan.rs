@@ -72,7 +72,11 @@ async fn fetch(root: &Root, destination: &dyn Store, manifest: &Descriptor) -> R
 }
 
 /// Reads an image config, from the destination when it already holds it.
-async fn read_config(root: &Root, destination: &dyn Store, config: &Descriptor) -> Result<ImageConfig> {
+async fn read_config(
+    root: &Root,
+    destination: &dyn Store,
+    config: &Descriptor,
+) -> Result<ImageConfig> {
     if config.size > MAX_CONFIG_BYTES {
         return Err(Error::invalid(format!(
             "config {} is {} bytes; refusing configs over 16 MiB",
