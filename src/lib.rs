@@ -13,6 +13,7 @@ pub mod progress;
 pub mod recipe;
 pub mod reference;
 pub mod retry;
+pub mod signing;
 pub mod store;
 pub mod units;
 

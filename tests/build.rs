@@ -167,7 +167,7 @@ async fn builds_a_deduplicated_single_platform_bundle_that_skopeo_reads() {
     }
 
     // verify accepts it; inspect reports the sharing.
-    let verified = run(dify_bundle().arg("verify").arg(&out));
+    let verified = run(dify_bundle().args(["verify", "--allow-unsigned"]).arg(&out));
     assert_success(&verified);
     let inspected = run(dify_bundle().args(["inspect", "--json"]).arg(&out));
     assert_success(&inspected);
@@ -379,7 +379,9 @@ async fn docker_hub_token_flow_through_a_mirror() {
         manifest["images"][1]["source_digest"],
         images[1].1.digest.to_string()
     );
-    assert_success(&run(dify_bundle().arg("verify").arg(&out)));
+    assert_success(&run(dify_bundle()
+        .args(["verify", "--allow-unsigned"])
+        .arg(&out)));
 
     // An image the mirror does not have is named in the error.
     let recipe = write_recipe(
@@ -474,7 +476,9 @@ async fn verify_names_every_missing_changed_truncated_and_extra_file() {
     bytes[0] = b' ';
     std::fs::write(blob(&manifest_blob), bytes).unwrap();
 
-    let result = run(dify_bundle().args(["verify", "--json"]).arg(&out));
+    let result = run(dify_bundle()
+        .args(["verify", "--json", "--allow-unsigned"])
+        .arg(&out));
     assert!(!result.status.success());
     let err = stderr(&result);
     for (digest, word) in [
@@ -497,7 +501,7 @@ async fn verify_names_every_missing_changed_truncated_and_extra_file() {
 
     // A tampered bundle.json is caught too (its file list no longer matches).
     std::fs::write(out.join("bundle.json"), b"{\"format\": 1}").unwrap();
-    let broken = run(dify_bundle().arg("verify").arg(&out));
+    let broken = run(dify_bundle().args(["verify", "--allow-unsigned"]).arg(&out));
     assert!(!broken.status.success());
     assert!(
         stderr(&broken).contains("bundle.json"),

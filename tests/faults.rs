@@ -75,7 +75,11 @@ async fn survives_429_500_and_truncated_bodies() {
         .filter(|r| r.path.contains(sandbox_layer.hex()) && r.range.is_some())
         .collect();
     assert_eq!(ranged.len(), 1, "{:?}", proxy.requests());
-    let verified = dify_bundle().arg("verify").arg(&out).output().unwrap();
+    let verified = dify_bundle()
+        .args(["verify", "--allow-unsigned"])
+        .arg(&out)
+        .output()
+        .unwrap();
     assert!(verified.status.success(), "{}", stderr(&verified));
 }
 
@@ -166,6 +170,10 @@ async fn killed_build_resumes_partial_blobs_with_range_and_skips_verified_ones()
         Some(format!("bytes={kept}-").as_str())
     );
     assert!(!out.join(".partial").exists());
-    let verified = dify_bundle().arg("verify").arg(&out).output().unwrap();
+    let verified = dify_bundle()
+        .args(["verify", "--allow-unsigned"])
+        .arg(&out)
+        .output()
+        .unwrap();
     assert!(verified.status.success(), "{}", stderr(&verified));
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::format::{BundleImage, BundleManifest};
+use super::format::{BundleImage, BundleManifest, SIGNATURE_FILE};
 use crate::error::Result;
 use crate::store::layout::BLOBS_DIR;
 
@@ -23,10 +23,15 @@ pub struct Inspection {
     /// Bytes not stored twice because images share blobs.
     pub shared_bytes_saved: u64,
     pub files: usize,
+    /// The key that signed bundle.json, as the signature says (`verify` checks it).
+    pub signed_by: Option<String>,
 }
 
 pub fn inspect(dir: &Path) -> Result<Inspection> {
     let manifest = BundleManifest::read(dir)?;
+    let signed_by = std::fs::read_to_string(dir.join(SIGNATURE_FILE))
+        .ok()
+        .and_then(|s| crate::signing::signer_of(&s));
     let images_bytes: u64 = manifest.images.iter().map(|i| i.size).sum();
     let stored_bytes: u64 = manifest
         .files
@@ -43,6 +48,7 @@ pub fn inspect(dir: &Path) -> Result<Inspection> {
         stored_bytes,
         shared_bytes_saved: images_bytes.saturating_sub(stored_bytes),
         files: manifest.files.len(),
+        signed_by,
         images: manifest.images,
     })
 }

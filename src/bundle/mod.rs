@@ -4,9 +4,11 @@
 pub mod build;
 pub mod format;
 pub mod inspect;
+pub mod trust;
 pub mod verify;
 
 pub use build::{BuildOptions, BuildReport, build};
 pub use format::{BUNDLE_FILE, BundleManifest, SIGNATURE_FILE};
 pub use inspect::{Inspection, inspect};
+pub use trust::{SignatureStatus, TrustPolicy, open, sign};
 pub use verify::{Problem, VerifyReport, verify};

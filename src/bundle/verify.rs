@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::Serialize;
 
-use super::format::{BUNDLE_FILE, BundleFile, BundleManifest, SIGNATURE_FILE};
+use super::format::{BUNDLE_FILE, BundleFile, SIGNATURE_FILE};
+use super::trust::{SignatureStatus, TrustPolicy};
 use crate::digest::{Digest, hash_file};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
@@ -65,6 +66,7 @@ impl std::fmt::Display for Problem {
 #[derive(Clone, Debug, Serialize)]
 pub struct VerifyReport {
     pub name: String,
+    pub signature: SignatureStatus,
     pub files: usize,
     pub bytes: u64,
     pub problems: Vec<Problem>,
@@ -78,9 +80,10 @@ impl VerifyReport {
 }
 
 /// Checks every file of the bundle at `dir` against its bundle.json.
-pub fn verify(dir: &Path, progress: &dyn Progress) -> Result<VerifyReport> {
+/// Checks the signature first (refusing the bundle per `policy`), then every file.
+pub fn verify(dir: &Path, policy: &TrustPolicy, progress: &dyn Progress) -> Result<VerifyReport> {
     let started = std::time::Instant::now();
-    let manifest = BundleManifest::read(dir)?;
+    let (manifest, signature) = super::trust::open(dir, policy)?;
     let listed: BTreeSet<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
     let mut problems: Vec<Problem> = walk(dir)?
         .into_iter()
@@ -120,6 +123,7 @@ pub fn verify(dir: &Path, progress: &dyn Progress) -> Result<VerifyReport> {
     problems.sort_by_key(|p| p.to_string());
     Ok(VerifyReport {
         name: manifest.name.clone(),
+        signature,
         files: manifest.files.len(),
         bytes: total,
         problems,

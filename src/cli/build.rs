@@ -45,6 +45,11 @@ pub struct BuildArgs {
     /// Retries of a failed request or blob before giving up
     #[arg(long, default_value_t = 5)]
     retries: u32,
+    /// Sign the bundle with this minisign secret key
+    #[arg(long, value_name = "KEY")]
+    sign_key: Option<PathBuf>,
+    #[command(flatten)]
+    password: super::keys::PasswordArgs,
     /// Print a JSON summary on stdout
     #[arg(long)]
     json: bool,
@@ -84,11 +89,26 @@ pub async fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         concurrency: args.concurrency.max(1),
         recipe,
     };
+    // Open the key before the long download, so a wrong password fails fast.
+    let signing_key = match &args.sign_key {
+        Some(path) => Some(super::keys::load_signing_key(path, &args.password)?),
+        None => None,
+    };
     let reporter = Arc::new(Reporter::new());
     let report = bundle::build(options, reporter.clone())
         .await
         .with_context(|| format!("building the bundle in {}", args.out.display()))?;
     reporter.finish();
+    match &signing_key {
+        Some(key) => {
+            bundle::sign(&args.out, key)?;
+            eprintln!("signed with key {}", key.id);
+        }
+        None => eprintln!(
+            "note: the bundle is not signed; sign it with `dify-bundle sign {} --key KEY`",
+            args.out.display()
+        ),
+    }
     let copy = &report.copy;
     eprintln!(
         "built {} in {}: {} images, {} blobs ({}); downloaded {} in {:.1}s ({}/s), {} already present, {} resumed",

@@ -29,6 +29,10 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
         inspection.created,
         inspection.platforms.join(", ")
     );
+    match &inspection.signed_by {
+        Some(id) => println!("signed by key {id} (run `dify-bundle verify --pubkey` to check it)"),
+        None => println!("NOT SIGNED"),
+    }
     println!();
     println!("{:<15} {:<55} {:>10}", "ROLE", "SOURCE", "SIZE");
     for image in &inspection.images {

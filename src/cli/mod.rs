@@ -2,6 +2,7 @@
 
 mod build;
 mod inspect;
+mod keys;
 mod progress;
 mod verify;
 
@@ -26,8 +27,13 @@ enum Command {
     Build(build::BuildArgs),
     /// Show a bundle's images, digests, platforms and sizes
     Inspect(inspect::InspectArgs),
-    /// Re-hash every file of a bundle and report anything missing, changed or extra
+    /// Check a bundle's signature, then re-hash every file; report anything missing, changed or extra
     Verify(verify::VerifyArgs),
+    /// Sign a bundle's bundle.json with a minisign secret key
+    Sign(keys::SignArgs),
+    /// Manage signing keys
+    #[command(subcommand)]
+    Key(keys::KeyCommand),
 }
 
 /// Exit codes: 0 success, 1 failure, 2 bad usage (clap), 130 interrupted.
@@ -69,6 +75,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Build(args) => build::run(args).await,
         Command::Inspect(args) => inspect::run(args),
         Command::Verify(args) => verify::run(args).await,
+        Command::Sign(args) => keys::sign(args),
+        Command::Key(keys::KeyCommand::Generate(args)) => keys::generate(args),
     }
 }
 

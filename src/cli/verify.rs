@@ -15,6 +15,8 @@ use super::progress::Reporter;
 pub struct VerifyArgs {
     /// The bundle directory
     bundle: PathBuf,
+    #[command(flatten)]
+    trust: super::keys::TrustArgs,
     /// Print a JSON report on stdout
     #[arg(long)]
     json: bool,
@@ -24,9 +26,12 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let reporter = Arc::new(Reporter::new());
     let dir = args.bundle.clone();
     let progress: Arc<dyn Progress> = reporter.clone();
+    let policy = args.trust.policy()?;
     let report =
-        tokio::task::spawn_blocking(move || bundle::verify(&dir, progress.as_ref())).await??;
+        tokio::task::spawn_blocking(move || bundle::verify(&dir, &policy, progress.as_ref()))
+            .await??;
     reporter.finish();
+    super::keys::report_signature(&report.signature);
     if args.json {
         super::print_json(&report)?;
     }

@@ -152,6 +152,7 @@ pub fn dify_bundle() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_dify-bundle"));
     // Never read the developer's own Docker credentials.
     command.env("DOCKER_CONFIG", "/nonexistent-docker-config");
+    command.env_remove("DIFY_BUNDLE_PUBKEY");
     command
 }
 

@@ -1,0 +1,128 @@
+//! The one door into a bundle: read `bundle.json`, check its signature against trusted keys,
+//! and only then parse it. Every command that consumes a bundle goes through [`open`].
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::format::{BUNDLE_FILE, BundleManifest, SIGNATURE_FILE};
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::signing::{SignedFacts, SigningKey, TrustedKeys};
+use crate::store::layout::write_atomically;
+
+/// Which bundles to accept.
+#[derive(Clone, Default)]
+pub struct TrustPolicy {
+    pub keys: TrustedKeys,
+    /// Accept bundles whose signature is missing or does not verify (with a warning).
+    pub allow_unsigned: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum SignatureStatus {
+    Verified {
+        key_id: String,
+        facts: SignedFacts,
+    },
+    /// Not verified, accepted only because unsigned bundles were allowed.
+    NotVerified {
+        reason: String,
+    },
+}
+
+fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+fn check_signature(
+    bytes: &[u8],
+    signature: Option<Vec<u8>>,
+    keys: &TrustedKeys,
+) -> Result<(String, SignedFacts)> {
+    let Some(signature) = signature else {
+        return Err(Error::invalid(format!(
+            "the bundle is not signed (no {SIGNATURE_FILE})"
+        )));
+    };
+    if keys.is_empty() {
+        return Err(Error::invalid(
+            "no trusted public key: pass --pubkey KEY.pub (or set DIFY_BUNDLE_PUBKEY)",
+        ));
+    }
+    let signature = String::from_utf8(signature)
+        .map_err(|_| Error::invalid(format!("{SIGNATURE_FILE}: not a minisign signature")))?;
+    let (key_id, comment) = keys.check(bytes, &signature, SIGNATURE_FILE)?;
+    let facts = SignedFacts::parse(&comment);
+    let actual = Digest::of(bytes);
+    if let Some(signed) = &facts.sha256
+        && signed != actual.hex()
+    {
+        return Err(Error::invalid(format!(
+            "{SIGNATURE_FILE}: the signed comment names bundle.json sha256 {signed}, but it is {}",
+            actual.hex()
+        )));
+    }
+    Ok((key_id, facts))
+}
+
+/// Reads and parses `bundle.json` after checking its signature against `policy`.
+pub fn open(dir: &Path, policy: &TrustPolicy) -> Result<(BundleManifest, SignatureStatus)> {
+    let path = dir.join(BUNDLE_FILE);
+    let bytes = read_optional(&path)?.ok_or_else(|| {
+        Error::invalid(format!(
+            "{}: not a bundle (no {BUNDLE_FILE}); build one with `dify-bundle build --out DIR`",
+            dir.display()
+        ))
+    })?;
+    let signature = read_optional(&dir.join(SIGNATURE_FILE))?;
+    let checked = check_signature(&bytes, signature, &policy.keys);
+    let manifest = BundleManifest::parse(&bytes, &path.display().to_string());
+    let checked = match (checked, &manifest) {
+        (Ok((key_id, facts)), Ok(manifest)) => match &facts.name {
+            Some(name) if *name != manifest.name => Err(Error::invalid(format!(
+                "{SIGNATURE_FILE}: signed for bundle `{name}`, but this bundle is `{}`",
+                manifest.name
+            ))),
+            _ => Ok(SignatureStatus::Verified { key_id, facts }),
+        },
+        (Ok(_), Err(_)) => Ok(SignatureStatus::NotVerified {
+            reason: "bundle.json does not parse".into(),
+        }),
+        (Err(e), _) => Err(e),
+    };
+    let status = match checked {
+        Ok(status) => status,
+        Err(e) if policy.allow_unsigned => SignatureStatus::NotVerified {
+            reason: e.to_string(),
+        },
+        Err(e) => {
+            return Err(Error::invalid(format!(
+                "{}: refused: {e} (--allow-unsigned accepts it at your own risk)",
+                dir.display()
+            )));
+        }
+    };
+    Ok((manifest?, status))
+}
+
+/// Signs the bundle's `bundle.json`, writing `bundle.json.minisig`.
+pub fn sign(dir: &Path, key: &SigningKey) -> Result<SignedFacts> {
+    let path = dir.join(BUNDLE_FILE);
+    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    let manifest = BundleManifest::parse(&bytes, &path.display().to_string())?;
+    let comment = SignedFacts::comment(
+        &manifest.name,
+        &manifest.dify_version,
+        &manifest.created,
+        &bytes,
+    );
+    let signature = key.sign(&bytes, &comment)?;
+    write_atomically(&dir.join(SIGNATURE_FILE), signature.as_bytes())?;
+    Ok(SignedFacts::parse(&comment))
+}
