@@ -4,10 +4,12 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::path::Path;
 
 use common::fixtures::{self, layer};
 use common::{
-    Auth, Registry, assert_success, dify_bundle, json, run, skopeo, stderr, write_recipe,
+    Auth, Registry, assert_fails_with, assert_success, dify_bundle, json, run, skopeo, stderr,
+    write_recipe,
 };
 
 fn recipe_for(registry_host: &str, prefix: &str, dir: &std::path::Path) -> std::path::PathBuf {
@@ -28,6 +30,16 @@ fn recipe_for(registry_host: &str, prefix: &str, dir: &std::path::Path) -> std::
     )
 }
 
+fn build(flags: &[&str], recipe: impl AsRef<Path>, out: impl AsRef<Path>) -> std::process::Output {
+    run(dify_bundle()
+        .arg("build")
+        .args(flags)
+        .arg("--recipe")
+        .arg(recipe.as_ref())
+        .arg("--out")
+        .arg(out.as_ref()))
+}
+
 fn blob_files(dir: &std::path::Path) -> BTreeSet<String> {
     std::fs::read_dir(dir.join("blobs/sha256"))
         .unwrap()
@@ -44,17 +56,11 @@ async fn builds_a_deduplicated_single_platform_bundle_that_skopeo_reads() {
     let recipe = recipe_for(&registry.host(), "langgenius", work.path());
     let out = work.path().join("bundle");
 
-    let result = run(dify_bundle()
-        .args([
-            "build",
-            "--json",
-            "--insecure-registry",
-            &registry.host(),
-            "--recipe",
-        ])
-        .arg(&recipe)
-        .arg("--out")
-        .arg(&out));
+    let result = build(
+        &["--json", "--insecure-registry", &registry.host()],
+        &recipe,
+        &out,
+    );
     assert_success(&result);
     let report = json(&result);
 
@@ -185,17 +191,11 @@ async fn builds_a_deduplicated_single_platform_bundle_that_skopeo_reads() {
     );
 
     // A second build downloads nothing and leaves the same bundle.
-    let again = run(dify_bundle()
-        .args([
-            "build",
-            "--json",
-            "--insecure-registry",
-            &registry.host(),
-            "--recipe",
-        ])
-        .arg(&recipe)
-        .arg("--out")
-        .arg(&out));
+    let again = build(
+        &["--json", "--insecure-registry", &registry.host()],
+        &recipe,
+        &out,
+    );
     assert_success(&again);
     let report = json(&again);
     assert_eq!(report["copy"]["bytes_transferred"], 0);
@@ -217,20 +217,18 @@ async fn all_platforms_keep_the_original_index() {
         &[("api", format!("{}/x/dify-api:1.0", registry.host()))],
     );
     let out = work.path().join("bundle");
-    let result = run(dify_bundle()
-        .args([
-            "build",
+    let result = build(
+        &[
             "--platform",
             "linux/amd64",
             "--platform",
             "linux/arm64",
             "--insecure-registry",
             &registry.host(),
-            "--recipe",
-        ])
-        .arg(&recipe)
-        .arg("--out")
-        .arg(&out));
+        ],
+        &recipe,
+        &out,
+    );
     assert_success(&result);
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("bundle.json")).unwrap()).unwrap();
@@ -244,18 +242,16 @@ async fn all_platforms_keep_the_original_index() {
     );
 
     // A platform the image does not have is refused by name.
-    let missing = run(dify_bundle()
-        .args([
-            "build",
+    let missing = build(
+        &[
             "--platform",
             "linux/s390x",
             "--insecure-registry",
             &registry.host(),
-            "--recipe",
-        ])
-        .arg(&recipe)
-        .arg("--out")
-        .arg(work.path().join("other")));
+        ],
+        &recipe,
+        work.path().join("other"),
+    );
     assert!(!missing.status.success());
     let err = stderr(&missing);
     assert!(
@@ -276,50 +272,36 @@ async fn basic_auth_from_flags_and_docker_config() {
     let recipe = recipe_for(&registry.host(), "private", work.path());
 
     // No credentials: refused, saying how to give them.
-    let denied = run(dify_bundle()
-        .args(["build", "--insecure-registry", &registry.host(), "--recipe"])
-        .arg(&recipe)
-        .arg("--out")
-        .arg(work.path().join("denied")));
-    assert!(!denied.status.success());
-    assert!(
-        stderr(&denied).contains("--registry-auth"),
-        "{}",
-        stderr(&denied)
+    let denied = build(
+        &["--insecure-registry", &registry.host()],
+        &recipe,
+        work.path().join("denied"),
     );
+    assert_fails_with(&denied, "--registry-auth");
 
     // Wrong password: refused, naming the user.
-    let wrong = run(dify_bundle()
-        .args([
-            "build",
+    let wrong = build(
+        &[
             "--insecure-registry",
             &registry.host(),
             "--registry-auth",
             &format!("{}=AWS:nope", registry.host()),
-            "--recipe",
-        ])
-        .arg(&recipe)
-        .arg("--out")
-        .arg(work.path().join("wrong")));
-    assert!(!wrong.status.success());
-    assert!(
-        stderr(&wrong).contains("rejected the credentials for user `AWS`"),
-        "{}",
-        stderr(&wrong)
+        ],
+        &recipe,
+        work.path().join("wrong"),
     );
+    assert_fails_with(&wrong, "rejected the credentials for user `AWS`");
 
-    let flagged = run(dify_bundle()
-        .args([
-            "build",
+    let flagged = build(
+        &[
             "--insecure-registry",
             &registry.host(),
             "--registry-auth",
             &format!("{}=AWS:s3cret", registry.host()),
-            "--recipe",
-        ])
-        .arg(&recipe)
-        .arg("--out")
-        .arg(work.path().join("flag")));
+        ],
+        &recipe,
+        work.path().join("flag"),
+    );
     assert_success(&flagged);
 
     let config_dir = work.path().join("docker");
@@ -359,19 +341,17 @@ async fn docker_hub_token_flow_through_a_mirror() {
         ],
     );
     let out = work.path().join("bundle");
-    let result = run(dify_bundle()
-        .args([
-            "build",
+    let result = build(
+        &[
             "--json",
             "--registry-mirror",
             &format!("docker.io={}", registry.host()),
             "--insecure-registry",
             &registry.host(),
-            "--recipe",
-        ])
-        .arg(&recipe)
-        .arg("--out")
-        .arg(&out));
+        ],
+        &recipe,
+        &out,
+    );
     assert_success(&result);
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("bundle.json")).unwrap()).unwrap();
@@ -388,24 +368,17 @@ async fn docker_hub_token_flow_through_a_mirror() {
         work.path(),
         &[("api", "langgenius/nothing-here:1.0".to_owned())],
     );
-    let missing = run(dify_bundle()
-        .args([
-            "build",
+    let missing = build(
+        &[
             "--registry-mirror",
             &format!("docker.io={}", registry.host()),
             "--insecure-registry",
             &registry.host(),
-            "--recipe",
-        ])
-        .arg(&recipe)
-        .arg("--out")
-        .arg(work.path().join("missing")));
-    assert!(!missing.status.success());
-    assert!(
-        stderr(&missing).contains("langgenius/nothing-here"),
-        "{}",
-        stderr(&missing)
+        ],
+        &recipe,
+        work.path().join("missing"),
     );
+    assert_fails_with(&missing, "langgenius/nothing-here");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -422,18 +395,11 @@ async fn a_blob_corrupted_on_the_registry_is_named_and_never_stored() {
     let work = tempfile::tempdir().unwrap();
     let recipe = recipe_for(&registry.host(), "c", work.path());
     let out = work.path().join("bundle");
-    let result = run(dify_bundle()
-        .args([
-            "build",
-            "--retries",
-            "1",
-            "--insecure-registry",
-            &registry.host(),
-            "--recipe",
-        ])
-        .arg(&recipe)
-        .arg("--out")
-        .arg(&out));
+    let result = build(
+        &["--retries", "1", "--insecure-registry", &registry.host()],
+        &recipe,
+        &out,
+    );
     assert!(!result.status.success());
     let err = stderr(&result);
     assert!(
@@ -454,11 +420,11 @@ async fn verify_names_every_missing_changed_truncated_and_extra_file() {
     let work = tempfile::tempdir().unwrap();
     let recipe = recipe_for(&registry.host(), "v", work.path());
     let out = work.path().join("bundle");
-    assert_success(&run(dify_bundle()
-        .args(["build", "--insecure-registry", &registry.host(), "--recipe"])
-        .arg(&recipe)
-        .arg("--out")
-        .arg(&out)));
+    assert_success(&build(
+        &["--insecure-registry", &registry.host()],
+        &recipe,
+        &out,
+    ));
 
     let blob = |d: &dify_bundle::digest::Digest| out.join("blobs/sha256").join(d.hex());
     let flipped = images[0].1.blobs["amd64"][2].digest.clone();
@@ -502,10 +468,5 @@ async fn verify_names_every_missing_changed_truncated_and_extra_file() {
     // A tampered bundle.json is caught too (its file list no longer matches).
     std::fs::write(out.join("bundle.json"), b"{\"format\": 1}").unwrap();
     let broken = run(dify_bundle().args(["verify", "--allow-unsigned"]).arg(&out));
-    assert!(!broken.status.success());
-    assert!(
-        stderr(&broken).contains("bundle.json"),
-        "{}",
-        stderr(&broken)
-    );
+    assert_fails_with(&broken, "bundle.json");
 }

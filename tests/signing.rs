@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::fixtures::{self, layer};
-use common::{Auth, Registry, assert_success, dify_bundle, run, stderr, write_recipe};
+use common::{
+    Auth, Registry, assert_fails_with, assert_success, dify_bundle, run, stderr, write_recipe,
+};
 
 fn copy_dir(from: &Path, to: &Path) {
     let status = Command::new("cp")
@@ -186,12 +188,7 @@ async fn signatures_interoperate_with_minisign_both_ways() {
     assert_success(&verify(bundle, &cli_pub));
     // …and no longer by our key, which did not make it.
     let refused = verify(bundle, public);
-    assert!(!refused.status.success());
-    assert!(
-        stderr(&refused).contains("not trusted"),
-        "{}",
-        stderr(&refused)
-    );
+    assert_fails_with(&refused, "not trusted");
     // Several trusted keys: any one of them will do.
     assert_success(&run(dify_bundle()
         .arg("verify")
@@ -209,12 +206,7 @@ async fn unsigned_bundles_are_refused_unless_allowed_loudly() {
     copy_dir(&built.bundle, &copy);
     std::fs::remove_file(copy.join("bundle.json.minisig")).unwrap();
     let refused = verify(&copy, &built.public);
-    assert!(!refused.status.success());
-    assert!(
-        stderr(&refused).contains("not signed"),
-        "{}",
-        stderr(&refused)
-    );
+    assert_fails_with(&refused, "not signed");
     let allowed = run(dify_bundle()
         .args(["verify", "--allow-unsigned"])
         .arg(&copy));
@@ -222,12 +214,7 @@ async fn unsigned_bundles_are_refused_unless_allowed_loudly() {
     assert!(stderr(&allowed).contains("WARNING") && stderr(&allowed).contains("NOT VERIFIED"));
     // Signed, but no key to check it with: refused, saying how to give one.
     let keyless = run(dify_bundle().arg("verify").arg(&built.bundle));
-    assert!(!keyless.status.success());
-    assert!(
-        stderr(&keyless).contains("--pubkey"),
-        "{}",
-        stderr(&keyless)
-    );
+    assert_fails_with(&keyless, "--pubkey");
     // A wrong password fails before any download.
     let wrong = run(dify_bundle()
         .args([
@@ -239,12 +226,7 @@ async fn unsigned_bundles_are_refused_unless_allowed_loudly() {
         ])
         .arg(&built.key)
         .env("P", "wrong"));
-    assert!(!wrong.status.success());
-    assert!(
-        stderr(&wrong).contains("wrong password"),
-        "{}",
-        stderr(&wrong)
-    );
+    assert_fails_with(&wrong, "wrong password");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -340,12 +322,7 @@ async fn every_kind_of_tampering_is_refused_by_name() {
         .args(["key", "generate", "--no-password", "--out"])
         .arg(&stranger)));
     let result = verify(&built.bundle, &stranger.with_extension("pub"));
-    assert!(!result.status.success());
-    assert!(
-        stderr(&result).contains("not trusted"),
-        "{}",
-        stderr(&result)
-    );
+    assert_fails_with(&result, "not trusted");
     // Key files are never overwritten.
     let again = run(dify_bundle()
         .args(["key", "generate", "--no-password", "--out"])

@@ -6,6 +6,7 @@
 
 pub mod fixtures;
 pub mod proxy;
+pub mod random;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -182,6 +183,17 @@ pub fn assert_success(out: &Output) {
         out.status,
         stderr(out)
     );
+}
+
+/// The command failed and its stderr names `needle`.
+#[track_caller]
+pub fn assert_fails_with(out: &Output, needle: &str) {
+    assert!(
+        !out.status.success(),
+        "succeeded, expected a failure naming `{needle}`"
+    );
+    let err = stderr(out);
+    assert!(err.contains(needle), "`{needle}` not named in:\n{err}");
 }
 
 /// Writes a recipe file listing `(role, image)` pairs.
