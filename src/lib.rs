@@ -6,10 +6,12 @@
 
 pub mod bundle;
 pub mod copy;
+pub mod derive;
 pub mod digest;
 pub mod error;
 pub mod oci;
 pub mod progress;
+pub mod python;
 pub mod recipe;
 pub mod reference;
 pub mod retry;

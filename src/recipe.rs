@@ -20,6 +20,16 @@ pub struct Recipe {
     pub name: String,
     pub dify_version: String,
     pub images: Vec<RecipeImage>,
+    /// Python packages baked into the sandbox image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<SandboxPackages>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxPackages {
+    /// requirements.txt lines: names, pins, markers.
+    pub requirements: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

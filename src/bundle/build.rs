@@ -8,9 +8,10 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::format::{
-    ANNOTATION_ROLE, ANNOTATION_SOURCE, BUNDLE_FILE, BundleFile, BundleImage, BundleManifest,
-    FORMAT_V1, SIGNATURE_FILE, Tool,
+    ANNOTATION_BASE, ANNOTATION_ROLE, ANNOTATION_SOURCE, BUNDLE_FILE, BundleFile, BundleImage,
+    BundleManifest, FORMAT_V1, SANDBOX_ROLE, SIGNATURE_FILE, Tool,
 };
+use super::sandbox::{self, Requirements, SandboxOptions, WheelSet};
 use crate::copy::{self, CopyOptions, CopyReport, Root};
 use crate::digest::{Digest, hash_file};
 use crate::error::{Error, Result};
@@ -27,6 +28,10 @@ pub struct BuildOptions {
     pub platforms: Vec<Platform>,
     pub registries: RegistryOptions,
     pub concurrency: usize,
+    /// Python packages to bake into the sandbox image (`None`: leave it as it is).
+    pub sandbox_requirements: Option<Requirements>,
+    /// Where downloaded wheels are kept between builds.
+    pub cache_dir: PathBuf,
 }
 
 #[derive(Debug, Serialize)]
@@ -34,6 +39,9 @@ pub struct BuildReport {
     pub bundle: PathBuf,
     pub name: String,
     pub copy: CopyReport,
+    /// Seconds spent resolving, downloading and installing sandbox packages.
+    pub sandbox_seconds: Option<f64>,
+    pub wheel_sets: Vec<WheelSet>,
     /// Blobs from an earlier build that this recipe no longer needs, removed.
     pub pruned_blobs: usize,
 }
@@ -67,6 +75,73 @@ pub async fn build(options: BuildOptions, progress: Arc<dyn Progress>) -> Result
         retry: options.registries.retry,
     };
     let report = copy::copy(&roots, layout.clone(), &copy_options, progress.clone()).await?;
+    let mut images: Vec<BundleImage> = recipe
+        .images
+        .iter()
+        .zip(&report.images)
+        .map(|(image, plan)| BundleImage {
+            role: image.role.clone(),
+            source: image.image.clone(),
+            source_digest: plan.source_digest.clone(),
+            digest: plan.digest.clone(),
+            base_digest: None,
+            media_type: plan.media_type.clone(),
+            platforms: plan.platforms.clone(),
+            size: plan.size,
+        })
+        .collect();
+    let mut referenced: BTreeSet<Digest> = BTreeSet::new();
+    for plan in &report.images {
+        referenced.extend(plan.manifests.iter().cloned());
+        referenced.extend(plan.blobs.iter().map(|b| b.digest.clone()));
+    }
+
+    // Bake the sandbox's Python packages into a derived image that takes the sandbox's place.
+    let mut wheel_sets = Vec::new();
+    let mut sandbox_seconds = None;
+    if let Some(requirements) = &options.sandbox_requirements {
+        let position = images
+            .iter()
+            .position(|i| i.role == SANDBOX_ROLE)
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "sandbox packages were asked for, but the recipe has no `{SANDBOX_ROLE}` image"
+                ))
+            })?;
+        let derived = sandbox::derive(
+            &layout,
+            &report.images[position],
+            &SandboxOptions {
+                requirements,
+                cache_dir: &options.cache_dir,
+                copy: &copy_options,
+            },
+            progress.clone(),
+        )
+        .await
+        .map_err(|e| Error::Context {
+            context: roots[position].label.clone(),
+            source: Box::new(e),
+        })?;
+        let image = &mut images[position];
+        let mut annotations = roots[position].tag.clone().unwrap_or_default();
+        annotations
+            .annotations
+            .insert(ANNOTATION_BASE.to_owned(), image.digest.to_string());
+        layout
+            .put_manifest(SANDBOX_ROLE, &derived.root, Some(&annotations))
+            .await?;
+        image.base_digest = Some(image.digest.clone());
+        image.digest = derived.root.digest();
+        image.media_type = derived.root.media_type.clone();
+        image.size += derived.platforms.iter().map(|p| p.size).sum::<u64>()
+            - image.platforms.iter().map(|p| p.size).sum::<u64>()
+            + derived.root.bytes.len() as u64;
+        image.platforms = derived.platforms;
+        referenced.extend(derived.blobs);
+        wheel_sets = derived.wheel_sets;
+        sandbox_seconds = Some(derived.seconds);
+    }
 
     // index.json lists exactly the recipe's images, in recipe order.
     let index = layout.index();
@@ -84,11 +159,6 @@ pub async fn build(options: BuildOptions, progress: Arc<dyn Progress>) -> Result
     layout.set_index_entries(entries)?;
     layout.clean_partials()?;
 
-    let mut referenced: BTreeSet<Digest> = BTreeSet::new();
-    for plan in &report.images {
-        referenced.extend(plan.manifests.iter().cloned());
-        referenced.extend(plan.blobs.iter().map(|b| b.digest.clone()));
-    }
     let pruned_blobs = prune(&options.out, &referenced)?;
     if pruned_blobs > 0 {
         progress.note(&format!(
@@ -96,20 +166,6 @@ pub async fn build(options: BuildOptions, progress: Arc<dyn Progress>) -> Result
         ));
     }
 
-    let images = recipe
-        .images
-        .iter()
-        .zip(&report.images)
-        .map(|(image, plan)| BundleImage {
-            role: image.role.clone(),
-            source: image.image.clone(),
-            source_digest: plan.source_digest.clone(),
-            digest: plan.digest.clone(),
-            media_type: plan.media_type.clone(),
-            platforms: plan.platforms.clone(),
-            size: plan.size,
-        })
-        .collect();
     let manifest = BundleManifest {
         format: FORMAT_V1.to_owned(),
         name: recipe.name.clone(),
@@ -122,6 +178,7 @@ pub async fn build(options: BuildOptions, progress: Arc<dyn Progress>) -> Result
         recipe: recipe.clone(),
         platforms: options.platforms.iter().map(Platform::to_string).collect(),
         images,
+        python: wheel_sets.clone(),
         files: list_files(&options.out, &referenced)?,
     };
     // A signature over an older bundle.json no longer applies.
@@ -134,6 +191,8 @@ pub async fn build(options: BuildOptions, progress: Arc<dyn Progress>) -> Result
         bundle: options.out.clone(),
         name: recipe.name.clone(),
         copy: report,
+        sandbox_seconds,
+        wheel_sets,
         pruned_blobs,
     })
 }

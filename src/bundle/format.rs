@@ -17,6 +17,11 @@ pub const FORMAT_V1: &str = "dify-bundle/v1";
 /// Index annotations naming what an image is for and where it came from.
 pub const ANNOTATION_ROLE: &str = "dev.dify-bundle.role";
 pub const ANNOTATION_SOURCE: &str = "dev.dify-bundle.source";
+/// On a derived image: the digest of the image it was built on.
+pub const ANNOTATION_BASE: &str = "dev.dify-bundle.base";
+
+/// The role whose image gets the sandbox's Python packages.
+pub const SANDBOX_ROLE: &str = "sandbox";
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BundleManifest {
@@ -29,6 +34,9 @@ pub struct BundleManifest {
     pub recipe: Recipe,
     pub platforms: Vec<String>,
     pub images: Vec<BundleImage>,
+    /// Python wheel sets installed into derived images.
+    #[serde(default)]
+    pub python: Vec<crate::bundle::sandbox::WheelSet>,
     pub files: Vec<BundleFile>,
 }
 
@@ -47,6 +55,9 @@ pub struct BundleImage {
     pub source_digest: Digest,
     /// The root manifest in the bundle (equal to `source_digest` unless platforms were left out).
     pub digest: Digest,
+    /// For a derived image (the sandbox with Python packages): the root it was built on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_digest: Option<Digest>,
     pub media_type: String,
     pub platforms: Vec<PlatformImage>,
     /// Manifests and blobs of this image, each counted once.

@@ -4,6 +4,7 @@
 pub mod build;
 pub mod format;
 pub mod inspect;
+pub mod sandbox;
 pub mod trust;
 pub mod verify;
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Args;
+use dify_bundle::bundle::sandbox::Requirements;
 use dify_bundle::bundle::{self, BuildOptions};
 use dify_bundle::oci::Platform;
 use dify_bundle::recipe::Recipe;
@@ -45,6 +46,16 @@ pub struct BuildArgs {
     /// Retries of a failed request or blob before giving up
     #[arg(long, default_value_t = 5)]
     retries: u32,
+    /// Python requirements (requirements.txt syntax) to bake into the sandbox image,
+    /// instead of the recipe's
+    #[arg(long, value_name = "FILE")]
+    sandbox_requirements: Option<PathBuf>,
+    /// Leave the sandbox image as it is (no Python packages baked in)
+    #[arg(long, conflicts_with = "sandbox_requirements")]
+    no_sandbox_packages: bool,
+    /// Where downloaded wheels are kept between builds [default: ~/.cache/dify-bundle]
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
     /// Sign the bundle with this minisign secret key
     #[arg(long, value_name = "KEY")]
     sign_key: Option<PathBuf>,
@@ -77,12 +88,38 @@ fn registry_options(args: &BuildArgs) -> anyhow::Result<RegistryOptions> {
     Ok(options)
 }
 
+fn default_cache_dir() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return Ok(PathBuf::from(dir).join("dify-bundle"));
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => Ok(PathBuf::from(home).join(".cache/dify-bundle")),
+        None => anyhow::bail!("no HOME to keep the wheel cache in; pass --cache-dir DIR"),
+    }
+}
+
 pub async fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     let recipe = match &args.recipe {
         Some(path) => Recipe::load(path)?,
         None => Recipe::builtin(args.dify_version.as_deref())?,
     };
+    let sandbox_requirements = if args.no_sandbox_packages {
+        None
+    } else if let Some(file) = &args.sandbox_requirements {
+        Some(Requirements::File(file.clone()))
+    } else {
+        recipe
+            .sandbox
+            .as_ref()
+            .map(|s| Requirements::Lines(s.requirements.clone()))
+    };
+    let cache_dir = match &args.cache_dir {
+        Some(dir) => dir.clone(),
+        None => default_cache_dir()?,
+    };
     let options = BuildOptions {
+        sandbox_requirements,
+        cache_dir,
         out: args.out.clone(),
         platforms: args.platforms.clone(),
         registries: registry_options(&args)?,

@@ -5,6 +5,8 @@
 mod plan;
 mod transfer;
 
+pub use transfer::{BlobJob, Outcome, copy_blobs};
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -87,18 +89,19 @@ pub async fn copy(
     .await?;
 
     // Every blob once, however many images share it; remember who needs it for messages.
-    let mut blobs: BTreeMap<Digest, transfer::BlobJob> = BTreeMap::new();
+    let mut blobs: BTreeMap<Digest, BlobJob> = BTreeMap::new();
     for (root, plan) in roots.iter().zip(&plans) {
         for blob in &plan.blobs {
-            blobs
-                .entry(blob.digest.clone())
-                .or_insert_with(|| transfer::BlobJob {
-                    blob: blob.clone(),
-                    root: root.clone(),
-                });
+            blobs.entry(blob.digest.clone()).or_insert_with(|| BlobJob {
+                blob: blob.clone(),
+                source: root.source.clone(),
+                source_repo: root.source_repo.clone(),
+                dest_repo: root.dest_repo.clone(),
+                label: root.label.clone(),
+            });
         }
     }
-    let jobs: Vec<transfer::BlobJob> = blobs.into_values().collect();
+    let jobs: Vec<BlobJob> = blobs.into_values().collect();
     let mut report = CopyReport {
         blobs: jobs.len(),
         blob_bytes: jobs.iter().map(|j| j.blob.size).sum(),

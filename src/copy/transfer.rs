@@ -5,20 +5,25 @@ use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 
-use super::{CopyOptions, Root, in_image};
+use super::CopyOptions;
 use crate::error::{Error, Result};
 use crate::oci::Descriptor;
 use crate::progress::Progress;
 use crate::store::{BlobState, Store};
 
-pub(super) struct BlobJob {
+/// One blob to move, where to read it, and how to name what needs it in messages.
+#[derive(Clone)]
+pub struct BlobJob {
     pub blob: Descriptor,
-    /// The first image that needs this blob: where to read it, and how to name it.
-    pub root: Root,
+    pub source: Arc<dyn Store>,
+    pub source_repo: String,
+    pub dest_repo: String,
+    pub label: String,
 }
 
-#[derive(Default)]
-pub(super) struct Outcome {
+/// What moving a set of blobs did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Outcome {
     pub present: usize,
     pub bytes_present: u64,
     pub bytes_resumed: u64,
@@ -30,7 +35,9 @@ enum Done {
     Copied { resumed: u64, transferred: u64 },
 }
 
-pub(super) async fn copy_blobs(
+/// Moves every blob the destination lacks, `options.concurrency` at a time, resuming
+/// partial ones and retrying transient failures.
+pub async fn copy_blobs(
     jobs: Vec<BlobJob>,
     destination: Arc<dyn Store>,
     options: &CopyOptions,
@@ -38,7 +45,7 @@ pub(super) async fn copy_blobs(
 ) -> Result<Outcome> {
     // Ask the destination first so the total and the bars start right.
     let states: Vec<BlobState> = futures::stream::iter(jobs.iter())
-        .map(|job| destination.blob_state(&job.root.dest_repo, &job.blob))
+        .map(|job| destination.blob_state(&job.dest_repo, &job.blob))
         .buffered(options.concurrency.max(1) * 4)
         .try_collect()
         .await?;
@@ -99,7 +106,6 @@ async fn copy_blob(
     progress: &Arc<dyn Progress>,
 ) -> Result<Done> {
     let blob = &job.blob;
-    let root = &job.root;
     let mut resumed = None;
     let mut transferred = 0;
     let mut attempt = 0;
@@ -119,10 +125,7 @@ async fn copy_blob(
             BlobState::Absent => 0,
         };
         let result = async {
-            let (start, stream) = root
-                .source
-                .read_blob(&root.source_repo, blob, offset)
-                .await?;
+            let (start, stream) = job.source.read_blob(&job.source_repo, blob, offset).await?;
             resumed.get_or_insert(start);
             progress.blob_started(&blob.digest, blob.size, start);
             let digest = blob.digest.clone();
@@ -131,7 +134,7 @@ async fn copy_blob(
                 .inspect_ok(move |chunk| reporter.blob_advanced(&digest, chunk.len() as u64))
                 .boxed();
             destination
-                .write_blob(&root.dest_repo, blob, start, counted)
+                .write_blob(&job.dest_repo, blob, start, counted)
                 .await
                 .map(|()| blob.size - start)
         }
@@ -156,23 +159,23 @@ async fn copy_blob(
                     _ => e.is_transient(),
                 } && attempt < options.retry.retries;
                 if !retry {
-                    return Err(in_image(
-                        Error::Context {
+                    return Err(Error::Context {
+                        context: job.label.clone(),
+                        source: Box::new(Error::Context {
                             context: format!(
                                 "blob {} ({} bytes) from {}",
                                 blob.digest,
                                 blob.size,
-                                root.source.describe()
+                                job.source.describe()
                             ),
                             source: Box::new(e),
-                        },
-                        root,
-                    ));
+                        }),
+                    });
                 }
                 progress.blob_retrying(&blob.digest, &e.to_string());
                 tokio::time::sleep(options.retry.delay(attempt, e.retry_after())).await;
                 attempt += 1;
-                state = destination.blob_state(&root.dest_repo, blob).await?;
+                state = destination.blob_state(&job.dest_repo, blob).await?;
             }
         }
     }

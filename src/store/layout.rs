@@ -106,6 +106,19 @@ impl LayoutStore {
         }
     }
 
+    /// A directory inside the layout for files being made (renamed into `blobs/` when done).
+    pub fn scratch_dir(&self) -> Result<PathBuf> {
+        let dir = self.root.join(PARTIAL_DIR);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        Ok(dir)
+    }
+
+    /// Moves a finished file (whose digest the caller computed while writing it) into place.
+    pub fn import_file(&self, path: &Path, digest: &Digest) -> Result<()> {
+        let target = self.blob_path(digest);
+        std::fs::rename(path, &target).map_err(|e| Error::io(&target, e))
+    }
+
     /// Reads a whole (small) blob into memory.
     pub fn read_small_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
         let path = self.blob_path(digest);

@@ -10,6 +10,7 @@ use futures::stream::BoxStream;
 use crate::error::Result;
 use crate::oci::{Descriptor, RawManifest};
 
+pub mod http;
 pub mod layout;
 pub mod registry;
 

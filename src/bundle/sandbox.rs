@@ -1,0 +1,295 @@
+//! The derived sandbox image: the recipe's Python requirements resolved for the sandbox
+//! image's own interpreter and platform, downloaded and hash-checked, and installed into a
+//! new layer with an empty `/dependencies/python-requirements.txt`, so the sandbox never
+//! runs pip — not at start, not every 30 minutes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::copy::{self, BlobJob, CopyOptions, ImagePlan, PlatformImage};
+use crate::derive::{self, NewLayer};
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::oci::{self, Descriptor, Index, Manifest, Platform, RawManifest};
+use crate::progress::Progress;
+use crate::python::layer::{BuiltLayer, write_layer};
+use crate::python::resolve::{LockedWheel, requested_names};
+use crate::python::wheel::{self, InstalledFile};
+use crate::python::{PythonTarget, interpreter, resolve};
+use crate::store::http::UrlStore;
+use crate::store::{LayoutStore, Store};
+
+/// The sandbox reads this file at start and every `PYTHON_DEPS_UPDATE_INTERVAL`; empty, it
+/// runs no pip at all.
+pub const SANDBOX_REQUIREMENTS_FILE: &str = "dependencies/python-requirements.txt";
+
+/// Where the requirements come from.
+#[derive(Clone, Debug)]
+pub enum Requirements {
+    /// Lines of a requirements.txt, from the recipe.
+    Lines(Vec<String>),
+    /// A requirements.txt file (pins, markers, `-r` includes allowed).
+    File(PathBuf),
+}
+
+/// One platform's wheels and the layer they went into.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WheelSet {
+    pub image: String,
+    pub platform: String,
+    pub python: PythonTarget,
+    pub wheels: Vec<LockedWheel>,
+    /// The layer the wheels were installed into.
+    pub layer: Digest,
+    pub diff_id: Digest,
+    pub layer_size: u64,
+    /// The derived per-platform manifest.
+    pub manifest: Digest,
+}
+
+/// What deriving produced.
+pub struct DerivedSandbox {
+    /// Root of the derived image (an OCI index over the derived per-platform manifests).
+    pub root: RawManifest,
+    pub platforms: Vec<PlatformImage>,
+    pub wheel_sets: Vec<WheelSet>,
+    /// Every blob the derived image adds to the bundle (layers, configs, manifests).
+    pub blobs: Vec<Digest>,
+    pub seconds: f64,
+}
+
+pub struct SandboxOptions<'a> {
+    pub requirements: &'a Requirements,
+    /// Content-addressed wheel cache shared by builds.
+    pub cache_dir: &'a Path,
+    pub copy: &'a CopyOptions,
+}
+
+fn requirements_file(requirements: &Requirements, work: &Path) -> Result<(PathBuf, String)> {
+    match requirements {
+        Requirements::File(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+            Ok((path.clone(), text))
+        }
+        Requirements::Lines(lines) => {
+            let path = work.join("requirements.txt");
+            let text = lines.join("\n") + "\n";
+            std::fs::write(&path, &text).map_err(|e| Error::io(&path, e))?;
+            Ok((path, text))
+        }
+    }
+}
+
+/// Builds the derived sandbox image from the base image already in the layout.
+pub async fn derive(
+    layout: &LayoutStore,
+    base: &ImagePlan,
+    options: &SandboxOptions<'_>,
+    progress: Arc<dyn Progress>,
+) -> Result<DerivedSandbox> {
+    let started = Instant::now();
+    let work = layout
+        .scratch_dir()?
+        .join(format!("python-{}", std::process::id()));
+    std::fs::create_dir_all(&work).map_err(|e| Error::io(&work, e))?;
+    let result = derive_in(layout, base, options, progress, &work).await;
+    let _ = std::fs::remove_dir_all(&work);
+    let mut derived = result?;
+    derived.seconds = started.elapsed().as_secs_f64();
+    Ok(derived)
+}
+
+async fn derive_in(
+    layout: &LayoutStore,
+    base: &ImagePlan,
+    options: &SandboxOptions<'_>,
+    progress: Arc<dyn Progress>,
+    work: &Path,
+) -> Result<DerivedSandbox> {
+    let (requirements, text) = requirements_file(options.requirements, work)?;
+    let requested = requested_names(&text);
+    let cache = Arc::new(LayoutStore::create(&options.cache_dir.join("wheels"))?);
+    let mut entries = Vec::new();
+    let mut platforms = Vec::new();
+    let mut wheel_sets = Vec::new();
+    let mut blobs = Vec::new();
+    for platform_image in &base.platforms {
+        let platform: Platform = platform_image.platform.parse()?;
+        let manifest = layout
+            .get_manifest(
+                "",
+                &Descriptor::new(oci::OCI_MANIFEST, platform_image.digest.clone(), 0),
+            )
+            .await?;
+        let Manifest::Image(image) =
+            manifest.parse(&format!("manifest {}", platform_image.digest))?
+        else {
+            return Err(Error::invalid(format!(
+                "manifest {} is an index",
+                platform_image.digest
+            )));
+        };
+        let manifest = RawManifest {
+            media_type: image
+                .media_type
+                .clone()
+                .unwrap_or_else(|| manifest.media_type.clone()),
+            bytes: manifest.bytes,
+        };
+        let config_bytes = layout.read_small_blob(&image.config.digest)?;
+        let config: serde_json::Value = serde_json::from_slice(&config_bytes)
+            .map_err(|e| Error::invalid(format!("config {}: {e}", image.config.digest)))?;
+        let layers: Vec<(PathBuf, String)> = image
+            .layers
+            .iter()
+            .map(|l| (layout.blob_path(&l.digest), l.media_type.clone()))
+            .collect();
+        progress.step(&format!(
+            "finding Python in the sandbox image for {platform}"
+        ));
+        let target = interpreter::detect(&config, &layers, &platform)?;
+        progress.step(&format!(
+            "resolving sandbox packages for Python {} on {} ({})",
+            target.version, target.uv_platform, target.interpreter
+        ));
+        let wheels = resolve(&requirements, &target, work)?;
+
+        // Download into the shared cache with the one copy engine.
+        if let Some(sizeless) = wheels.iter().find(|w| w.size == 0) {
+            return Err(Error::invalid(format!(
+                "{}: the lock gives no size",
+                sizeless.filename
+            )));
+        }
+        let urls: HashMap<Digest, String> = wheels
+            .iter()
+            .map(|w| (w.sha256.clone(), w.url.clone()))
+            .collect();
+        let source: Arc<dyn Store> = Arc::new(UrlStore::new(urls, options.copy.retry)?);
+        let jobs = wheels
+            .iter()
+            .map(|wheel| BlobJob {
+                blob: Descriptor::new("application/zip", wheel.sha256.clone(), wheel.size),
+                source: source.clone(),
+                source_repo: String::new(),
+                dest_repo: String::new(),
+                label: format!("wheel {}", wheel.filename),
+            })
+            .collect();
+        progress.step(&format!("downloading {} wheels", wheels.len()));
+        copy::copy_blobs(jobs, cache.clone(), options.copy, &progress).await?;
+
+        progress.step(&format!(
+            "installing {} wheels into a new layer",
+            wheels.len()
+        ));
+        let layer_path = layout
+            .scratch_dir()?
+            .join(format!("layer-{}.tar.gz", std::process::id()));
+        let built = install_layer(&cache, &wheels, &requested, &target, &layer_path)?;
+        layout.import_file(&layer_path, &built.digest)?;
+        let derived = derive::add_layer(
+            &manifest,
+            &config_bytes,
+            &NewLayer {
+                blob: Descriptor::new(oci::OCI_LAYER_GZIP, built.digest.clone(), built.size),
+                diff_id: built.diff_id.clone(),
+                created_by: format!(
+                    "dify-bundle: {} Python wheels for {} into {}; empty /{SANDBOX_REQUIREMENTS_FILE}",
+                    wheels.len(),
+                    target.version,
+                    target.site_packages
+                ),
+            },
+        )?;
+        layout.write_small_blob(&derived.config_descriptor.digest, &derived.config)?;
+        let digest = derived.manifest.digest();
+        layout.write_small_blob(&digest, &derived.manifest.bytes)?;
+        let mut entry = derived.manifest.descriptor();
+        entry.platform = Some(platform.clone());
+        entries.push(entry);
+        platforms.push(PlatformImage {
+            platform: platform.to_string(),
+            digest: digest.clone(),
+            size: platform_image.size
+                + built.size
+                + derived.manifest.bytes.len() as u64
+                + derived.config.len() as u64,
+        });
+        blobs.extend([
+            built.digest.clone(),
+            derived.config_descriptor.digest.clone(),
+            digest.clone(),
+        ]);
+        wheel_sets.push(WheelSet {
+            image: "sandbox".to_owned(),
+            platform: platform.to_string(),
+            python: target,
+            wheels,
+            layer: built.digest,
+            diff_id: built.diff_id,
+            layer_size: built.size,
+            manifest: digest,
+        });
+    }
+    let index = Index {
+        schema_version: 2,
+        media_type: Some(oci::OCI_INDEX.to_owned()),
+        manifests: entries,
+        annotations: None,
+    };
+    let bytes =
+        serde_json::to_vec(&index).map_err(|e| Error::invalid(format!("derived index: {e}")))?;
+    let root = RawManifest {
+        media_type: oci::OCI_INDEX.to_owned(),
+        bytes: bytes.into(),
+    };
+    layout.write_small_blob(&root.digest(), &root.bytes)?;
+    blobs.push(root.digest());
+    Ok(DerivedSandbox {
+        root,
+        platforms,
+        wheel_sets,
+        blobs,
+        seconds: 0.0,
+    })
+}
+
+/// Installs every wheel into one deterministic layer at `out`.
+fn install_layer(
+    cache: &LayoutStore,
+    wheels: &[LockedWheel],
+    requested: &[String],
+    target: &PythonTarget,
+    out: &Path,
+) -> Result<BuiltLayer> {
+    let mut owner: BTreeMap<String, String> = BTreeMap::new();
+    let mut files: Vec<InstalledFile> = Vec::new();
+    for locked in wheels {
+        let installed = wheel::install(
+            &cache.blob_path(&locked.sha256),
+            &locked.filename,
+            target,
+            requested.contains(&wheel::normalise(&locked.name)),
+        )?;
+        for file in installed.files {
+            if let Some(other) = owner.insert(file.path.clone(), locked.filename.clone()) {
+                return Err(Error::invalid(format!(
+                    "/{}: installed by both {other} and {}",
+                    file.path, locked.filename
+                )));
+            }
+            files.push(file);
+        }
+    }
+    files.push(InstalledFile {
+        path: SANDBOX_REQUIREMENTS_FILE.to_owned(),
+        mode: 0o644,
+        bytes: Vec::new(),
+    });
+    write_layer(&files, out)
+}

@@ -1,0 +1,211 @@
+//! Finding the Python interpreter inside an image, from the image itself: the config's
+//! `PATH` and `PYTHON_VERSION`, and the layers' `bin/python3.N` and
+//! `lib/python3.N/site-packages`; the C library from dpkg's status file.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::oci::Platform;
+
+/// Where and for what a wheel set is installed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PythonTarget {
+    /// `3.14`.
+    pub version: String,
+    /// `3.14.0` when the image says.
+    pub full_version: Option<String>,
+    pub prefix: String,
+    pub interpreter: String,
+    pub scripts: String,
+    pub site_packages: String,
+    pub include: String,
+    /// For `uv --python-platform`: `x86_64-manylinux_2_36`.
+    pub uv_platform: String,
+}
+
+/// What the layers say about Pythons and the C library.
+#[derive(Default)]
+struct Findings {
+    /// prefix → versions with a site-packages directory.
+    site: BTreeMap<String, BTreeSet<String>>,
+    /// Interpreter paths (`/opt/python/bin/python3.14`, `/opt/python/bin/python3`).
+    binaries: BTreeSet<String>,
+    glibc: Option<String>,
+    musl: bool,
+}
+
+fn scan_layer(path: &std::path::Path, media_type: &str, findings: &mut Findings) -> Result<()> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let reader: Box<dyn Read> = if media_type.ends_with("gzip") {
+        Box::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)))
+    } else if media_type.ends_with(".tar") || media_type.ends_with("rootfs.diff.tar") {
+        Box::new(std::io::BufReader::new(file))
+    } else {
+        return Err(Error::invalid(format!(
+            "layer {}: media type `{media_type}` cannot be read (gzip or plain tar only)",
+            path.display()
+        )));
+    };
+    let mut archive = tar::Archive::new(reader);
+    let bad = |e: std::io::Error| {
+        Error::invalid(format!("layer {}: unreadable tar: {e}", path.display()))
+    };
+    for entry in archive.entries().map_err(bad)? {
+        let mut entry = entry.map_err(bad)?;
+        let name = entry.path().map_err(bad)?.to_string_lossy().into_owned();
+        let name = format!("/{}", name.trim_start_matches("./").trim_start_matches('/'));
+        let name = name.trim_end_matches('/').to_owned();
+        if let Some((prefix, rest)) = name.split_once("/lib/python3.")
+            && let Some((minor, tail)) = rest.split_once('/')
+            && (tail == "site-packages" || tail.starts_with("site-packages/"))
+            && minor.bytes().all(|b| b.is_ascii_digit())
+        {
+            findings
+                .site
+                .entry(prefix.to_owned())
+                .or_default()
+                .insert(format!("3.{minor}"));
+        }
+        if let Some((_, file)) = name.rsplit_once("/bin/")
+            && (file == "python3"
+                || file
+                    .strip_prefix("python3.")
+                    .is_some_and(|m| !m.is_empty() && m.bytes().all(|b| b.is_ascii_digit())))
+        {
+            findings.binaries.insert(name.clone());
+        }
+        if name.contains("/ld-musl-") {
+            findings.musl = true;
+        }
+        if name == "/var/lib/dpkg/status" {
+            let mut text = String::new();
+            entry.read_to_string(&mut text).map_err(bad)?;
+            findings.glibc = glibc_from_dpkg(&text).or(findings.glibc.take());
+        }
+    }
+    Ok(())
+}
+
+/// The libc6 package's upstream version from a dpkg status file (`2.36`).
+fn glibc_from_dpkg(status: &str) -> Option<String> {
+    status.split("\n\n").find_map(|stanza| {
+        let mut lines = stanza.lines();
+        lines
+            .clone()
+            .any(|l| l.trim() == "Package: libc6")
+            .then(|| {
+                lines.find_map(|l| l.strip_prefix("Version:")).map(|v| {
+                    v.trim()
+                        .split(['-', '+', '~'])
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned()
+                })
+            })?
+    })
+}
+
+fn env_value(config: &serde_json::Value, key: &str) -> Option<String> {
+    config["config"]["Env"].as_array()?.iter().find_map(|v| {
+        v.as_str()?
+            .strip_prefix(&format!("{key}="))
+            .map(str::to_owned)
+    })
+}
+
+fn uv_platform(platform: &Platform, findings: &Findings) -> Result<String> {
+    let arch = match platform.architecture.as_str() {
+        "amd64" => "x86_64",
+        "arm64" => "aarch64",
+        other => {
+            return Err(Error::invalid(format!(
+                "no Python wheel platform for architecture `{other}`"
+            )));
+        }
+    };
+    if findings.musl && findings.glibc.is_none() {
+        return Ok(format!("{arch}-unknown-linux-musl"));
+    }
+    let glibc = findings.glibc.as_deref().unwrap_or("2.28");
+    let (major, minor) = glibc.split_once('.').unwrap_or(("2", "28"));
+    Ok(format!("{arch}-manylinux_{major}_{minor}"))
+}
+
+/// Finds the image's Python from its config (JSON) and layers (paths and media types,
+/// bottom first).
+pub fn detect(
+    config: &serde_json::Value,
+    layers: &[(PathBuf, String)],
+    platform: &Platform,
+) -> Result<PythonTarget> {
+    let mut findings = Findings::default();
+    for (path, media_type) in layers {
+        scan_layer(path, media_type, &mut findings)?;
+    }
+    let path_dirs: Vec<String> = env_value(config, "PATH")
+        .unwrap_or_default()
+        .split(':')
+        .map(|d| d.trim_end_matches('/').to_owned())
+        .collect();
+    // The first PATH directory that holds a python3 whose prefix has site-packages wins.
+    let chosen = path_dirs
+        .iter()
+        .filter_map(|dir| dir.strip_suffix("/bin").map(|p| (dir, p)))
+        .find_map(|(dir, prefix)| {
+            let versions = findings.site.get(prefix)?;
+            let version = versions.iter().rev().find(|v| {
+                findings.binaries.contains(&format!("{dir}/python{v}"))
+                    || findings.binaries.contains(&format!("{dir}/python3"))
+            })?;
+            Some((prefix.to_owned(), version.clone()))
+        });
+    let Some((prefix, version)) = chosen else {
+        let seen: Vec<String> = findings
+            .site
+            .iter()
+            .map(|(p, v)| format!("{p} ({})", v.iter().cloned().collect::<Vec<_>>().join(", ")))
+            .collect();
+        return Err(Error::invalid(format!(
+            "no Python interpreter with a site-packages directory on the image's PATH ({}); Python prefixes seen: {}",
+            path_dirs.join(":"),
+            if seen.is_empty() {
+                "none".to_owned()
+            } else {
+                seen.join("; ")
+            }
+        )));
+    };
+    let scripts = format!("{prefix}/bin");
+    let interpreter = if findings.binaries.contains(&format!("{scripts}/python3")) {
+        format!("{scripts}/python3")
+    } else {
+        format!("{scripts}/python{version}")
+    };
+    let full_version = env_value(config, "PYTHON_VERSION").filter(|v| v.starts_with(&version));
+    Ok(PythonTarget {
+        site_packages: format!("{prefix}/lib/python{version}/site-packages"),
+        include: format!("{prefix}/include/python{version}"),
+        uv_platform: uv_platform(platform, &findings)?,
+        version,
+        full_version,
+        prefix,
+        interpreter,
+        scripts,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_glibc_from_dpkg_status() {
+        let status = "Package: bash\nVersion: 5.2\n\nPackage: libc6\nStatus: install ok installed\nVersion: 2.36-9+deb12u7\n";
+        assert_eq!(glibc_from_dpkg(status).as_deref(), Some("2.36"));
+        assert_eq!(glibc_from_dpkg("Package: x\nVersion: 1\n"), None);
+    }
+}

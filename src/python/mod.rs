@@ -1,0 +1,11 @@
+//! Python packages for images, without pip: find the interpreter inside an image, resolve
+//! requirements for it with `uv`, download and hash-check the wheels, and install them —
+//! as a wheel installer does — into a new, deterministic image layer.
+
+pub mod interpreter;
+pub mod layer;
+pub mod resolve;
+pub mod wheel;
+
+pub use interpreter::PythonTarget;
+pub use resolve::{LockedWheel, resolve};
