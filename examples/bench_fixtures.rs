@@ -2,6 +2,9 @@
 //! a base layer, with layers of pseudo-random (incompressible) bytes.
 //!
 //! `cargo run --release --example bench_fixtures -- HOST:PORT TOTAL_MIB`
+//!
+//! With `sandbox` instead of a size it pushes `bench/dify-sandbox:python` instead: an image
+//! laid out like dify-sandbox ≥ 0.2.13 (CPython 3.14 in /opt/python, Debian 12's glibc).
 
 use std::sync::Arc;
 
@@ -37,16 +40,78 @@ async fn push_blob(
     Ok(descriptor)
 }
 
+fn tar_gz(entries: &[(&str, &[u8])]) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+    let mut archive = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    for (path, bytes) in entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(0o755);
+        header.set_size(bytes.len() as u64);
+        archive.append_data(&mut header, path, *bytes)?;
+    }
+    Ok(archive.into_inner()?.finish()?)
+}
+
+async fn push_sandbox(store: &RegistryStore, host: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let repo = "bench/dify-sandbox";
+    let layer = tar_gz(&[
+        (
+            "var/lib/dpkg/status",
+            b"Package: libc6\nVersion: 2.36-9+deb12u7\n",
+        ),
+        ("opt/python/bin/python3", b"interpreter"),
+        ("opt/python/bin/python3.14", b"interpreter"),
+        (
+            "opt/python/lib/python3.14/site-packages/README.txt",
+            b"site",
+        ),
+    ])?;
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(layer.as_slice()),
+        &mut raw,
+    )?;
+    let diff_id = Digest::of(&raw).to_string();
+    let layer = push_blob(store, repo, oci::OCI_LAYER_GZIP, layer).await?;
+    let config = serde_json::json!({"architecture": "amd64", "os": "linux",
+        "config": {"Env": ["PATH=/opt/python/bin:/usr/bin:/bin", "PYTHON_VERSION=3.14.0"]},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]}});
+    let config = push_blob(store, repo, oci::OCI_CONFIG, serde_json::to_vec(&config)?).await?;
+    let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": oci::OCI_MANIFEST, "config": config, "layers": [layer]});
+    let raw = RawManifest {
+        media_type: oci::OCI_MANIFEST.into(),
+        bytes: serde_json::to_vec(&manifest)?.into(),
+    };
+    store
+        .put_manifest(
+            repo,
+            &raw,
+            Some(&Tag {
+                name: "python".into(),
+                ..Tag::default()
+            }),
+        )
+        .await?;
+    println!("pushed {host}/{repo}:python");
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let host = args
         .next()
-        .ok_or("usage: bench_fixtures HOST:PORT TOTAL_MIB")?;
-    let total_mib: usize = args.next().unwrap_or_else(|| "1200".into()).parse()?;
+        .ok_or("usage: bench_fixtures HOST:PORT TOTAL_MIB|sandbox")?;
+    let what = args.next().unwrap_or_else(|| "1200".into());
     let mut options = RegistryOptions::default();
     options.insecure.insert(host.clone());
     let store: Arc<RegistryStore> = Registries::new(options)?.store(&host);
+    if what == "sandbox" {
+        return push_sandbox(&store, &host).await;
+    }
+    let total_mib: usize = what.parse()?;
 
     // Shares modelled on Dify: api is the giant, the base is shared by all four.
     let base_mib = total_mib / 8;

@@ -24,7 +24,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Pull the Dify images into a verified bundle directory
-    Build(build::BuildArgs),
+    Build(Box<build::BuildArgs>),
     /// Show a bundle's images, digests, platforms and sizes
     Inspect(inspect::InspectArgs),
     /// Check a bundle's signature, then re-hash every file; report anything missing, changed or extra
@@ -72,7 +72,7 @@ pub fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Build(args) => build::run(args).await,
+        Command::Build(args) => build::run(*args).await,
         Command::Inspect(args) => inspect::run(args),
         Command::Verify(args) => verify::run(args).await,
         Command::Sign(args) => keys::sign(args),

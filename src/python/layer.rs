@@ -72,7 +72,7 @@ pub fn write_layer(files: &[InstalledFile], out: &Path) -> Result<BuiltLayer> {
     };
     let gzip = flate2::GzBuilder::new()
         .mtime(0)
-        .write(compressed, flate2::Compression::default());
+        .write(compressed, flate2::Compression::fast());
     let mut archive = tar::Builder::new(Hashing {
         inner: gzip,
         hasher: Hasher::new(),

@@ -88,6 +88,8 @@ pub fn resolve(
     let lock = work.join("pylock.toml");
     let output = Command::new("uv")
         .args(["pip", "compile", "--quiet", "--no-header", "--format", "pylock.toml"])
+        // The target's interpreter is described by flags; never fetch one.
+        .arg("--no-python-downloads")
         .args(["--python-version", &target.version])
         .args(["--python-platform", &target.uv_platform])
         .args(["--only-binary", ":all:"])

@@ -318,6 +318,155 @@ fn csv_field(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
+
+    fn target() -> PythonTarget {
+        PythonTarget {
+            version: "3.14".into(),
+            full_version: None,
+            prefix: "/opt/python".into(),
+            interpreter: "/opt/python/bin/python3".into(),
+            scripts: "/opt/python/bin".into(),
+            site_packages: "/opt/python/lib/python3.14/site-packages".into(),
+            include: "/opt/python/include/python3.14".into(),
+            uv_platform: "x86_64-manylinux_2_36".into(),
+        }
+    }
+
+    fn wheel(dir: &Path, entries: &[(&str, &[u8])]) -> std::path::PathBuf {
+        let path = dir.join("demo-1.0-py3-none-any.whl");
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+        for (name, bytes) in entries {
+            let options = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Stored)
+                .unix_permissions(0o644);
+            zip.start_file(*name, options).unwrap();
+            zip.write_all(bytes).unwrap();
+        }
+        zip.finish().unwrap();
+        path
+    }
+
+    const WHEEL: (&str, &[u8]) = (
+        "demo-1.0.dist-info/WHEEL",
+        b"Wheel-Version: 1.0\nRoot-Is-Purelib: true\n",
+    );
+
+    #[test]
+    fn lays_out_every_scheme_like_an_installer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = wheel(
+            dir.path(),
+            &[
+                ("demo/__init__.py", b"x = 1\n"),
+                WHEEL,
+                ("demo-1.0.dist-info/METADATA", b"Name: demo\n"),
+                ("demo-1.0.dist-info/RECORD", b"stale\n"),
+                (
+                    "demo-1.0.dist-info/entry_points.txt",
+                    b"[console_scripts]\ndemo = demo.cli:main\n",
+                ),
+                ("demo-1.0.data/scripts/tool", b"#!python -u\nprint(1)\n"),
+                ("demo-1.0.data/headers/demo.h", b"int x;\n"),
+                ("demo-1.0.data/data/share/demo.txt", b"data\n"),
+                ("demo-1.0.data/platlib/_demo.so", b"ELF"),
+            ],
+        );
+        let installed = install(&path, "demo-1.0-py3-none-any.whl", &target(), true).unwrap();
+        let find = |p: &str| {
+            installed
+                .files
+                .iter()
+                .find(|f| f.path == p)
+                .unwrap_or_else(|| panic!("{p} missing"))
+        };
+        let site = "opt/python/lib/python3.14/site-packages";
+        find(&format!("{site}/demo/__init__.py"));
+        find(&format!("{site}/_demo.so"));
+        find("opt/python/include/python3.14/demo/demo.h");
+        find("opt/python/share/demo.txt");
+        let tool = find("opt/python/bin/tool");
+        assert_eq!(tool.bytes, b"#!/opt/python/bin/python3 -u\nprint(1)\n");
+        assert_eq!(tool.mode, 0o755);
+        let script = String::from_utf8(find("opt/python/bin/demo").bytes.clone()).unwrap();
+        assert!(
+            script.starts_with("#!/opt/python/bin/python3\n")
+                && script.contains("from demo.cli import main")
+        );
+        find(&format!("{site}/demo-1.0.dist-info/REQUESTED"));
+        assert_eq!(
+            find(&format!("{site}/demo-1.0.dist-info/INSTALLER")).bytes,
+            b"dify-bundle\n"
+        );
+        let record = String::from_utf8(
+            find(&format!("{site}/demo-1.0.dist-info/RECORD"))
+                .bytes
+                .clone(),
+        )
+        .unwrap();
+        assert!(record.contains("demo/__init__.py,sha256="));
+        assert!(record.contains("../../../bin/tool,sha256="));
+        assert!(record.contains("demo-1.0.dist-info/RECORD,,"));
+        assert!(!record.contains("stale"));
+    }
+
+    #[test]
+    fn refuses_unsafe_and_malformed_wheels() {
+        let dir = tempfile::tempdir().unwrap();
+        for (entries, why) in [
+            (vec![("../evil.py", &b"x"[..]), WHEEL], "unsafe path"),
+            (vec![("/etc/evil.py", &b"x"[..]), WHEEL], "unsafe path"),
+            (vec![("demo/ok.py", &b"x"[..])], "no .dist-info"),
+            (
+                vec![WHEEL, ("demo-1.0.data/weird/x", &b"x"[..])],
+                "unknown .data scheme",
+            ),
+            (
+                vec![("demo-1.0.dist-info/WHEEL", &b"Wheel-Version: 2.0\n"[..])],
+                "unsupported Wheel-Version",
+            ),
+        ] {
+            let path = wheel(dir.path(), &entries);
+            let err = install(&path, "demo.whl", &target(), false)
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(err.contains(why) && err.contains("demo.whl"), "{err}");
+        }
+        let path = dir.path().join("garbage.whl");
+        std::fs::write(&path, b"not a zip").unwrap();
+        let err = install(&path, "garbage.whl", &target(), false)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("not a zip archive"), "{err}");
+    }
+
+    #[test]
+    fn layers_are_deterministic() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = vec![
+            InstalledFile {
+                path: "b/x.py".into(),
+                mode: 0o644,
+                bytes: b"x".to_vec(),
+            },
+            InstalledFile {
+                path: "a/bin/tool".into(),
+                mode: 0o755,
+                bytes: b"#!/bin/sh\n".to_vec(),
+            },
+        ];
+        let one = super::super::layer::write_layer(&files, &dir.path().join("one")).unwrap();
+        let mut reversed = files.clone();
+        reversed.reverse();
+        let two = super::super::layer::write_layer(&reversed, &dir.path().join("two")).unwrap();
+        assert_eq!(one.digest, two.digest);
+        assert_eq!(one.diff_id, two.diff_id);
+        let mut twice = files.clone();
+        twice.push(files[0].clone());
+        assert!(super::super::layer::write_layer(&twice, &dir.path().join("three")).is_err());
+    }
 
     #[test]
     fn paths_and_scripts() {

@@ -306,3 +306,81 @@ pub async fn dify_like(
     }
     out
 }
+
+/// A gzip tar layer from `(path, mode, contents)` entries; `None` contents make a directory.
+pub fn tar_layer(entries: &[(&str, u32, Option<&[u8]>)]) -> Vec<u8> {
+    let mut archive = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    for (path, mode, contents) in entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(*mode);
+        header.set_mtime(0);
+        match contents {
+            Some(bytes) => {
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_size(bytes.len() as u64);
+                archive.append_data(&mut header, path, *bytes).expect("tar");
+            }
+            None => {
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_size(0);
+                archive
+                    .append_data(&mut header, path, std::io::empty())
+                    .expect("tar");
+            }
+        }
+    }
+    archive
+        .into_inner()
+        .and_then(|gz| gz.finish())
+        .expect("gzip")
+}
+
+/// Pushes a single-platform (linux/amd64) OCI image made of `layers` and a config with
+/// `env`; returns its manifest digest.
+pub async fn push_single(
+    registry: &Registry,
+    repo: &str,
+    tag: &str,
+    layers: Vec<Vec<u8>>,
+    env: &[String],
+) -> Digest {
+    let store = store_for(registry);
+    let mut descriptors = Vec::new();
+    let mut diff_ids = Vec::new();
+    for layer in layers {
+        let mut raw = Vec::new();
+        std::io::Read::read_to_end(
+            &mut flate2::read::GzDecoder::new(layer.as_slice()),
+            &mut raw,
+        )
+        .expect("gunzip");
+        diff_ids.push(Digest::of(&raw).to_string());
+        descriptors.push(push_blob(&store, repo, oci::OCI_LAYER_GZIP, layer).await);
+    }
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Env": env, "Cmd": ["/main"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": diff_ids.iter().map(|_| serde_json::json!({"created_by": "fixture"})).collect::<Vec<_>>(),
+    });
+    let config = push_blob(
+        &store,
+        repo,
+        oci::OCI_CONFIG,
+        serde_json::to_vec(&config).expect("json"),
+    )
+    .await;
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": oci::OCI_MANIFEST,
+        "config": config,
+        "layers": descriptors,
+    });
+    push_manifest(&store, repo, oci::OCI_MANIFEST, manifest, Some(tag))
+        .await
+        .digest
+}

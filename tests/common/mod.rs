@@ -27,6 +27,12 @@ pub struct Server {
     child: Child,
 }
 
+impl Server {
+    pub fn new(child: Child) -> Server {
+        Server { child }
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
