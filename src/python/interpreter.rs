@@ -151,18 +151,32 @@ pub fn detect(
         .split(':')
         .map(|d| d.trim_end_matches('/').to_owned())
         .collect();
-    // The first PATH directory that holds a python3 whose prefix has site-packages wins.
-    let chosen = path_dirs
+    // A prefix qualifies when it has site-packages and an interpreter for the same version.
+    let usable = |prefix: &str| -> Option<String> {
+        let versions = findings.site.get(prefix)?;
+        versions
+            .iter()
+            .rev()
+            .find(|v| {
+                findings
+                    .binaries
+                    .contains(&format!("{prefix}/bin/python{v}"))
+                    || findings.binaries.contains(&format!("{prefix}/bin/python3"))
+            })
+            .cloned()
+    };
+    // The first PATH directory with one wins; failing that, the only one in the image
+    // (dify-sandbox runs /opt/python/bin/python3 by its full path).
+    let on_path = path_dirs
         .iter()
-        .filter_map(|dir| dir.strip_suffix("/bin").map(|p| (dir, p)))
-        .find_map(|(dir, prefix)| {
-            let versions = findings.site.get(prefix)?;
-            let version = versions.iter().rev().find(|v| {
-                findings.binaries.contains(&format!("{dir}/python{v}"))
-                    || findings.binaries.contains(&format!("{dir}/python3"))
-            })?;
-            Some((prefix.to_owned(), version.clone()))
-        });
+        .filter_map(|dir| dir.strip_suffix("/bin"))
+        .find_map(|prefix| usable(prefix).map(|v| (prefix.to_owned(), v)));
+    let anywhere: Vec<(String, String)> = findings
+        .site
+        .keys()
+        .filter_map(|prefix| usable(prefix).map(|v| (prefix.clone(), v)))
+        .collect();
+    let chosen = on_path.or_else(|| (anywhere.len() == 1).then(|| anywhere[0].clone()));
     let Some((prefix, version)) = chosen else {
         let seen: Vec<String> = findings
             .site
@@ -170,7 +184,7 @@ pub fn detect(
             .map(|(p, v)| format!("{p} ({})", v.iter().cloned().collect::<Vec<_>>().join(", ")))
             .collect();
         return Err(Error::invalid(format!(
-            "no Python interpreter with a site-packages directory on the image's PATH ({}); Python prefixes seen: {}",
+            "no single Python interpreter with a site-packages directory on the image's PATH ({}) or elsewhere; Python prefixes seen: {}",
             path_dirs.join(":"),
             if seen.is_empty() {
                 "none".to_owned()
@@ -201,6 +215,76 @@ pub fn detect(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn layer(dir: &std::path::Path, name: &str, paths: &[&str]) -> (PathBuf, String) {
+        let path = dir.join(name);
+        let gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(&path).unwrap(),
+            flate2::Compression::fast(),
+        );
+        let mut archive = tar::Builder::new(gz);
+        for p in paths {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(1);
+            header.set_mode(0o755);
+            archive.append_data(&mut header, p, &b"x"[..]).unwrap();
+        }
+        archive.into_inner().unwrap().finish().unwrap();
+        (path, crate::oci::OCI_LAYER_GZIP.to_owned())
+    }
+
+    #[test]
+    fn finds_the_interpreter_on_path_or_the_only_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let layers = vec![
+            layer(
+                dir.path(),
+                "a",
+                &[
+                    "usr/bin/python3.11",
+                    "usr/lib/python3.11/site-packages/x.py",
+                    "var/lib/dpkg/status",
+                ],
+            ),
+            layer(
+                dir.path(),
+                "b",
+                &[
+                    "opt/python/bin/python3",
+                    "opt/python/bin/python3.14",
+                    "opt/python/lib/python3.14/site-packages/y.py",
+                ],
+            ),
+        ];
+        let amd64: Platform = "linux/amd64".parse().unwrap();
+        let config = serde_json::json!({"config": {"Env": ["PATH=/opt/python/bin:/usr/bin", "PYTHON_VERSION=3.14.0"]}});
+        let target = detect(&config, &layers, &amd64).unwrap();
+        assert_eq!(target.interpreter, "/opt/python/bin/python3");
+        assert_eq!(
+            target.site_packages,
+            "/opt/python/lib/python3.14/site-packages"
+        );
+        assert_eq!(target.full_version.as_deref(), Some("3.14.0"));
+        assert_eq!(target.uv_platform, "x86_64-manylinux_2_28");
+        let config = serde_json::json!({"config": {"Env": ["PATH=/usr/bin"]}});
+        assert_eq!(detect(&config, &layers, &amd64).unwrap().version, "3.11");
+        // Two Pythons, neither on PATH: ambiguous, and the error lists both.
+        let config = serde_json::json!({"config": {"Env": ["PATH=/bin"]}});
+        let err = detect(&config, &layers, &amd64).unwrap_err().to_string();
+        assert!(
+            err.contains("/opt/python (3.14)") && err.contains("/usr (3.11)"),
+            "{err}"
+        );
+        let only = &layers[1..];
+        assert_eq!(detect(&config, only, &amd64).unwrap().prefix, "/opt/python");
+        let arm: Platform = "linux/arm64".parse().unwrap();
+        assert!(
+            detect(&config, only, &arm)
+                .unwrap()
+                .uv_platform
+                .starts_with("aarch64-")
+        );
+    }
 
     #[test]
     fn reads_glibc_from_dpkg_status() {
