@@ -1,12 +1,11 @@
 //! Describing a bundle: its images, their roles, digests, platforms and sizes, and how
 //! much sharing blobs between images saved.
 
-use std::path::Path;
-
 use serde::Serialize;
 
-use super::format::{BundleImage, BundleManifest, SIGNATURE_FILE};
-use crate::error::Result;
+use super::format::{BUNDLE_FILE, BundleImage, BundleManifest, SIGNATURE_FILE};
+use super::source::{BundleSource, read_all};
+use crate::error::{Error, Result};
 use crate::store::layout::BLOBS_DIR;
 
 #[derive(Debug, Serialize)]
@@ -27,10 +26,17 @@ pub struct Inspection {
     pub signed_by: Option<String>,
 }
 
-pub fn inspect(dir: &Path) -> Result<Inspection> {
-    let manifest = BundleManifest::read(dir)?;
-    let signed_by = std::fs::read_to_string(dir.join(SIGNATURE_FILE))
-        .ok()
+/// Describes a bundle from its bundle.json, without checking the signature (`verify` does).
+pub fn inspect(source: &dyn BundleSource) -> Result<Inspection> {
+    let bytes = read_all(source, BUNDLE_FILE)?.ok_or_else(|| {
+        Error::invalid(format!(
+            "{}: not a bundle (no {BUNDLE_FILE})",
+            source.describe()
+        ))
+    })?;
+    let manifest = BundleManifest::parse(&bytes, &format!("{}: {BUNDLE_FILE}", source.describe()))?;
+    let signed_by = read_all(source, SIGNATURE_FILE)?
+        .and_then(|s| String::from_utf8(s).ok())
         .and_then(|s| crate::signing::signer_of(&s));
     let images_bytes: u64 = manifest.images.iter().map(|i| i.size).sum();
     let stored_bytes: u64 = manifest

@@ -4,12 +4,15 @@
 pub mod build;
 pub mod format;
 pub mod inspect;
+pub mod parts;
 pub mod sandbox;
+pub mod source;
 pub mod trust;
 pub mod verify;
 
 pub use build::{BuildOptions, BuildReport, build};
 pub use format::{BUNDLE_FILE, BundleManifest, SIGNATURE_FILE};
 pub use inspect::{Inspection, inspect};
+pub use source::{BundleSource, open_source};
 pub use trust::{SignatureStatus, TrustPolicy, open, sign};
-pub use verify::{Problem, VerifyReport, verify};
+pub use verify::{Problem, VerifyReport, verify, verify_path};

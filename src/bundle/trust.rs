@@ -6,6 +6,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::format::{BUNDLE_FILE, BundleManifest, SIGNATURE_FILE};
+use super::source::{BundleSource, read_all};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::signing::{SignedFacts, SigningKey, TrustedKeys};
@@ -30,14 +31,6 @@ pub enum SignatureStatus {
     NotVerified {
         reason: String,
     },
-}
-
-fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
-    match std::fs::read(path) {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(path, e)),
-    }
 }
 
 fn check_signature(
@@ -72,17 +65,19 @@ fn check_signature(
 }
 
 /// Reads and parses `bundle.json` after checking its signature against `policy`.
-pub fn open(dir: &Path, policy: &TrustPolicy) -> Result<(BundleManifest, SignatureStatus)> {
-    let path = dir.join(BUNDLE_FILE);
-    let bytes = read_optional(&path)?.ok_or_else(|| {
+pub fn open(
+    source: &dyn BundleSource,
+    policy: &TrustPolicy,
+) -> Result<(BundleManifest, SignatureStatus)> {
+    let bytes = read_all(source, BUNDLE_FILE)?.ok_or_else(|| {
         Error::invalid(format!(
             "{}: not a bundle (no {BUNDLE_FILE}); build one with `dify-bundle build --out DIR`",
-            dir.display()
+            source.describe()
         ))
     })?;
-    let signature = read_optional(&dir.join(SIGNATURE_FILE))?;
+    let signature = read_all(source, SIGNATURE_FILE)?;
     let checked = check_signature(&bytes, signature, &policy.keys);
-    let manifest = BundleManifest::parse(&bytes, &path.display().to_string());
+    let manifest = BundleManifest::parse(&bytes, &format!("{}: {BUNDLE_FILE}", source.describe()));
     let checked = match (checked, &manifest) {
         (Ok((key_id, facts)), Ok(manifest)) => match &facts.name {
             Some(name) if *name != manifest.name => Err(Error::invalid(format!(
@@ -104,7 +99,7 @@ pub fn open(dir: &Path, policy: &TrustPolicy) -> Result<(BundleManifest, Signatu
         Err(e) => {
             return Err(Error::invalid(format!(
                 "{}: refused: {e} (--allow-unsigned accepts it at your own risk)",
-                dir.display()
+                source.describe()
             )));
         }
     };

@@ -1,17 +1,18 @@
 //! Verifying a bundle directory against its `bundle.json`: every listed file is re-hashed
 //! (in parallel), and missing, changed and unlisted files are each named.
 
-use std::collections::BTreeSet;
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::Serialize;
 
 use super::format::{BUNDLE_FILE, BundleFile, SIGNATURE_FILE};
+use super::source::BundleSource;
 use super::trust::{SignatureStatus, TrustPolicy};
-use crate::digest::{Digest, hash_file};
-use crate::error::{Error, Result};
+use crate::digest::{Digest, Hasher};
+use crate::error::Result;
 use crate::progress::Progress;
 
 /// One thing wrong with a bundle.
@@ -79,23 +80,29 @@ impl VerifyReport {
     }
 }
 
-/// Checks every file of the bundle at `dir` against its bundle.json.
-/// Checks the signature first (refusing the bundle per `policy`), then every file.
-pub fn verify(dir: &Path, policy: &TrustPolicy, progress: &dyn Progress) -> Result<VerifyReport> {
+/// Checks the signature first (refusing the bundle per `policy`), then every file: each is
+/// re-hashed in parallel, and missing, changed, truncated and unlisted files are named.
+pub fn verify(
+    source: &dyn BundleSource,
+    policy: &TrustPolicy,
+    progress: &dyn Progress,
+) -> Result<VerifyReport> {
     let started = std::time::Instant::now();
-    let (manifest, signature) = super::trust::open(dir, policy)?;
+    let (manifest, signature) = super::trust::open(source, policy)?;
     let listed: BTreeSet<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
-    let mut problems: Vec<Problem> = walk(dir)?
-        .into_iter()
-        .filter(|p| !listed.contains(p.as_str()) && p != BUNDLE_FILE && p != SIGNATURE_FILE)
-        .map(|path| Problem::Extra { path })
+    let present: BTreeMap<String, u64> = source.list()?.into_iter().collect();
+    let mut problems: Vec<Problem> = present
+        .keys()
+        .filter(|p| !listed.contains(p.as_str()) && *p != BUNDLE_FILE && *p != SIGNATURE_FILE)
+        .map(|path| Problem::Extra { path: path.clone() })
         .collect();
 
     let total: u64 = manifest.files.iter().map(|f| f.size).sum();
     progress.step(&format!(
-        "verifying {} files ({})",
+        "verifying {} files ({}) in {}",
         manifest.files.len(),
-        crate::units::bytes(total)
+        crate::units::bytes(total),
+        source.describe()
     ));
     progress.total(total, 0);
     let next = AtomicUsize::new(0);
@@ -109,7 +116,9 @@ pub fn verify(dir: &Path, policy: &TrustPolicy, progress: &dyn Progress) -> Resu
                     let Some(file) = manifest.files.get(i) else {
                         break;
                     };
-                    if let Some(problem) = check_file(dir, file, progress) {
+                    if let Some(problem) =
+                        check_file(source, file, present.get(&file.path).copied(), progress)
+                    {
                         found
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
@@ -131,76 +140,72 @@ pub fn verify(dir: &Path, policy: &TrustPolicy, progress: &dyn Progress) -> Resu
     })
 }
 
-fn check_file(dir: &Path, file: &BundleFile, progress: &dyn Progress) -> Option<Problem> {
-    let path = dir.join(&file.path);
+fn check_file(
+    source: &dyn BundleSource,
+    file: &BundleFile,
+    size: Option<u64>,
+    progress: &dyn Progress,
+) -> Option<Problem> {
+    let path = file.path.clone();
     let expected = Digest::from_hex(&file.sha256).ok()?;
-    let meta = match std::fs::symlink_metadata(&path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Some(Problem::Missing {
-                path: file.path.clone(),
-            });
-        }
+    let Some(size) = size else {
+        return Some(Problem::Missing { path });
+    };
+    if size != file.size {
+        return Some(Problem::Truncated {
+            path,
+            expected: file.size,
+            actual: size,
+        });
+    }
+    let mut reader = match source.open(&file.path) {
+        Ok(Some(reader)) => reader,
+        Ok(None) => return Some(Problem::Missing { path }),
         Err(e) => {
             return Some(Problem::Unreadable {
-                path: file.path.clone(),
+                path,
                 error: e.to_string(),
             });
         }
     };
-    if !meta.is_file() {
-        return Some(Problem::Unreadable {
-            path: file.path.clone(),
-            error: "not a regular file".to_owned(),
-        });
-    }
-    if meta.len() != file.size {
-        return Some(Problem::Truncated {
-            path: file.path.clone(),
-            expected: file.size,
-            actual: meta.len(),
-        });
-    }
     progress.blob_started(&expected, file.size, 0);
-    let result = hash_file(&path);
-    progress.blob_advanced(&expected, file.size);
-    progress.blob_finished(&expected);
-    match result {
-        Ok((actual, _)) if actual == expected => None,
-        Ok((actual, _)) => Some(Problem::Changed {
-            path: file.path.clone(),
-            expected: expected.to_string(),
-            actual: actual.to_string(),
-        }),
-        Err(e) => Some(Problem::Unreadable {
-            path: file.path.clone(),
-            error: e.to_string(),
-        }),
-    }
-}
-
-/// Every file under `dir` as a `/`-separated relative path. Symlinks and other non-regular
-/// entries are listed too (they are never part of a bundle).
-fn walk(dir: &Path) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    let mut pending = vec![(dir.to_owned(), String::new())];
-    while let Some((path, prefix)) = pending.pop() {
-        for entry in std::fs::read_dir(&path).map_err(|e| Error::io(&path, e))? {
-            let entry = entry.map_err(|e| Error::io(&path, e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let relative = if prefix.is_empty() {
-                name
-            } else {
-                format!("{prefix}/{name}")
-            };
-            let kind = entry.file_type().map_err(|e| Error::io(entry.path(), e))?;
-            if kind.is_dir() {
-                pending.push((entry.path(), relative));
-            } else {
-                out.push(relative);
+    let mut hasher = Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                hasher.update(&buf[..n]);
+                progress.blob_advanced(&expected, n as u64);
+            }
+            Err(e) => {
+                return Some(Problem::Unreadable {
+                    path,
+                    error: e.to_string(),
+                });
             }
         }
     }
-    out.sort();
-    Ok(out)
+    progress.blob_finished(&expected);
+    let actual = hasher.finish();
+    (actual != expected).then(|| Problem::Changed {
+        path,
+        expected: expected.to_string(),
+        actual: actual.to_string(),
+    })
+}
+
+/// Verifies what the user named: a bundle directory or a folder of parts (every file,
+/// whole), or a single part (each of its entries, on its own).
+pub fn verify_path(
+    path: &std::path::Path,
+    policy: &TrustPolicy,
+    progress: &dyn Progress,
+) -> Result<VerifyReport> {
+    if path.is_file() {
+        let part = super::parts::PartsSource::open_parts(&[path.to_owned()], true)?;
+        return part.verify_entries(policy, progress);
+    }
+    let source = super::source::open_source(path)?;
+    verify(source.as_ref(), policy, progress)
 }

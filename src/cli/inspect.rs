@@ -9,7 +9,7 @@ use dify_bundle::units;
 
 #[derive(Args)]
 pub struct InspectArgs {
-    /// The bundle directory
+    /// A bundle directory, a folder of media parts, or one part
     bundle: PathBuf,
     /// Print JSON instead of a table
     #[arg(long)]
@@ -17,7 +17,8 @@ pub struct InspectArgs {
 }
 
 pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
-    let inspection = bundle::inspect(&args.bundle)?;
+    let source = bundle::open_source(&args.bundle)?;
+    let inspection = bundle::inspect(source.as_ref())?;
     if args.json {
         super::print_json(&inspection)?;
         return Ok(ExitCode::SUCCESS);

@@ -3,6 +3,7 @@
 mod build;
 mod inspect;
 mod keys;
+mod pack;
 mod progress;
 mod verify;
 
@@ -29,6 +30,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Check a bundle's signature, then re-hash every file; report anything missing, changed or extra
     Verify(verify::VerifyArgs),
+    /// Split a bundle into parts that fit removable media, each checkable on its own
+    Pack(pack::PackArgs),
     /// Sign a bundle's bundle.json with a minisign secret key
     Sign(keys::SignArgs),
     /// Manage signing keys
@@ -76,6 +79,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Inspect(args) => inspect::run(args),
         Command::Verify(args) => verify::run(args).await,
         Command::Sign(args) => keys::sign(args),
+        Command::Pack(args) => pack::run(args),
         Command::Key(keys::KeyCommand::Generate(args)) => keys::generate(args),
     }
 }

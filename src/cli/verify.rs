@@ -13,7 +13,7 @@ use super::progress::Reporter;
 
 #[derive(Args)]
 pub struct VerifyArgs {
-    /// The bundle directory
+    /// A bundle directory, a folder of media parts, or one part (NAME.partNNN.tar)
     bundle: PathBuf,
     #[command(flatten)]
     trust: super::keys::TrustArgs,
@@ -28,7 +28,7 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let progress: Arc<dyn Progress> = reporter.clone();
     let policy = args.trust.policy()?;
     let report =
-        tokio::task::spawn_blocking(move || bundle::verify(&dir, &policy, progress.as_ref()))
+        tokio::task::spawn_blocking(move || bundle::verify_path(&dir, &policy, progress.as_ref()))
             .await??;
     reporter.finish();
     super::keys::report_signature(&report.signature);

@@ -1,0 +1,47 @@
+//! `dify-bundle pack`: split a bundle into media parts.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use dify_bundle::bundle::parts::{self, parse_size};
+use dify_bundle::units;
+
+use super::progress::Reporter;
+
+#[derive(Args)]
+pub struct PackArgs {
+    /// The bundle directory
+    bundle: PathBuf,
+    /// Folder to write NAME.partNNN.tar files to (a mounted medium, or a staging folder)
+    #[arg(long)]
+    out: PathBuf,
+    /// Largest part, e.g. 4GiB, 700MiB, 25GB [default: just under FAT32's 4 GiB file limit]
+    #[arg(long, default_value = "4095MiB")]
+    split_size: String,
+    #[command(flatten)]
+    trust: super::keys::TrustArgs,
+    /// Print a JSON summary on stdout
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: PackArgs) -> anyhow::Result<ExitCode> {
+    let split_size = parse_size(&args.split_size)?;
+    let policy = args.trust.policy()?;
+    let reporter = Reporter::new();
+    let report = parts::pack(&args.bundle, &args.out, split_size, &policy, &reporter)?;
+    reporter.finish();
+    eprintln!(
+        "packed {} into {} parts in {} ({} in {:.1}s)",
+        report.bundle,
+        report.parts.len(),
+        args.out.display(),
+        units::bytes(report.bytes),
+        report.seconds
+    );
+    if args.json {
+        super::print_json(&report)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
