@@ -515,42 +515,38 @@ pub fn pack(
     let capacity = split_size - fixed;
 
     // Plan: files in order, split at file boundaries; a file that does not fit is chunked.
-    let mut parts: Vec<Vec<Planned>> = vec![Vec::new()];
+    let mut parts: Vec<Vec<Planned>> = Vec::new();
+    let mut current: Vec<Planned> = Vec::new();
     let mut left = capacity;
+    let cost = BLOCK + PACK_PER_ENTRY;
     for file in &manifest.files {
         let mut offset = 0;
         let mut chunk = 0;
         loop {
             let remaining = file.size - offset;
-            let cost = BLOCK + PACK_PER_ENTRY;
-            let room = left.saturating_sub(cost) / BLOCK * BLOCK;
-            let whole_fits = offset == 0 && padded(remaining) + cost <= left;
-            if whole_fits {
-                parts.last_mut().map(|p| {
-                    p.push(Planned {
-                        path: file.path.clone(),
-                        offset: 0,
-                        length: remaining,
-                        chunk: None,
-                    })
+            if offset == 0 && padded(remaining) + cost <= left {
+                current.push(Planned {
+                    path: file.path.clone(),
+                    offset: 0,
+                    length: remaining,
+                    chunk: None,
                 });
                 left -= padded(remaining) + cost;
                 break;
             }
+            let room = left.saturating_sub(cost) / BLOCK * BLOCK;
             if room < (1 << 16) {
-                parts.push(Vec::new());
+                parts.push(std::mem::take(&mut current));
                 left = capacity;
                 continue;
             }
             let take = remaining.min(room);
             chunk += 1;
-            parts.last_mut().map(|p| {
-                p.push(Planned {
-                    path: file.path.clone(),
-                    offset,
-                    length: take,
-                    chunk: Some(chunk),
-                })
+            current.push(Planned {
+                path: file.path.clone(),
+                offset,
+                length: take,
+                chunk: Some(chunk),
             });
             left -= padded(take) + cost;
             offset += take;
@@ -559,6 +555,7 @@ pub fn pack(
             }
         }
     }
+    parts.push(current);
     parts.retain(|p| !p.is_empty());
     let count = parts.len() as u32;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
