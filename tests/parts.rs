@@ -147,7 +147,6 @@ async fn parts_fit_the_media_and_each_checks_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_parts_are_refused_by_name() {
     let packed = build_and_pack("1536KiB").await;
-    let parts = parts(&packed.media);
     let copy = |name: &str| -> PathBuf {
         let dir = packed.work.path().join(name);
         Command::new("cp")
