@@ -5,6 +5,7 @@ pub mod build;
 pub mod format;
 pub mod inspect;
 pub mod parts;
+pub mod s3;
 pub mod sandbox;
 pub mod source;
 pub mod trust;

@@ -76,8 +76,18 @@ pub fn open(
         ))
     })?;
     let signature = read_all(source, SIGNATURE_FILE)?;
-    let checked = check_signature(&bytes, signature, &policy.keys);
-    let manifest = BundleManifest::parse(&bytes, &format!("{}: {BUNDLE_FILE}", source.describe()));
+    check(&bytes, signature, policy, &source.describe())
+}
+
+/// Checks the signature over bundle.json's bytes, then parses those same bytes.
+pub fn check(
+    bytes: &[u8],
+    signature: Option<Vec<u8>>,
+    policy: &TrustPolicy,
+    origin: &str,
+) -> Result<(BundleManifest, SignatureStatus)> {
+    let checked = check_signature(bytes, signature, &policy.keys);
+    let manifest = BundleManifest::parse(bytes, &format!("{origin}: {BUNDLE_FILE}"));
     let checked = match (checked, &manifest) {
         (Ok((key_id, facts)), Ok(manifest)) => match &facts.name {
             Some(name) if *name != manifest.name => Err(Error::invalid(format!(
@@ -98,8 +108,7 @@ pub fn open(
         },
         Err(e) => {
             return Err(Error::invalid(format!(
-                "{}: refused: {e} (--allow-unsigned accepts it at your own risk)",
-                source.describe()
+                "{origin}: refused: {e} (--allow-unsigned accepts it at your own risk)"
             )));
         }
     };

@@ -1,6 +1,5 @@
 //! `dify-bundle inspect`.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
@@ -9,15 +8,15 @@ use dify_bundle::units;
 
 #[derive(Args)]
 pub struct InspectArgs {
-    /// A bundle directory, a folder of media parts, or one part
-    bundle: PathBuf,
+    /// A bundle directory, a folder of media parts, one part, or s3://BUCKET/PREFIX/bundles/NAME
+    bundle: String,
     /// Print JSON instead of a table
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
-    let source = bundle::open_source(&args.bundle)?;
+    let source = super::s3::open_any(&args.bundle, tokio::runtime::Handle::current())?;
     let inspection = bundle::inspect(source.as_ref())?;
     if args.json {
         super::print_json(&inspection)?;

@@ -5,6 +5,7 @@ mod inspect;
 mod keys;
 mod pack;
 mod progress;
+mod s3;
 mod verify;
 
 use std::process::ExitCode;
@@ -30,6 +31,10 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Check a bundle's signature, then re-hash every file; report anything missing, changed or extra
     Verify(verify::VerifyArgs),
+    /// Send a bundle to S3 (only the blobs the prefix lacks)
+    Upload(s3::UploadArgs),
+    /// Fetch a bundle from S3, signature first, every blob checked
+    Download(s3::DownloadArgs),
     /// Split a bundle into parts that fit removable media, each checkable on its own
     Pack(pack::PackArgs),
     /// Sign a bundle's bundle.json with a minisign secret key
@@ -76,10 +81,12 @@ pub fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Build(args) => build::run(*args).await,
-        Command::Inspect(args) => inspect::run(args),
+        Command::Inspect(args) => tokio::task::spawn_blocking(move || inspect::run(args)).await?,
         Command::Verify(args) => verify::run(args).await,
         Command::Sign(args) => keys::sign(args),
         Command::Pack(args) => pack::run(args),
+        Command::Upload(args) => s3::upload(args).await,
+        Command::Download(args) => s3::download(args).await,
         Command::Key(keys::KeyCommand::Generate(args)) => keys::generate(args),
     }
 }

@@ -1,6 +1,5 @@
 //! `dify-bundle verify`.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -13,8 +12,9 @@ use super::progress::Reporter;
 
 #[derive(Args)]
 pub struct VerifyArgs {
-    /// A bundle directory, a folder of media parts, or one part (NAME.partNNN.tar)
-    bundle: PathBuf,
+    /// A bundle directory, a folder of media parts, one part (NAME.partNNN.tar), or
+    /// s3://BUCKET/PREFIX/bundles/NAME
+    bundle: String,
     #[command(flatten)]
     trust: super::keys::TrustArgs,
     /// Print a JSON report on stdout
@@ -27,9 +27,18 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let dir = args.bundle.clone();
     let progress: Arc<dyn Progress> = reporter.clone();
     let policy = args.trust.policy()?;
-    let report =
-        tokio::task::spawn_blocking(move || bundle::verify_path(&dir, &policy, progress.as_ref()))
-            .await??;
+    let report = tokio::task::spawn_blocking(move || -> anyhow::Result<bundle::VerifyReport> {
+        if dir.starts_with("s3://") {
+            let source = super::s3::open_any(&dir, tokio::runtime::Handle::current())?;
+            return Ok(bundle::verify(source.as_ref(), &policy, progress.as_ref())?);
+        }
+        Ok(bundle::verify_path(
+            std::path::Path::new(&dir),
+            &policy,
+            progress.as_ref(),
+        )?)
+    })
+    .await??;
     reporter.finish();
     super::keys::report_signature(&report.signature);
     if args.json {
@@ -38,7 +47,7 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     if report.is_ok() {
         eprintln!(
             "{}: all {} files verified ({} in {:.1}s)",
-            args.bundle.display(),
+            args.bundle,
             report.files,
             units::bytes(report.bytes),
             report.seconds
@@ -50,7 +59,7 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         }
         eprintln!(
             "{}: verification FAILED: {} problems in {} files",
-            args.bundle.display(),
+            args.bundle,
             report.problems.len(),
             report.files
         );

@@ -124,6 +124,33 @@ async fn copy_blob(
             BlobState::Partial(n) => n,
             BlobState::Absent => 0,
         };
+        if offset == 0
+            && let Some(path) = job.source.local_file(blob)
+        {
+            progress.blob_started(&blob.digest, blob.size, 0);
+            let reporter = progress.clone();
+            let digest = blob.digest.clone();
+            let advance = move |n: u64| reporter.blob_advanced(&digest, n);
+            match destination
+                .write_blob_from_file(&job.dest_repo, blob, &path, &advance)
+                .await
+            {
+                Ok(Some(already)) => {
+                    progress.blob_finished(&blob.digest);
+                    return Ok(Done::Copied {
+                        resumed: already,
+                        transferred: blob.size - already,
+                    });
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(Error::Context {
+                        context: job.label.clone(),
+                        source: Box::new(e),
+                    });
+                }
+            }
+        }
         let result = async {
             let (start, stream) = job.source.read_blob(&job.source_repo, blob, offset).await?;
             resumed.get_or_insert(start);

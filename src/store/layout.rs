@@ -265,6 +265,11 @@ impl Store for LayoutStore {
         }
     }
 
+    fn local_file(&self, blob: &Descriptor) -> Option<PathBuf> {
+        let path = self.blob_path(&blob.digest);
+        path.is_file().then_some(path)
+    }
+
     async fn read_blob(
         &self,
         _repo: &str,

@@ -13,6 +13,7 @@ use crate::oci::{Descriptor, RawManifest};
 pub mod http;
 pub mod layout;
 pub mod registry;
+pub mod s3;
 
 pub use layout::LayoutStore;
 pub use registry::{RegistryOptions, RegistryStore};
@@ -67,6 +68,24 @@ pub trait Store: Send + Sync {
         blob: &Descriptor,
         offset: u64,
     ) -> Result<(u64, BlobStream)>;
+
+    /// Where the blob is as a local file, if it is one (lets a destination read ranges itself).
+    fn local_file(&self, _blob: &Descriptor) -> Option<std::path::PathBuf> {
+        None
+    }
+
+    /// Writes a blob from a local file, for stores that do better than a stream (S3 reads
+    /// parts straight from file ranges). Returns the bytes that were already there from an
+    /// interrupted attempt, or `None` when the store has no such path.
+    async fn write_blob_from_file(
+        &self,
+        _repo: &str,
+        _blob: &Descriptor,
+        _path: &std::path::Path,
+        _progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<Option<u64>> {
+        Ok(None)
+    }
 
     /// Writes a blob, appending to the `offset` bytes already held (see [`BlobState::Partial`]).
     /// The blob becomes visible only after its size and digest are checked.

@@ -221,3 +221,54 @@ pub fn skopeo(args: &[&str]) -> Output {
         .output()
         .expect("skopeo (apt-get install skopeo)")
 }
+
+/// A moto_server (5.2.5) on 127.0.0.1 standing in for AWS.
+pub struct Moto {
+    pub port: u16,
+    _server: Server,
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        let port = free_port();
+        let mut child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server (pip install 'moto[server]==5.2.5')");
+        wait_for_port(port, "moto_server", &mut child);
+        Moto {
+            port,
+            _server: Server { child },
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Points a command at this server with test credentials, and nowhere else.
+    pub fn env<'a>(&self, command: &'a mut Command) -> &'a mut Command {
+        command
+            .env("AWS_ENDPOINT_URL", self.endpoint())
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("AWS_PROFILE")
+    }
+
+    pub fn s3(&self) -> aws_sdk_s3::Client {
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .endpoint_url(self.endpoint())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "testing", "testing", None, None, "test",
+            ))
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+    }
+}

@@ -1,0 +1,937 @@
+//! The S3 store: blobs at `PREFIX/blobs/sha256/<hex>`, shared by every bundle uploaded under
+//! the prefix, and each bundle's own files at `PREFIX/bundles/<name>/`. Large blobs go up as
+//! multipart uploads whose parts are read straight from file ranges, concurrently, with a
+//! CRC64NVME full-object checksum compared after each upload; an interrupted multipart
+//! upload is resumed (ListParts). Reads resume with `Range`.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
+use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart,
+};
+use base64::Engine as _;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+
+use super::{BlobState, BlobStream, Store, Tag};
+use crate::bundle::source::BundleSource;
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::oci::{Descriptor, RawManifest};
+use crate::retry::RetryPolicy;
+
+/// Metadata key holding a blob's sha256, written only after the upload checked out.
+const SHA256_METADATA: &str = "sha256";
+
+/// `s3://bucket/prefix`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct S3Location {
+    pub bucket: String,
+    pub prefix: String,
+}
+
+impl S3Location {
+    pub fn parse(url: &str) -> Result<S3Location> {
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| Error::invalid(format!("`{url}` is not an s3:// URL")))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(Error::invalid(format!("`{url}`: no bucket")));
+        }
+        Ok(S3Location {
+            bucket: bucket.to_owned(),
+            prefix: prefix.trim_matches('/').to_owned(),
+        })
+    }
+
+    /// Splits `s3://bucket/prefix/bundles/<name>` into the store location and the name.
+    pub fn parse_bundle(url: &str) -> Result<(S3Location, String)> {
+        let location = S3Location::parse(url)?;
+        let (prefix, name) = match location.prefix.rsplit_once("bundles/") {
+            Some((prefix, name)) if !name.is_empty() && !name.contains('/') => {
+                (prefix.trim_end_matches('/').to_owned(), name.to_owned())
+            }
+            _ => {
+                return Err(Error::invalid(format!(
+                    "`{url}` does not name a bundle: expected s3://BUCKET/PREFIX/bundles/NAME"
+                )));
+            }
+        };
+        Ok((
+            S3Location {
+                bucket: location.bucket,
+                prefix,
+            },
+            name,
+        ))
+    }
+
+    pub fn key(&self, path: &str) -> String {
+        if self.prefix.is_empty() {
+            path.to_owned()
+        } else {
+            format!("{}/{path}", self.prefix)
+        }
+    }
+
+    pub fn blob_key(&self, digest: &Digest) -> String {
+        self.key(&format!("blobs/sha256/{}", digest.hex()))
+    }
+
+    pub fn bundle_key(&self, name: &str, path: &str) -> String {
+        self.key(&format!("bundles/{name}/{path}"))
+    }
+}
+
+impl std::fmt::Display for S3Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "s3://{}/{}", self.bucket, self.prefix)
+    }
+}
+
+/// An S3 client from the standard AWS configuration (environment, profiles, instance role).
+/// With an endpoint override (`AWS_ENDPOINT_URL[_S3]`, e.g. an S3-compatible server), path-style
+/// addressing is used.
+pub async fn client() -> Client {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    let path_style = std::env::var_os("AWS_ENDPOINT_URL_S3").is_some()
+        || std::env::var_os("AWS_ENDPOINT_URL").is_some();
+    let s3 = aws_sdk_s3::config::Builder::from(&config)
+        .force_path_style(path_style)
+        .build();
+    Client::from_conf(s3)
+}
+
+fn sdk_error<E>(what: &str, e: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Error
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let status = e.raw_response().map(|r| r.status().as_u16());
+    let transient = match &e {
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(_) => status.is_some_and(|s| s >= 500 || s == 429),
+        _ => false,
+    };
+    if status == Some(404) {
+        return Error::NotFound {
+            what: what.to_owned(),
+        };
+    }
+    Error::Http {
+        what: what.to_owned(),
+        message: DisplayErrorContext(&e).to_string(),
+        status,
+        transient,
+        retry_after: None,
+    }
+}
+
+fn crc64_b64(value: u64) -> String {
+    base64::engine::general_purpose::STANDARD.encode(value.to_be_bytes())
+}
+
+/// CRC64NVME of a whole file and of each `part_size` range of it, in one read.
+fn file_checksums(path: &Path, part_size: u64) -> Result<(u64, Vec<u64>)> {
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut whole = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc64Nvme);
+    let mut part = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc64Nvme);
+    let mut parts = Vec::new();
+    let mut in_part = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let want = ((part_size - in_part) as usize).min(buf.len());
+        let n = file
+            .read(&mut buf[..want])
+            .map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        whole.update(&buf[..n]);
+        part.update(&buf[..n]);
+        in_part += n as u64;
+        if in_part == part_size {
+            parts.push(part.finalize_reset());
+            in_part = 0;
+        }
+    }
+    if in_part > 0 || parts.is_empty() {
+        parts.push(part.finalize());
+    }
+    Ok((whole.finalize(), parts))
+}
+
+pub struct S3Store {
+    client: Client,
+    location: S3Location,
+    retry: RetryPolicy,
+    part_size: u64,
+    concurrency: usize,
+}
+
+impl S3Store {
+    pub fn new(
+        client: Client,
+        location: S3Location,
+        retry: RetryPolicy,
+        part_size: u64,
+        concurrency: usize,
+    ) -> Self {
+        S3Store {
+            client,
+            location,
+            retry,
+            part_size: part_size.max(5 << 20),
+            concurrency: concurrency.max(1),
+        }
+    }
+
+    pub fn location(&self) -> &S3Location {
+        &self.location
+    }
+
+    /// Fetches a whole small object; `None` if it does not exist.
+    pub async fn get_small(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let what = format!("s3://{}/{key}", self.location.bucket);
+        let result = self
+            .retry
+            .run(|| async {
+                let object = self
+                    .client
+                    .get_object()
+                    .bucket(&self.location.bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(&what, e))?;
+                let bytes = object.body.collect().await.map_err(|e| Error::Http {
+                    what: what.clone(),
+                    message: e.to_string(),
+                    status: None,
+                    transient: true,
+                    retry_after: None,
+                })?;
+                Ok(bytes.into_bytes().to_vec())
+            })
+            .await;
+        match result {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes a small object in one request, with its CRC64NVME checked by S3.
+    pub async fn put_small(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        let what = format!("s3://{}/{key}", self.location.bucket);
+        let crc = crc64_b64(crc_fast::checksum(crc_fast::CrcAlgorithm::Crc64Nvme, bytes));
+        self.retry
+            .run(|| async {
+                self.client
+                    .put_object()
+                    .bucket(&self.location.bucket)
+                    .key(key)
+                    .body(ByteStream::from(bytes.to_vec()))
+                    .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
+                    .checksum_crc64_nvme(&crc)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(&what, e))
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Aborts multipart uploads under the prefix that no blob of `keep` is using and that
+    /// were started more than a day ago (younger ones may be another upload at work).
+    pub async fn abort_stale_uploads(&self, keep: &[String]) -> Result<usize> {
+        let what = format!("multipart uploads under {}", self.location);
+        let mut aborted = 0;
+        let listed = self
+            .client
+            .list_multipart_uploads()
+            .bucket(&self.location.bucket)
+            .prefix(self.location.key("blobs/"))
+            .send()
+            .await
+            .map_err(|e| sdk_error(&what, e))?;
+        for upload in listed.uploads() {
+            let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) else {
+                continue;
+            };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            let young = upload.initiated().is_some_and(|t| now - t.secs() < 86_400);
+            if keep.iter().any(|k| k == key) || young {
+                continue;
+            }
+            self.client
+                .abort_multipart_upload()
+                .bucket(&self.location.bucket)
+                .key(key)
+                .upload_id(id)
+                .send()
+                .await
+                .map_err(|e| sdk_error(&what, e))?;
+            aborted += 1;
+        }
+        Ok(aborted)
+    }
+
+    async fn head(
+        &self,
+        key: &str,
+    ) -> Result<Option<aws_sdk_s3::operation::head_object::HeadObjectOutput>> {
+        let what = format!("s3://{}/{key}", self.location.bucket);
+        match self
+            .retry
+            .run(|| async {
+                self.client
+                    .head_object()
+                    .bucket(&self.location.bucket)
+                    .key(key)
+                    .checksum_mode(ChecksumMode::Enabled)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(&what, e))
+            })
+            .await
+        {
+            Ok(head) => Ok(Some(head)),
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Compares what S3 computed with what we computed.
+    fn check_crc(&self, what: &str, expected: &str, actual: Option<&str>) -> Result<()> {
+        match actual {
+            Some(actual) if actual == expected => Ok(()),
+            other => Err(Error::Http {
+                what: what.to_owned(),
+                message: format!(
+                    "CRC64NVME after upload is {}, expected {expected}; the object will be sent again",
+                    other.unwrap_or("missing")
+                ),
+                status: None,
+                transient: true,
+                retry_after: None,
+            }),
+        }
+    }
+
+    async fn upload_multipart(
+        &self,
+        key: &str,
+        blob: &Descriptor,
+        path: &Path,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<u64> {
+        let what = format!("s3://{}/{key}", self.location.bucket);
+        let part_size = self.part_size;
+        let checksum_path = path.to_owned();
+        let (whole, part_crcs) =
+            tokio::task::spawn_blocking(move || file_checksums(&checksum_path, part_size))
+                .await
+                .map_err(|e| Error::invalid(format!("checksum thread failed: {e}")))??;
+        let whole = crc64_b64(whole);
+        let part_crcs: Vec<String> = part_crcs.into_iter().map(crc64_b64).collect();
+
+        // Resume an interrupted upload of this key when its parts still match.
+        let existing = self
+            .client
+            .list_multipart_uploads()
+            .bucket(&self.location.bucket)
+            .prefix(key)
+            .send()
+            .await
+            .map_err(|e| sdk_error(&what, e))?;
+        let mut upload_id = None;
+        let mut done: HashMap<i32, (String, String)> = HashMap::new();
+        for upload in existing.uploads().iter().filter(|u| u.key() == Some(key)) {
+            let Some(id) = upload.upload_id() else {
+                continue;
+            };
+            if upload_id.is_some() {
+                let _ = self
+                    .client
+                    .abort_multipart_upload()
+                    .bucket(&self.location.bucket)
+                    .key(key)
+                    .upload_id(id)
+                    .send()
+                    .await;
+                continue;
+            }
+            let parts = self
+                .client
+                .list_parts()
+                .bucket(&self.location.bucket)
+                .key(key)
+                .upload_id(id)
+                .customize()
+                .interceptor(ListPartsRoot)
+                .send()
+                .await
+                .map_err(|e| sdk_error(&what, e))?;
+            for part in parts.parts() {
+                let (Some(number), Some(etag)) = (part.part_number(), part.e_tag()) else {
+                    continue;
+                };
+                let index = (number - 1) as usize;
+                let expected_size = if index + 1 < part_crcs.len() {
+                    part_size
+                } else {
+                    blob.size - part_size * index as u64
+                };
+                let same_crc = part
+                    .checksum_crc64_nvme()
+                    .is_none_or(|c| Some(c) == part_crcs.get(index).map(String::as_str));
+                if index < part_crcs.len() && part.size() == Some(expected_size as i64) && same_crc
+                {
+                    done.insert(number, (etag.to_owned(), part_crcs[index].clone()));
+                }
+            }
+            upload_id = Some(id.to_owned());
+        }
+        let upload_id = match upload_id {
+            Some(id) => id,
+            None => self
+                .client
+                .create_multipart_upload()
+                .bucket(&self.location.bucket)
+                .key(key)
+                .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
+                .checksum_type(ChecksumType::FullObject)
+                .metadata(SHA256_METADATA, blob.digest.hex())
+                .send()
+                .await
+                .map_err(|e| sdk_error(&what, e))?
+                .upload_id()
+                .map(str::to_owned)
+                .ok_or_else(|| Error::invalid(format!("{what}: S3 gave no upload id")))?,
+        };
+        let resumed: u64 = done
+            .keys()
+            .map(|n| {
+                let index = (*n - 1) as u64;
+                part_size.min(blob.size - part_size * index)
+            })
+            .sum();
+        progress(resumed);
+
+        let pending: Vec<i32> = (1..=part_crcs.len() as i32)
+            .filter(|n| !done.contains_key(n))
+            .collect();
+        let uploaded: Vec<(i32, String)> = futures::stream::iter(pending)
+            .map(|number| {
+                let what = what.clone();
+                let upload_id = upload_id.clone();
+                let crc = part_crcs[(number - 1) as usize].clone();
+                async move {
+                    let offset = part_size * (number - 1) as u64;
+                    let length = part_size.min(blob.size - offset);
+                    let etag = self
+                        .retry
+                        .run(|| async {
+                            let body = ByteStream::read_from()
+                                .path(path)
+                                .offset(offset)
+                                .length(Length::Exact(length))
+                                .build()
+                                .await
+                                .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
+                            let part = self
+                                .client
+                                .upload_part()
+                                .bucket(&self.location.bucket)
+                                .key(key)
+                                .upload_id(&upload_id)
+                                .part_number(number)
+                                .content_length(length as i64)
+                                .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
+                                .checksum_crc64_nvme(&crc)
+                                .body(body)
+                                .send()
+                                .await
+                                .map_err(|e| sdk_error(&format!("{what} part {number}"), e))?;
+                            part.e_tag().map(str::to_owned).ok_or_else(|| {
+                                Error::invalid(format!("{what} part {number}: no ETag"))
+                            })
+                        })
+                        .await?;
+                    progress(length);
+                    Ok::<_, Error>((number, etag))
+                }
+            })
+            .buffer_unordered(self.concurrency)
+            .try_collect()
+            .await?;
+        for (number, etag) in uploaded {
+            done.insert(number, (etag, part_crcs[(number - 1) as usize].clone()));
+        }
+        let mut parts: Vec<CompletedPart> = done
+            .into_iter()
+            .map(|(number, (etag, crc))| {
+                CompletedPart::builder()
+                    .part_number(number)
+                    .e_tag(etag)
+                    .checksum_crc64_nvme(crc)
+                    .build()
+            })
+            .collect();
+        parts.sort_by_key(|p| p.part_number());
+        let completed = self
+            .retry
+            .run(|| async {
+                self.client
+                    .complete_multipart_upload()
+                    .bucket(&self.location.bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .checksum_type(ChecksumType::FullObject)
+                    .checksum_crc64_nvme(&whole)
+                    .multipart_upload(
+                        CompletedMultipartUpload::builder()
+                            .set_parts(Some(parts.clone()))
+                            .build(),
+                    )
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(&what, e))
+            })
+            .await?;
+        let crc = match completed.checksum_crc64_nvme() {
+            Some(crc) => Some(crc.to_owned()),
+            None => self
+                .head(key)
+                .await?
+                .and_then(|h| h.checksum_crc64_nvme().map(str::to_owned)),
+        };
+        if let Err(e) = self.check_crc(&what, &whole, crc.as_deref()) {
+            let _ = self
+                .client
+                .delete_object()
+                .bucket(&self.location.bucket)
+                .key(key)
+                .send()
+                .await;
+            return Err(e);
+        }
+        Ok(resumed)
+    }
+}
+
+#[async_trait]
+impl Store for S3Store {
+    fn describe(&self) -> String {
+        self.location.to_string()
+    }
+
+    async fn resolve(&self, _repo: &str, reference: &str) -> Result<Descriptor> {
+        Err(Error::NotFound {
+            what: format!(
+                "manifest `{reference}` by name in {} (read bundle.json instead)",
+                self.location
+            ),
+        })
+    }
+
+    async fn get_manifest(&self, _repo: &str, manifest: &Descriptor) -> Result<RawManifest> {
+        let bytes = self
+            .get_small(&self.location.blob_key(&manifest.digest))
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                what: format!("manifest {} in {}", manifest.digest, self.location),
+            })?;
+        let actual = Digest::of(&bytes);
+        if actual != manifest.digest {
+            return Err(Error::DigestMismatch {
+                what: format!("manifest {} in {}", manifest.digest, self.location),
+                expected: manifest.digest.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        Ok(RawManifest {
+            media_type: manifest.media_type.clone(),
+            bytes: bytes.into(),
+        })
+    }
+
+    async fn put_manifest(
+        &self,
+        _repo: &str,
+        manifest: &RawManifest,
+        _tag: Option<&Tag>,
+    ) -> Result<()> {
+        self.put_small(&self.location.blob_key(&manifest.digest()), &manifest.bytes)
+            .await
+    }
+
+    /// Present only when the object has the right size and the sha256 we record after a
+    /// checked upload.
+    async fn blob_state(&self, _repo: &str, blob: &Descriptor) -> Result<BlobState> {
+        let key = self.location.blob_key(&blob.digest);
+        Ok(match self.head(&key).await? {
+            Some(head)
+                if head.content_length() == Some(blob.size as i64)
+                    && head
+                        .metadata()
+                        .and_then(|m| m.get(SHA256_METADATA))
+                        .map(String::as_str)
+                        == Some(blob.digest.hex()) =>
+            {
+                BlobState::Present
+            }
+            _ => BlobState::Absent,
+        })
+    }
+
+    async fn read_blob(
+        &self,
+        _repo: &str,
+        blob: &Descriptor,
+        offset: u64,
+    ) -> Result<(u64, BlobStream)> {
+        let key = self.location.blob_key(&blob.digest);
+        let what = format!("s3://{}/{key}", self.location.bucket);
+        let object = self
+            .retry
+            .run(|| async {
+                let mut request = self
+                    .client
+                    .get_object()
+                    .bucket(&self.location.bucket)
+                    .key(&key);
+                if offset > 0 {
+                    request = request.range(format!("bytes={offset}-"));
+                }
+                request.send().await.map_err(|e| sdk_error(&what, e))
+            })
+            .await?;
+        let start = if object.content_range().is_some() {
+            offset
+        } else {
+            0
+        };
+        let stream =
+            futures::stream::try_unfold((object.body, what), |(mut body, what)| async move {
+                match body.try_next().await {
+                    Ok(Some(chunk)) => Ok(Some((chunk, (body, what)))),
+                    Ok(None) => Ok(None),
+                    Err(e) => Err(Error::Http {
+                        what,
+                        message: format!("connection lost while receiving: {e}"),
+                        status: None,
+                        transient: true,
+                        retry_after: None,
+                    }),
+                }
+            })
+            .boxed();
+        Ok((start, stream))
+    }
+
+    async fn write_blob_from_file(
+        &self,
+        _repo: &str,
+        blob: &Descriptor,
+        path: &Path,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<Option<u64>> {
+        let key = self.location.blob_key(&blob.digest);
+        // Anything larger than one part goes up in parts.
+        if blob.size > self.part_size {
+            return self
+                .upload_multipart(&key, blob, path, progress)
+                .await
+                .map(Some);
+        }
+        let what = format!("s3://{}/{key}", self.location.bucket);
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let crc = crc64_b64(crc_fast::checksum(
+            crc_fast::CrcAlgorithm::Crc64Nvme,
+            &bytes,
+        ));
+        let bytes = Bytes::from(bytes);
+        let put = self
+            .retry
+            .run(|| async {
+                self.client
+                    .put_object()
+                    .bucket(&self.location.bucket)
+                    .key(&key)
+                    .body(ByteStream::from(bytes.clone()))
+                    .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
+                    .checksum_crc64_nvme(&crc)
+                    .metadata(SHA256_METADATA, blob.digest.hex())
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(&what, e))
+            })
+            .await?;
+        let reported = match put.checksum_crc64_nvme() {
+            Some(crc) => Some(crc.to_owned()),
+            None => self
+                .head(&key)
+                .await?
+                .and_then(|h| h.checksum_crc64_nvme().map(str::to_owned)),
+        };
+        self.check_crc(&what, &crc, reported.as_deref())?;
+        progress(blob.size);
+        Ok(Some(0))
+    }
+
+    async fn write_blob(
+        &self,
+        _repo: &str,
+        blob: &Descriptor,
+        _offset: u64,
+        body: BlobStream,
+    ) -> Result<()> {
+        // Streams from other stores: buffered in memory, so only for small blobs.
+        let chunks: Vec<Bytes> = body.try_collect().await?;
+        let bytes = chunks.concat();
+        if Digest::of(&bytes) != blob.digest {
+            return Err(Error::DigestMismatch {
+                what: format!("blob {}", blob.digest),
+                expected: blob.digest.to_string(),
+                actual: Digest::of(&bytes).to_string(),
+            });
+        }
+        let key = self.location.blob_key(&blob.digest);
+        let what = format!("s3://{}/{key}", self.location.bucket);
+        let crc = crc64_b64(crc_fast::checksum(
+            crc_fast::CrcAlgorithm::Crc64Nvme,
+            &bytes,
+        ));
+        self.client
+            .put_object()
+            .bucket(&self.location.bucket)
+            .key(&key)
+            .body(ByteStream::from(bytes))
+            .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
+            .checksum_crc64_nvme(&crc)
+            .metadata(SHA256_METADATA, blob.digest.hex())
+            .send()
+            .await
+            .map_err(|e| sdk_error(&what, e))?;
+        Ok(())
+    }
+}
+
+/// A bundle in S3, read in place (blocking reads on top of the async client, for verify and
+/// inspect, which run on blocking threads).
+pub struct S3BundleSource {
+    store: Arc<S3Store>,
+    name: String,
+    runtime: tokio::runtime::Handle,
+}
+
+impl S3BundleSource {
+    pub fn new(store: Arc<S3Store>, name: String, runtime: tokio::runtime::Handle) -> Self {
+        S3BundleSource {
+            store,
+            name,
+            runtime,
+        }
+    }
+
+    fn key(&self, path: &str) -> Result<String> {
+        match path.strip_prefix("blobs/sha256/") {
+            Some(hex) => Ok(self.store.location.blob_key(&Digest::from_hex(hex)?)),
+            None => Ok(self.store.location.bundle_key(&self.name, path)),
+        }
+    }
+}
+
+impl BundleSource for S3BundleSource {
+    fn describe(&self) -> String {
+        format!("{}/bundles/{}", self.store.location, self.name)
+    }
+
+    /// The bundle's own files, and the blobs bundle.json names that exist (the blob pool is
+    /// shared by every bundle under the prefix, so other blobs are not this bundle's extras).
+    fn list(&self) -> Result<Vec<(String, u64)>> {
+        self.runtime.block_on(async {
+            let location = &self.store.location;
+            let mut out = Vec::new();
+            let own = location.bundle_key(&self.name, "");
+            let mut pages = self
+                .store
+                .client
+                .list_objects_v2()
+                .bucket(&location.bucket)
+                .prefix(&own)
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| sdk_error(&self.describe(), e))?;
+                for object in page.contents() {
+                    if let Some(key) = object.key() {
+                        out.push((
+                            key.trim_start_matches(&own).to_owned(),
+                            object.size().unwrap_or(0) as u64,
+                        ));
+                    }
+                }
+            }
+            if let Some(bytes) = self
+                .store
+                .get_small(&location.bundle_key(&self.name, crate::bundle::BUNDLE_FILE))
+                .await?
+                && let Ok(manifest) = crate::bundle::BundleManifest::parse(&bytes, "bundle.json")
+            {
+                let blobs = futures::stream::iter(
+                    manifest
+                        .files
+                        .into_iter()
+                        .filter(|f| f.path.starts_with("blobs/")),
+                )
+                .map(|file| async move {
+                    let key = self.key(&file.path)?;
+                    Ok::<_, Error>(
+                        self.store
+                            .head(&key)
+                            .await?
+                            .map(|h| (file.path, h.content_length().unwrap_or(0) as u64)),
+                    )
+                })
+                .buffer_unordered(16)
+                .try_collect::<Vec<_>>()
+                .await?;
+                out.extend(blobs.into_iter().flatten());
+            }
+            out.sort();
+            Ok(out)
+        })
+    }
+
+    fn open(&self, path: &str) -> Result<Option<Box<dyn Read + Send + '_>>> {
+        let key = self.key(path)?;
+        let what = format!("s3://{}/{key}", self.store.location.bucket);
+        let object = self.runtime.block_on(async {
+            self.store
+                .client
+                .get_object()
+                .bucket(&self.store.location.bucket)
+                .key(&key)
+                .send()
+                .await
+        });
+        match object {
+            Ok(object) => Ok(Some(Box::new(BlockingBody {
+                body: object.body,
+                runtime: self.runtime.clone(),
+                pending: Bytes::new(),
+            }))),
+            Err(e) => match sdk_error(&what, e) {
+                Error::NotFound { .. } => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+}
+
+struct BlockingBody {
+    body: ByteStream,
+    runtime: tokio::runtime::Handle,
+    pending: Bytes,
+}
+
+impl Read for BlockingBody {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pending.is_empty() {
+            match self.runtime.block_on(self.body.try_next()) {
+                Ok(Some(chunk)) => self.pending = chunk,
+                Ok(None) => return Ok(0),
+                Err(e) => return Err(std::io::Error::other(e.to_string())),
+            }
+        }
+        let n = buf.len().min(self.pending.len());
+        buf[..n].copy_from_slice(&self.pending.split_to(n));
+        Ok(n)
+    }
+}
+
+/// Some S3-compatible servers name the ListParts reply's root `ListPartsResponse` where S3
+/// says `ListPartsResult`, which the SDK refuses. This renames it in place (same length, the
+/// difference padded with XML whitespace); on real S3 it changes nothing.
+#[derive(Debug)]
+struct ListPartsRoot;
+
+impl aws_sdk_s3::config::Intercept for ListPartsRoot {
+    fn name(&self) -> &'static str {
+        "ListPartsRoot"
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut aws_sdk_s3::config::interceptors::BeforeDeserializationInterceptorContextMut<
+            '_,
+        >,
+        _components: &aws_sdk_s3::config::RuntimeComponents,
+        _config: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> std::result::Result<(), aws_sdk_s3::error::BoxError> {
+        let body = std::mem::replace(
+            context.response_mut().body_mut(),
+            aws_sdk_s3::primitives::SdkBody::taken(),
+        );
+        *context.response_mut().body_mut() =
+            aws_sdk_s3::primitives::SdkBody::from_body_1_x(RenamedRoot { inner: body });
+        Ok(())
+    }
+}
+
+struct RenamedRoot {
+    inner: aws_sdk_s3::primitives::SdkBody,
+}
+
+fn rename_root(bytes: Bytes) -> Bytes {
+    const FROM: [(&[u8], &[u8]); 2] = [
+        (b"<ListPartsResponse", b"<ListPartsResult  "),
+        (b"</ListPartsResponse>", b"</ListPartsResult  >"),
+    ];
+    if !bytes.windows(FROM[0].0.len()).any(|w| w == FROM[0].0) {
+        return bytes;
+    }
+    let mut out = bytes.to_vec();
+    for (from, to) in FROM {
+        while let Some(at) = out.windows(from.len()).position(|w| w == from) {
+            out[at..at + from.len()].copy_from_slice(to);
+        }
+    }
+    Bytes::from(out)
+}
+
+impl http_body::Body for RenamedRoot {
+    type Data = Bytes;
+    type Error = aws_sdk_s3::error::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<std::result::Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let inner = std::pin::Pin::new(&mut self.inner);
+        inner
+            .poll_frame(cx)
+            .map(|frame| frame.map(|frame| frame.map(|f| f.map_data(rename_root))))
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::Body::size_hint(&self.inner)
+    }
+}
