@@ -321,3 +321,75 @@ async fn a_corrupted_object_in_s3_is_named_and_nothing_is_kept() {
                 .is_none()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_killed_midway_completes_when_run_again() {
+    let w = world().await;
+    let bundle = w.build(
+        "release-a",
+        &[("api", "dify-api"), ("sandbox", "dify-sandbox")],
+    );
+    let mut command = w.cli();
+    command
+        .args([
+            "upload",
+            "--concurrency",
+            "1",
+            "--part-size",
+            "5MiB",
+            "--allow-unsigned",
+        ])
+        .arg(&bundle)
+        .arg("s3://air/dify")
+        .stderr(std::process::Stdio::null());
+    let mut child = tokio::process::Command::from(command).spawn().unwrap();
+    let s3 = w.moto.s3();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    // Kill it once a multipart upload is under way.
+    loop {
+        let uploads = s3
+            .list_multipart_uploads()
+            .bucket("air")
+            .send()
+            .await
+            .unwrap();
+        if !uploads.uploads().is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no multipart upload started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    assert!(
+        s3.get_object()
+            .bucket("air")
+            .key("dify/bundles/release-a/bundle.json")
+            .send()
+            .await
+            .is_err(),
+        "bundle.json must come last"
+    );
+
+    let again = w.upload(&bundle);
+    assert_success(&again);
+    assert!(
+        s3.list_multipart_uploads()
+            .bucket("air")
+            .send()
+            .await
+            .unwrap()
+            .uploads()
+            .is_empty()
+    );
+    assert_success(&run(w
+        .cli()
+        .arg("verify")
+        .arg("s3://air/dify/bundles/release-a")
+        .arg("--pubkey")
+        .arg(&w.public)));
+}

@@ -20,7 +20,7 @@ pub struct S3Args {
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
     /// Multipart part size for large blobs (at least 5MiB)
-    #[arg(long, default_value = "64MiB")]
+    #[arg(long, default_value = "16MiB")]
     part_size: String,
     /// Retries of a failed request before giving up
     #[arg(long, default_value_t = 5)]
