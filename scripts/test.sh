@@ -19,6 +19,7 @@ export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
 python3 -m pip install -q "${pip_packages[@]}" \
   || python3 -m pip install -q --break-system-packages "${pip_packages[@]}"
 
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/dify-bundle/target}
 cargo fmt --check
 cargo clippy --all-targets --quiet -- -D warnings

@@ -72,6 +72,17 @@ impl Error {
         }
     }
 
+    /// A body that stopped arriving part way: worth resuming.
+    pub fn connection_lost(what: impl Into<String>, cause: impl std::fmt::Display) -> Self {
+        Error::Http {
+            what: what.into(),
+            message: format!("connection lost while receiving: {cause}"),
+            status: None,
+            transient: true,
+            retry_after: None,
+        }
+    }
+
     /// The innermost error, past every added context.
     pub fn root(&self) -> &Error {
         match self {

@@ -212,6 +212,21 @@ pub fn detect(
     })
 }
 
+/// A target laid out like dify-sandbox ≥ 0.2.13, for tests.
+#[cfg(test)]
+pub fn example_target() -> PythonTarget {
+    PythonTarget {
+        version: "3.14".into(),
+        full_version: None,
+        prefix: "/opt/python".into(),
+        interpreter: "/opt/python/bin/python3".into(),
+        scripts: "/opt/python/bin".into(),
+        site_packages: "/opt/python/lib/python3.14/site-packages".into(),
+        include: "/opt/python/include/python3.14".into(),
+        uv_platform: "x86_64-manylinux_2_36".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -233,18 +233,7 @@ pub fn check_compatible(filename: &str, target: &PythonTarget) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn target() -> PythonTarget {
-        PythonTarget {
-            version: "3.14".into(),
-            full_version: None,
-            prefix: "/opt/python".into(),
-            interpreter: "/opt/python/bin/python3".into(),
-            scripts: "/opt/python/bin".into(),
-            site_packages: "/opt/python/lib/python3.14/site-packages".into(),
-            include: "/opt/python/include/python3.14".into(),
-            uv_platform: "x86_64-manylinux_2_36".into(),
-        }
-    }
+    use crate::python::interpreter::example_target as target;
 
     #[test]
     fn wheel_tags_are_checked() {

@@ -320,18 +320,7 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    fn target() -> PythonTarget {
-        PythonTarget {
-            version: "3.14".into(),
-            full_version: None,
-            prefix: "/opt/python".into(),
-            interpreter: "/opt/python/bin/python3".into(),
-            scripts: "/opt/python/bin".into(),
-            site_packages: "/opt/python/lib/python3.14/site-packages".into(),
-            include: "/opt/python/include/python3.14".into(),
-            uv_platform: "x86_64-manylinux_2_36".into(),
-        }
-    }
+    use crate::python::interpreter::example_target as target;
 
     fn wheel(dir: &Path, entries: &[(&str, &[u8])]) -> std::path::PathBuf {
         let path = dir.join("demo-1.0-py3-none-any.whl");

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::{StreamExt, TryStreamExt};
 use reqwest::{StatusCode, header};
 
 use super::{BlobState, BlobStream, Store, Tag};
@@ -13,7 +12,7 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::oci::{Descriptor, RawManifest};
 use crate::retry::RetryPolicy;
-use crate::store::registry::{describe_reqwest, status_error};
+use crate::store::registry::{body_stream, describe_reqwest, status_error};
 
 pub struct UrlStore {
     http: reqwest::Client,
@@ -110,17 +109,7 @@ impl Store for UrlStore {
         } else {
             0
         };
-        let stream = response
-            .bytes_stream()
-            .map_err(move |e| Error::Http {
-                what: what.clone(),
-                message: format!("connection lost while receiving: {}", describe_reqwest(&e)),
-                status: None,
-                transient: true,
-                retry_after: None,
-            })
-            .boxed();
-        Ok((start, stream))
+        Ok((start, body_stream(response, what)))
     }
 
     async fn write_blob(&self, _: &str, _: &Descriptor, _: u64, _: BlobStream) -> Result<()> {

@@ -632,13 +632,7 @@ impl Store for S3Store {
                 match body.try_next().await {
                     Ok(Some(chunk)) => Ok(Some((chunk, (body, what)))),
                     Ok(None) => Ok(None),
-                    Err(e) => Err(Error::Http {
-                        what,
-                        message: format!("connection lost while receiving: {e}"),
-                        status: None,
-                        transient: true,
-                        retry_after: None,
-                    }),
+                    Err(e) => Err(Error::connection_lost(what, e)),
                 }
             })
             .boxed();

@@ -221,6 +221,14 @@ pub(crate) async fn status_error(what: &str, response: Response) -> Error {
     }
 }
 
+/// A response body as a blob stream whose failures say the connection was lost.
+pub(crate) fn body_stream(response: Response, what: String) -> BlobStream {
+    response
+        .bytes_stream()
+        .map_err(move |e| Error::connection_lost(what.clone(), describe_reqwest(&e)))
+        .boxed()
+}
+
 fn content_type(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
     let media_type = value.split(';').next()?.trim();
@@ -513,17 +521,7 @@ impl Store for RegistryStore {
         } else {
             0
         };
-        let stream = response
-            .bytes_stream()
-            .map_err(move |e| Error::Http {
-                what: what.clone(),
-                message: format!("connection lost while receiving: {}", describe_reqwest(&e)),
-                status: None,
-                transient: true,
-                retry_after: None,
-            })
-            .boxed();
-        Ok((start, stream))
+        Ok((start, body_stream(response, what)))
     }
 
     async fn write_blob(
