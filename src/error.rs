@@ -44,31 +44,27 @@ pub enum Error {
     },
 
     /// A local file operation failed.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
     /// Input that does not parse or does not make sense (manifests, references, recipes, flags).
     #[error("{0}")]
     Invalid(String),
 
-    /// Another error, with what we were doing when it happened.
-    #[error("{context}: {source}")]
-    Context {
-        context: String,
-        #[source]
-        source: Box<Error>,
-    },
+    /// Another error, with what we were doing when it happened. (Its Display carries the
+    /// whole chain, so it names no `source` to print twice.)
+    #[error("{context}: {inner}")]
+    Context { context: String, inner: Box<Error> },
 }
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            cause: source,
         }
     }
 
@@ -86,7 +82,7 @@ impl Error {
     /// The innermost error, past every added context.
     pub fn root(&self) -> &Error {
         match self {
-            Error::Context { source, .. } => source.root(),
+            Error::Context { inner, .. } => inner.root(),
             other => other,
         }
     }
@@ -100,7 +96,7 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Http { transient, .. } => *transient,
-            Error::Context { source, .. } => source.is_transient(),
+            Error::Context { inner, .. } => inner.is_transient(),
             Error::SizeMismatch {
                 expected, actual, ..
             } => actual < expected,
@@ -112,7 +108,7 @@ impl Error {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Error::Http { retry_after, .. } => *retry_after,
-            Error::Context { source, .. } => source.retry_after(),
+            Error::Context { inner, .. } => inner.retry_after(),
             _ => None,
         }
     }
@@ -125,9 +121,9 @@ pub trait Context<T> {
 
 impl<T> Context<T> for Result<T> {
     fn context(self, what: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|source| Error::Context {
+        self.map_err(|inner| Error::Context {
             context: what(),
-            source: Box::new(source),
+            inner: Box::new(inner),
         })
     }
 }

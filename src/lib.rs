@@ -4,11 +4,13 @@
 //! and the [`copy`] engine moves them between any two stores. A bundle ([`bundle`]) is an
 //! OCI image layout plus a `bundle.json` that lists every file with its digest.
 
+pub mod aws;
 pub mod bundle;
 pub mod copy;
 pub mod derive;
 pub mod digest;
 pub mod error;
+pub mod install;
 pub mod oci;
 pub mod progress;
 pub mod python;

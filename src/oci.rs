@@ -180,6 +180,26 @@ impl RawManifest {
     }
 }
 
+/// Sniffs the media type of a manifest stored without one.
+pub fn sniff_media_type(bytes: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Probe {
+        media_type: Option<String>,
+        manifests: Option<serde_json::Value>,
+    }
+    match serde_json::from_slice::<Probe>(bytes) {
+        Ok(Probe {
+            media_type: Some(m),
+            ..
+        }) => m,
+        Ok(Probe {
+            manifests: Some(_), ..
+        }) => OCI_INDEX.to_owned(),
+        _ => OCI_MANIFEST.to_owned(),
+    }
+}
+
 /// A parsed manifest: either an index of per-platform manifests or one image.
 #[derive(Clone, Debug)]
 pub enum Manifest {

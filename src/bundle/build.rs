@@ -121,7 +121,7 @@ pub async fn build(options: BuildOptions, progress: Arc<dyn Progress>) -> Result
         .await
         .map_err(|e| Error::Context {
             context: roots[position].label.clone(),
-            source: Box::new(e),
+            inner: Box::new(e),
         })?;
         let image = &mut images[position];
         let mut annotations = roots[position].tag.clone().unwrap_or_default();

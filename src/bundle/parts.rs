@@ -377,12 +377,13 @@ impl PartsSource {
             }
         }
         Ok(VerifyReport {
-            name: manifest.name,
+            name: manifest.name.clone(),
             signature,
             files,
             bytes,
             problems,
             seconds: started.elapsed().as_secs_f64(),
+            manifest,
         })
     }
 }

@@ -6,7 +6,11 @@ use std::path::Path;
 
 use super::format::BUNDLE_FILE;
 use super::parts::PartsSource;
+use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::oci::{self, Descriptor, RawManifest};
+use crate::store::layout::BLOBS_DIR;
+use crate::store::{BlobState, BlobStream, Store, Tag};
 
 pub trait BundleSource: Send + Sync {
     /// How to name the source in messages.
@@ -113,4 +117,136 @@ pub fn open_source(path: &Path) -> Result<Box<dyn BundleSource>> {
         "{}: no such bundle directory, folder of parts, or part",
         path.display()
     )))
+}
+
+/// Any bundle source as a read-only [`Store`], so the copy engine can push from a
+/// directory, a folder of parts or S3 alike.
+pub struct SourceStore {
+    source: std::sync::Arc<dyn BundleSource>,
+}
+
+impl SourceStore {
+    pub fn new(source: std::sync::Arc<dyn BundleSource>) -> Self {
+        SourceStore { source }
+    }
+
+    fn read_small(&self, digest: &Digest) -> Result<Vec<u8>> {
+        let path = format!("{BLOBS_DIR}/{}", digest.hex());
+        read_all(self.source.as_ref(), &path)?.ok_or_else(|| Error::NotFound {
+            what: format!("{path} in {}", self.source.describe()),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for SourceStore {
+    fn describe(&self) -> String {
+        format!("bundle {}", self.source.describe())
+    }
+
+    async fn resolve(&self, _repo: &str, reference: &str) -> Result<Descriptor> {
+        let digest: Digest = reference.parse()?;
+        let source = self.clone_handle();
+        let bytes = tokio::task::spawn_blocking(move || source.read_small(&digest))
+            .await
+            .map_err(|e| Error::invalid(format!("reader thread failed: {e}")))??;
+        Ok(Descriptor::new(
+            oci::sniff_media_type(&bytes),
+            Digest::of(&bytes),
+            bytes.len() as u64,
+        ))
+    }
+
+    async fn get_manifest(&self, _repo: &str, manifest: &Descriptor) -> Result<RawManifest> {
+        let source = self.clone_handle();
+        let digest = manifest.digest.clone();
+        let bytes = tokio::task::spawn_blocking(move || source.read_small(&digest))
+            .await
+            .map_err(|e| Error::invalid(format!("reader thread failed: {e}")))??;
+        let actual = Digest::of(&bytes);
+        if actual != manifest.digest {
+            return Err(Error::DigestMismatch {
+                what: format!("manifest {} in {}", manifest.digest, self.source.describe()),
+                expected: manifest.digest.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        Ok(RawManifest {
+            media_type: manifest.media_type.clone(),
+            bytes: bytes.into(),
+        })
+    }
+
+    async fn put_manifest(&self, _: &str, _: &RawManifest, _: Option<&Tag>) -> Result<()> {
+        Err(Error::invalid("a bundle being installed is read-only"))
+    }
+
+    async fn blob_state(&self, _repo: &str, blob: &Descriptor) -> Result<BlobState> {
+        let path = format!("{BLOBS_DIR}/{}", blob.digest.hex());
+        let present = self
+            .source
+            .list()?
+            .iter()
+            .any(|(p, size)| *p == path && *size == blob.size);
+        Ok(if present {
+            BlobState::Present
+        } else {
+            BlobState::Absent
+        })
+    }
+
+    async fn read_blob(
+        &self,
+        _repo: &str,
+        blob: &Descriptor,
+        offset: u64,
+    ) -> Result<(u64, BlobStream)> {
+        let source = self.source.clone();
+        let path = format!("{BLOBS_DIR}/{}", blob.digest.hex());
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes>>(4);
+        tokio::task::spawn_blocking(move || {
+            let send_error = |e: Error| {
+                let _ = tx.blocking_send(Err(e));
+            };
+            let mut reader = match source.open(&path) {
+                Ok(Some(reader)) => reader,
+                Ok(None) => {
+                    return send_error(Error::NotFound {
+                        what: format!("{path} in {}", source.describe()),
+                    });
+                }
+                Err(e) => return send_error(e),
+            };
+            if let Err(e) = std::io::copy(&mut (&mut reader).take(offset), &mut std::io::sink()) {
+                return send_error(Error::invalid(format!("{path}: {e}")));
+            }
+            loop {
+                let mut buf = vec![0u8; 1 << 20];
+                match reader.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        if tx.blocking_send(Ok(bytes::Bytes::from(buf))).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => return send_error(Error::invalid(format!("{path}: {e}"))),
+                }
+            }
+        });
+        let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        Ok((offset, futures::StreamExt::boxed(stream)))
+    }
+
+    async fn write_blob(&self, _: &str, _: &Descriptor, _: u64, _: BlobStream) -> Result<()> {
+        Err(Error::invalid("a bundle being installed is read-only"))
+    }
+}
+
+impl SourceStore {
+    fn clone_handle(&self) -> SourceStore {
+        SourceStore {
+            source: self.source.clone(),
+        }
+    }
 }

@@ -72,6 +72,9 @@ pub struct VerifyReport {
     pub bytes: u64,
     pub problems: Vec<Problem>,
     pub seconds: f64,
+    /// The bundle.json that was checked.
+    #[serde(skip)]
+    pub manifest: super::format::BundleManifest,
 }
 
 impl VerifyReport {
@@ -137,6 +140,7 @@ pub fn verify(
         bytes: total,
         problems,
         seconds: started.elapsed().as_secs_f64(),
+        manifest,
     })
 }
 

@@ -2,6 +2,7 @@
 
 mod build;
 mod inspect;
+mod install;
 mod keys;
 mod pack;
 mod progress;
@@ -31,6 +32,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Check a bundle's signature, then re-hash every file; report anything missing, changed or extra
     Verify(verify::VerifyArgs),
+    /// Inside the closed VPC: verify the bundle, check AWS, push the images to ECR
+    Install(Box<install::InstallArgs>),
     /// Send a bundle to S3 (only the blobs the prefix lacks)
     Upload(s3::UploadArgs),
     /// Fetch a bundle from S3, signature first, every blob checked
@@ -86,6 +89,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Sign(args) => keys::sign(args),
         Command::Pack(args) => pack::run(args),
         Command::Upload(args) => s3::upload(args).await,
+        Command::Install(args) => install::run(*args).await,
         Command::Download(args) => s3::download(args).await,
         Command::Key(keys::KeyCommand::Generate(args)) => keys::generate(args),
     }

@@ -69,6 +69,8 @@ pub struct CopyReport {
     pub bytes_resumed: u64,
     /// Bytes that crossed the wire.
     pub bytes_transferred: u64,
+    /// Manifests and tags written (those already there are skipped).
+    pub manifests_written: usize,
     pub seconds: f64,
 }
 
@@ -88,17 +90,26 @@ pub async fn copy(
     )
     .await?;
 
-    // Every blob once, however many images share it; remember who needs it for messages.
-    let mut blobs: BTreeMap<Digest, BlobJob> = BTreeMap::new();
+    // Every blob once per destination (once per repository in a registry), however many
+    // images share it; remember who needs it for messages.
+    let per_repository = destination.blobs_per_repository();
+    let mut blobs: BTreeMap<(String, Digest), BlobJob> = BTreeMap::new();
     for (root, plan) in roots.iter().zip(&plans) {
+        let repo = if per_repository {
+            root.dest_repo.clone()
+        } else {
+            String::new()
+        };
         for blob in &plan.blobs {
-            blobs.entry(blob.digest.clone()).or_insert_with(|| BlobJob {
-                blob: blob.clone(),
-                source: root.source.clone(),
-                source_repo: root.source_repo.clone(),
-                dest_repo: root.dest_repo.clone(),
-                label: root.label.clone(),
-            });
+            blobs
+                .entry((repo.clone(), blob.digest.clone()))
+                .or_insert_with(|| BlobJob {
+                    blob: blob.clone(),
+                    source: root.source.clone(),
+                    source_repo: root.source_repo.clone(),
+                    dest_repo: root.dest_repo.clone(),
+                    label: root.label.clone(),
+                });
         }
     }
     let jobs: Vec<BlobJob> = blobs.into_values().collect();
@@ -121,26 +132,75 @@ pub async fn copy(
 
     progress.step("writing manifests");
     for (root, plan) in roots.iter().zip(&plans) {
-        for manifest in &plan.manifests {
+        for manifest in plan.manifests.iter().chain([&plan.root_manifest]) {
+            if !holds(
+                destination.as_ref(),
+                &root.dest_repo,
+                &manifest.digest().to_string(),
+                manifest,
+            )
+            .await
+            {
+                destination
+                    .put_manifest(&root.dest_repo, manifest, None)
+                    .await
+                    .map_err(|e| in_image(e, root))?;
+                report.manifests_written += 1;
+            }
+        }
+        if let Some(tag) = &root.tag
+            && !holds(
+                destination.as_ref(),
+                &root.dest_repo,
+                &tag.name,
+                &plan.root_manifest,
+            )
+            .await
+        {
             destination
-                .put_manifest(&root.dest_repo, manifest, None)
+                .put_manifest(&root.dest_repo, &plan.root_manifest, Some(tag))
                 .await
                 .map_err(|e| in_image(e, root))?;
+            report.manifests_written += 1;
         }
-        destination
-            .put_manifest(&root.dest_repo, &plan.root_manifest, root.tag.as_ref())
-            .await
-            .map_err(|e| in_image(e, root))?;
     }
     report.images = plans.into_iter().map(|p| p.into_plan()).collect();
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
 
+/// Whether `reference` (a digest or a tag) already names exactly `manifest` in the destination.
+async fn holds(
+    destination: &dyn Store,
+    repo: &str,
+    reference: &str,
+    manifest: &crate::oci::RawManifest,
+) -> bool {
+    destination
+        .resolve(repo, reference)
+        .await
+        .is_ok_and(|d| d.digest == manifest.digest())
+}
+
+/// Resolves every root to the manifests and blobs it needs, without copying anything.
+pub async fn plan(
+    roots: &[Root],
+    destination: &dyn Store,
+    platforms: &[Platform],
+) -> Result<Vec<ImagePlan>> {
+    let plans = futures::future::try_join_all(
+        roots
+            .iter()
+            .map(|root| plan::plan_image(root, destination, platforms)),
+    )
+    .await?;
+    Ok(plans.into_iter().map(|p| p.into_plan()).collect())
+}
+
 pub(crate) fn in_image(error: Error, root: &Root) -> Error {
     Error::Context {
         context: root.label.clone(),
-        source: Box::new(error),
+        inner: Box::new(error),
     }
 }
 

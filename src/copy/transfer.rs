@@ -146,7 +146,7 @@ async fn copy_blob(
                 Err(e) => {
                     return Err(Error::Context {
                         context: job.label.clone(),
-                        source: Box::new(e),
+                        inner: Box::new(e),
                     });
                 }
             }
@@ -188,14 +188,14 @@ async fn copy_blob(
                 if !retry {
                     return Err(Error::Context {
                         context: job.label.clone(),
-                        source: Box::new(Error::Context {
+                        inner: Box::new(Error::Context {
                             context: format!(
                                 "blob {} ({} bytes) from {}",
                                 blob.digest,
                                 blob.size,
                                 job.source.describe()
                             ),
-                            source: Box::new(e),
+                            inner: Box::new(e),
                         }),
                     });
                 }

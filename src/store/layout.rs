@@ -170,26 +170,6 @@ pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
     write_atomically(path, &bytes)
 }
 
-/// Sniffs the media type of a manifest stored without one.
-fn sniff_media_type(bytes: &[u8]) -> String {
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Probe {
-        media_type: Option<String>,
-        manifests: Option<serde_json::Value>,
-    }
-    match serde_json::from_slice::<Probe>(bytes) {
-        Ok(Probe {
-            media_type: Some(m),
-            ..
-        }) => m,
-        Ok(Probe {
-            manifests: Some(_), ..
-        }) => oci::OCI_INDEX.to_owned(),
-        _ => oci::OCI_MANIFEST.to_owned(),
-    }
-}
-
 #[async_trait]
 impl Store for LayoutStore {
     fn describe(&self) -> String {
@@ -200,7 +180,7 @@ impl Store for LayoutStore {
         if let Ok(digest) = reference.parse::<Digest>() {
             let bytes = self.read_small_blob(&digest)?;
             return Ok(Descriptor::new(
-                sniff_media_type(&bytes),
+                oci::sniff_media_type(&bytes),
                 digest,
                 bytes.len() as u64,
             ));

@@ -69,6 +69,12 @@ pub trait Store: Send + Sync {
         offset: u64,
     ) -> Result<(u64, BlobStream)>;
 
+    /// Whether blobs belong to a repository (a registry), so one shared by two
+    /// repositories must be written to each; otherwise a blob is stored once.
+    fn blobs_per_repository(&self) -> bool {
+        false
+    }
+
     /// Where the blob is as a local file, if it is one (lets a destination read ranges itself).
     fn local_file(&self, _blob: &Descriptor) -> Option<std::path::PathBuf> {
         None

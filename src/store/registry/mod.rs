@@ -369,6 +369,10 @@ impl Store for RegistryStore {
         format!("registry {}", self.display)
     }
 
+    fn blobs_per_repository(&self) -> bool {
+        true
+    }
+
     async fn resolve(&self, repo: &str, reference: &str) -> Result<Descriptor> {
         let what = format!("manifest {repo}:{reference} on {}", self.display);
         let url = self.url(&format!("{repo}/manifests/{reference}"));

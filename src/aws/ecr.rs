@@ -1,0 +1,152 @@
+//! ECR's control plane: repositories (created immutable, scanned on push, encrypted) and
+//! registry credentials from GetAuthorizationToken.
+
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_ecr::Client;
+use aws_sdk_ecr::error::DisplayErrorContext;
+use aws_sdk_ecr::types::{
+    EncryptionConfiguration, EncryptionType, ImageScanningConfiguration, ImageTagMutability,
+};
+use base64::Engine as _;
+
+use crate::error::{Error, Result};
+use crate::store::registry::auth::Credentials;
+
+/// Registry credentials and where they work.
+#[derive(Clone, Debug)]
+pub struct RegistryLogin {
+    /// `ACCOUNT.dkr.ecr.REGION.amazonaws.com`.
+    pub host: String,
+    pub credentials: Credentials,
+    /// When to fetch new ones (a margin before the token expires).
+    pub renew_at: SystemTime,
+}
+
+pub struct Ecr {
+    client: Client,
+}
+
+impl Ecr {
+    pub fn new(config: &aws_config::SdkConfig) -> Self {
+        Ecr {
+            client: Client::new(config),
+        }
+    }
+
+    /// Repositories among `names` that exist already.
+    pub async fn existing(&self, names: &[String]) -> Result<Vec<String>> {
+        let mut found = Vec::new();
+        for name in names {
+            match self
+                .client
+                .describe_repositories()
+                .repository_names(name)
+                .send()
+                .await
+            {
+                Ok(_) => found.push(name.clone()),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_repository_not_found_exception()) => {}
+                Err(e) => {
+                    return Err(Error::invalid(format!(
+                        "ECR DescribeRepositories {name}: {}",
+                        DisplayErrorContext(&e)
+                    )));
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Creates a repository with immutable tags, scan on push, and AES256 or the KMS key.
+    pub async fn create_repository(&self, name: &str, kms_key: Option<&str>) -> Result<()> {
+        let encryption = match kms_key {
+            Some(key) => EncryptionConfiguration::builder()
+                .encryption_type(EncryptionType::Kms)
+                .kms_key(key),
+            None => EncryptionConfiguration::builder().encryption_type(EncryptionType::Aes256),
+        }
+        .build()
+        .map_err(|e| Error::invalid(format!("ECR encryption settings: {e}")))?;
+        match self
+            .client
+            .create_repository()
+            .repository_name(name)
+            .image_tag_mutability(ImageTagMutability::Immutable)
+            .image_scanning_configuration(
+                ImageScanningConfiguration::builder()
+                    .scan_on_push(true)
+                    .build(),
+            )
+            .encryption_configuration(encryption)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_repository_already_exists_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(Error::invalid(format!(
+                "ECR CreateRepository {name}: {}",
+                DisplayErrorContext(&e)
+            ))),
+        }
+    }
+
+    /// Registry credentials from GetAuthorizationToken.
+    pub async fn login(&self) -> Result<RegistryLogin> {
+        let out = self
+            .client
+            .get_authorization_token()
+            .send()
+            .await
+            .map_err(|e| {
+                Error::invalid(format!(
+                    "ECR GetAuthorizationToken: {}",
+                    DisplayErrorContext(&e)
+                ))
+            })?;
+        let data = out.authorization_data().first().ok_or_else(|| {
+            Error::invalid("ECR GetAuthorizationToken returned no authorization data")
+        })?;
+        let token = data.authorization_token().unwrap_or_default();
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(token)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| {
+                Error::invalid("ECR authorization token is not base64 of USER:PASSWORD")
+            })?;
+        let (username, password) = decoded
+            .split_once(':')
+            .ok_or_else(|| Error::invalid("ECR authorization token is not USER:PASSWORD"))?;
+        let host = data
+            .proxy_endpoint()
+            .unwrap_or_default()
+            .trim_start_matches("https://")
+            .trim_end_matches('/')
+            .to_owned();
+        let now = SystemTime::now();
+        // Renew half an hour early; an expiry in the past (a clock off, or an emulator)
+        // means we cannot tell, so renew every ten minutes.
+        let renew_at = data
+            .expires_at()
+            .and_then(|t| SystemTime::try_from(*t).ok())
+            .and_then(|expires| expires.checked_sub(Duration::from_secs(1800)))
+            .filter(|renew| *renew > now)
+            .unwrap_or(now + Duration::from_secs(600));
+        Ok(RegistryLogin {
+            host,
+            credentials: Credentials {
+                username: username.to_owned(),
+                password: password.to_owned(),
+            },
+            renew_at,
+        })
+    }
+}

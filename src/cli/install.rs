@@ -1,0 +1,196 @@
+//! `dify-bundle install --isolated`: verify, plan, confirm, push.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use dify_bundle::copy::CopyOptions;
+use dify_bundle::install::{EcrLayout, EcrOptions, InstallConfig, InstallPlan, Installer};
+use dify_bundle::retry::RetryPolicy;
+use dify_bundle::signing::TrustedKeys;
+use dify_bundle::units;
+
+use super::progress::Reporter;
+
+#[derive(Args)]
+pub struct InstallArgs {
+    /// Install inside a VPC with no internet (the only mode)
+    #[arg(long)]
+    isolated: bool,
+    /// The bundle: a directory, a folder of media parts, or s3://BUCKET/PREFIX/bundles/NAME
+    #[arg(long)]
+    bundle: String,
+    /// Settings file (install.toml); flags override it
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Show every step and what it would change, and change nothing
+    #[arg(long)]
+    plan: bool,
+    /// Do not ask before changing anything
+    #[arg(long)]
+    yes: bool,
+    /// AWS region [default: the standard AWS configuration's]
+    #[arg(long)]
+    region: Option<String>,
+    /// per-image (repositories PREFIX/IMAGE) or single-repo (one repository, tags IMAGE_TAG)
+    #[arg(long, value_name = "LAYOUT")]
+    ecr_layout: Option<String>,
+    /// Repository prefix (per-image, default dify) or name (single-repo)
+    #[arg(long, value_name = "NAME")]
+    ecr_repository: Option<String>,
+    /// KMS key for the repositories' encryption [default: AES256]
+    #[arg(long, value_name = "ARN")]
+    kms_key: Option<String>,
+    /// Push to this registry endpoint instead of the one ECR names (http:// for plain HTTP)
+    #[arg(long, value_name = "URL")]
+    ecr_endpoint: Option<String>,
+    #[command(flatten)]
+    trust: super::keys::TrustArgs,
+    /// Blobs pushed at once
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Print the plan (and the result) as JSON on stdout
+    #[arg(long)]
+    json: bool,
+}
+
+fn print_plan(plan: &InstallPlan) {
+    let ecr = &plan.ecr;
+    eprintln!(
+        "plan for {} (Dify {}), account {} in {}:",
+        plan.bundle, plan.dify_version, plan.identity.account, plan.region
+    );
+    eprintln!(
+        "  1. verify the bundle: done, {} files, signature {}",
+        plan.files_verified,
+        match &plan.signature {
+            dify_bundle::bundle::SignatureStatus::Verified { key_id, .. } =>
+                format!("good (key {key_id})"),
+            dify_bundle::bundle::SignatureStatus::NotVerified { .. } => "NOT VERIFIED".to_owned(),
+        }
+    );
+    eprintln!("  2. preflight: credentials work ({})", plan.identity.arn);
+    eprintln!("  3. ECR registry {}:", ecr.registry);
+    for repository in &ecr.repositories_to_create {
+        eprintln!(
+            "       create repository {repository} (immutable tags, scan on push, encrypted)"
+        );
+    }
+    for repository in &ecr.repositories_existing {
+        eprintln!("       repository {repository} exists");
+    }
+    for image in &ecr.images {
+        eprintln!(
+            "       {:<14} → {}:{}  ({})",
+            image.role, image.repository, image.tag, image.digest
+        );
+    }
+    let to_push = ecr.bytes - ecr.bytes_present;
+    eprintln!(
+        "       push {} of {} blobs ({}); {} blobs ({}) already in ECR",
+        ecr.blobs - ecr.blobs_present,
+        ecr.blobs,
+        units::bytes(to_push),
+        ecr.blobs_present,
+        units::bytes(ecr.bytes_present)
+    );
+}
+
+fn confirm() -> anyhow::Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        bail!(
+            "not asking on a non-interactive input: review the plan with --plan, then run again with --yes"
+        );
+    }
+    eprint!("Proceed? [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
+pub async fn run(args: InstallArgs) -> anyhow::Result<ExitCode> {
+    if !args.isolated {
+        bail!("only isolated installs are supported: pass --isolated");
+    }
+    let config = match &args.config {
+        Some(path) => InstallConfig::load(path)?,
+        None => InstallConfig::default(),
+    };
+    let mut policy = args.trust.policy()?;
+    if policy.keys.is_empty() && !config.public_keys.is_empty() {
+        policy.keys = TrustedKeys::load(&config.public_keys)?;
+    }
+    let layout = EcrLayout::parse(
+        args.ecr_layout.as_deref().or(config.ecr.layout.as_deref()),
+        args.ecr_repository
+            .as_deref()
+            .or(config.ecr.repository.as_deref()),
+    )?;
+    let ecr = EcrOptions {
+        layout,
+        kms_key: args.kms_key.clone().or(config.ecr.kms_key.clone()),
+        endpoint: args.ecr_endpoint.clone().or(config.ecr.endpoint.clone()),
+        copy: CopyOptions {
+            concurrency: args.concurrency.max(1),
+            retry: RetryPolicy::default(),
+            ..CopyOptions::default()
+        },
+    };
+    let what = args.bundle.clone();
+    let source = tokio::task::spawn_blocking(move || {
+        super::s3::open_any(&what, tokio::runtime::Handle::current())
+    })
+    .await??;
+    let reporter = Arc::new(Reporter::new());
+    let installer = Installer::open(
+        Arc::from(source),
+        policy,
+        args.region.clone().or(config.region.clone()),
+        ecr,
+        reporter.clone(),
+    )
+    .await
+    .with_context(|| format!("installing {}", args.bundle))?;
+    reporter.finish();
+    let (plan, session) = installer.plan().await?;
+    super::keys::report_signature(&plan.signature);
+    print_plan(&plan);
+    if args.plan {
+        if args.json {
+            super::print_json(&plan)?;
+        }
+        eprintln!("--plan: nothing was changed");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !args.yes && !confirm()? {
+        eprintln!("nothing was changed");
+        return Ok(ExitCode::FAILURE);
+    }
+    let report = installer.apply(&plan, &session, reporter.clone()).await?;
+    reporter.finish();
+    let copy = &report.copy;
+    if copy.bytes_transferred == 0
+        && copy.manifests_written == 0
+        && report.repositories_created.is_empty()
+    {
+        eprintln!("nothing to push: ECR already holds every image, manifest and tag");
+    } else {
+        eprintln!(
+            "pushed {} ({} blobs already there, {}), wrote {} manifests and tags, created {} repositories, in {:.1}s",
+            units::bytes(copy.bytes_transferred),
+            copy.blobs_present,
+            units::bytes(copy.bytes_present),
+            copy.manifests_written,
+            report.repositories_created.len(),
+            copy.seconds
+        );
+    }
+    if args.json {
+        super::print_json(&serde_json::json!({"plan": plan, "push": report}))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,108 @@
+//! The install configuration (`install.toml`); every key can also be given as a flag.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstallConfig {
+    /// AWS region; default: the standard AWS configuration's.
+    pub region: Option<String>,
+    #[serde(default)]
+    pub ecr: EcrConfig,
+    /// Trusted public keys (minisign .pub files), relative to the config file.
+    #[serde(default)]
+    pub public_keys: Vec<PathBuf>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EcrConfig {
+    /// `per-image` (repositories `<repository>/<image>`) or `single-repo` (one repository
+    /// `<repository>`, tags `<image>_<tag>`).
+    pub layout: Option<String>,
+    /// Prefix (per-image, default `dify`) or repository name (single-repo).
+    pub repository: Option<String>,
+    /// KMS key for repository encryption; default AES256.
+    pub kms_key: Option<String>,
+    /// Registry endpoint to push to instead of the one ECR names (a VPC endpoint's DNS
+    /// name, or a test registry); `http://` for plain HTTP.
+    pub endpoint: Option<String>,
+}
+
+/// Where images go in ECR.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EcrLayout {
+    /// `<prefix>/<image>:<tag>`.
+    PerImage { prefix: String },
+    /// `<repository>:<image>_<tag>`, as the AWS CDK sample expects.
+    SingleRepo { repository: String },
+}
+
+impl EcrLayout {
+    pub fn parse(layout: Option<&str>, repository: Option<&str>) -> Result<EcrLayout> {
+        match layout.unwrap_or("per-image") {
+            "per-image" => Ok(EcrLayout::PerImage {
+                prefix: repository.unwrap_or("dify").trim_matches('/').to_owned(),
+            }),
+            "single-repo" => Ok(EcrLayout::SingleRepo {
+                repository: repository
+                    .ok_or_else(|| Error::invalid("ECR layout single-repo needs a repository name (--ecr-repository NAME)"))?
+                    .to_owned(),
+            }),
+            other => Err(Error::invalid(format!(
+                "ECR layout `{other}`: expected per-image or single-repo"
+            ))),
+        }
+    }
+
+    /// Repository and tag for an image named `image` (e.g. `dify-api`) with tag `tag`.
+    pub fn place(&self, image: &str, tag: &str) -> (String, String) {
+        match self {
+            EcrLayout::PerImage { prefix } if prefix.is_empty() => {
+                (image.to_owned(), tag.to_owned())
+            }
+            EcrLayout::PerImage { prefix } => (format!("{prefix}/{image}"), tag.to_owned()),
+            EcrLayout::SingleRepo { repository } => (repository.clone(), format!("{image}_{tag}")),
+        }
+    }
+}
+
+impl InstallConfig {
+    pub fn load(path: &Path) -> Result<InstallConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let mut config: InstallConfig = toml::from_str(&text)
+            .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for key in &mut config.public_keys {
+            if key.is_relative() {
+                *key = base.join(&*key);
+            }
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_place_images() {
+        let per = EcrLayout::parse(None, None).unwrap();
+        assert_eq!(
+            per.place("dify-api", "1.13.3"),
+            ("dify/dify-api".into(), "1.13.3".into())
+        );
+        let single = EcrLayout::parse(Some("single-repo"), Some("dify-images")).unwrap();
+        assert_eq!(
+            single.place("dify-web", "1.13.3"),
+            ("dify-images".into(), "dify-web_1.13.3".into())
+        );
+        assert!(EcrLayout::parse(Some("single-repo"), None).is_err());
+        assert!(EcrLayout::parse(Some("flat"), None).is_err());
+    }
+}

@@ -1,0 +1,223 @@
+//! The ECR step: where each image goes, what ECR already has, creating repositories, and
+//! pushing through the copy engine (blobs ECR lacks with the monolithic streaming PUT ECR
+//! needs, then per-platform manifests by digest, then tags).
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::config::EcrLayout;
+use crate::aws::ecr::{Ecr, RegistryLogin};
+use crate::bundle::BundleManifest;
+use crate::bundle::source::SourceStore;
+use crate::copy::{self, CopyOptions, CopyReport, ImagePlan, Root};
+use crate::error::{Error, Result};
+use crate::reference::ImageRef;
+use crate::store::registry::Registries;
+use crate::store::{BlobState, RegistryOptions, Store, Tag};
+
+/// One image of the bundle and where it goes.
+#[derive(Clone, Debug, Serialize)]
+pub struct ImageTarget {
+    pub role: String,
+    pub digest: String,
+    pub repository: String,
+    pub tag: String,
+}
+
+/// Where every image goes. A derived image (the sandbox with packages) gets its content
+/// digest in the tag, because tags are immutable and the packages may change.
+pub fn targets(manifest: &BundleManifest, layout: &EcrLayout) -> Result<Vec<ImageTarget>> {
+    manifest
+        .images
+        .iter()
+        .map(|image| {
+            let source: ImageRef = image.source.parse()?;
+            let name = source
+                .repository
+                .rsplit('/')
+                .next()
+                .unwrap_or(&source.repository)
+                .to_owned();
+            let mut tag = source.tag.clone().unwrap_or_else(|| "latest".to_owned());
+            if image.base_digest.is_some() {
+                tag = format!("{tag}-{}", &image.digest.hex()[..12]);
+            }
+            let (repository, tag) = layout.place(&name, &tag);
+            Ok(ImageTarget {
+                role: image.role.clone(),
+                digest: image.digest.to_string(),
+                repository,
+                tag,
+            })
+        })
+        .collect()
+}
+
+pub struct EcrOptions {
+    pub layout: EcrLayout,
+    pub kms_key: Option<String>,
+    /// Push here instead of the registry ECR names (`http://` for plain HTTP).
+    pub endpoint: Option<String>,
+    pub copy: CopyOptions,
+}
+
+/// What the ECR step would do.
+#[derive(Debug, Serialize)]
+pub struct EcrPlan {
+    pub registry: String,
+    pub repositories_to_create: Vec<String>,
+    pub repositories_existing: Vec<String>,
+    pub images: Vec<ImageTarget>,
+    /// Blobs (by repository) the push needs, and how many ECR already has.
+    pub blobs: usize,
+    pub bytes: u64,
+    pub blobs_present: usize,
+    pub bytes_present: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PushReport {
+    pub repositories_created: Vec<String>,
+    pub copy: CopyReport,
+}
+
+/// An ECR session: the control plane and a registry store logged in to the data plane.
+pub struct Session {
+    ecr: Ecr,
+    login: RegistryLogin,
+    registries: Registries,
+}
+
+impl Session {
+    pub async fn open(config: &aws_config::SdkConfig, options: &EcrOptions) -> Result<Session> {
+        let ecr = Ecr::new(config);
+        let login = ecr.login().await?;
+        let mut registry = RegistryOptions {
+            retry: options.copy.retry,
+            ..RegistryOptions::default()
+        };
+        registry
+            .credentials
+            .insert(login.host.clone(), login.credentials.clone());
+        if let Some(endpoint) = &options.endpoint {
+            let host = endpoint
+                .trim_start_matches("https://")
+                .trim_start_matches("http://")
+                .trim_end_matches('/');
+            registry.add_mirror_flag(&format!("{}={host}", login.host))?;
+            registry
+                .credentials
+                .insert(host.to_owned(), login.credentials.clone());
+            if endpoint.starts_with("http://") {
+                registry.insecure.insert(host.to_owned());
+            }
+        }
+        Ok(Session {
+            ecr,
+            registries: Registries::new(registry)?,
+            login,
+        })
+    }
+
+    pub fn registry(&self) -> &str {
+        &self.login.host
+    }
+
+    fn store(&self) -> Arc<dyn Store> {
+        self.registries.store(&self.login.host)
+    }
+}
+
+fn roots(manifest: &BundleManifest, targets: &[ImageTarget], source: Arc<dyn Store>) -> Vec<Root> {
+    manifest
+        .images
+        .iter()
+        .zip(targets)
+        .map(|(image, target)| Root {
+            source: source.clone(),
+            source_repo: image.role.clone(),
+            reference: image.digest.to_string(),
+            dest_repo: target.repository.clone(),
+            tag: Some(Tag {
+                name: target.tag.clone(),
+                ..Tag::default()
+            }),
+            label: format!("{} ({}:{})", image.role, target.repository, target.tag),
+        })
+        .collect()
+}
+
+/// Works out what pushing would change, changing nothing.
+pub async fn plan(
+    session: &Session,
+    manifest: &BundleManifest,
+    source: Arc<SourceStore>,
+    options: &EcrOptions,
+) -> Result<EcrPlan> {
+    let images = targets(manifest, &options.layout)?;
+    let mut wanted: Vec<String> = images.iter().map(|t| t.repository.clone()).collect();
+    wanted.sort();
+    wanted.dedup();
+    let existing = session.ecr.existing(&wanted).await?;
+    let destination = session.store();
+    let roots = roots(manifest, &images, source);
+    let plans: Vec<ImagePlan> = copy::plan(&roots, destination.as_ref(), &[]).await?;
+    let mut plan = EcrPlan {
+        registry: session.login.host.clone(),
+        repositories_to_create: wanted
+            .iter()
+            .filter(|r| !existing.contains(r))
+            .cloned()
+            .collect(),
+        repositories_existing: existing.clone(),
+        images,
+        blobs: 0,
+        bytes: 0,
+        blobs_present: 0,
+        bytes_present: 0,
+    };
+    for (root, image) in roots.iter().zip(&plans) {
+        let mut seen = std::collections::BTreeSet::new();
+        for blob in image.blobs.iter().filter(|b| seen.insert(b.digest.clone())) {
+            plan.blobs += 1;
+            plan.bytes += blob.size;
+            if existing.contains(&root.dest_repo)
+                && destination.blob_state(&root.dest_repo, blob).await? == BlobState::Present
+            {
+                plan.blobs_present += 1;
+                plan.bytes_present += blob.size;
+            }
+        }
+    }
+    Ok(plan)
+}
+
+/// Creates the missing repositories and pushes every image.
+pub async fn push(
+    session: &Session,
+    manifest: &BundleManifest,
+    source: Arc<SourceStore>,
+    plan: &EcrPlan,
+    options: &EcrOptions,
+    progress: Arc<dyn crate::progress::Progress>,
+) -> Result<PushReport> {
+    for repository in &plan.repositories_to_create {
+        progress.note(&format!("creating ECR repository {repository}"));
+        session
+            .ecr
+            .create_repository(repository, options.kms_key.as_deref())
+            .await?;
+    }
+    let roots = roots(manifest, &plan.images, source);
+    let copy = copy::copy(&roots, session.store(), &options.copy, progress)
+        .await
+        .map_err(|e| Error::Context {
+            context: format!("pushing to {}", session.login.host),
+            inner: Box::new(e),
+        })?;
+    Ok(PushReport {
+        repositories_created: plan.repositories_to_create.clone(),
+        copy,
+    })
+}

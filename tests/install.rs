@@ -1,0 +1,293 @@
+//! `install --isolated`, the ECR part: moto_server 5.2.5 for STS and ECR's control plane,
+//! docker-registry with htpasswd `AWS:<token>` standing in for ECR's data plane, skopeo
+//! checking what was pushed.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::fixtures::{self, layer};
+use common::{
+    Auth, Moto, Registry, assert_fails_with, assert_success, dify_bundle, json, run, skopeo,
+    stderr, write_recipe,
+};
+
+/// moto's GetAuthorizationToken password for its default account.
+const TOKEN: &str = "123456789012-auth-token";
+
+struct World {
+    moto: Moto,
+    ecr_data: Registry,
+    _source: Registry,
+    work: tempfile::TempDir,
+    bundle: PathBuf,
+    public: PathBuf,
+}
+
+async fn world() -> World {
+    let moto = Moto::start();
+    let ecr_data = Registry::start(Auth::Htpasswd {
+        user: "AWS".into(),
+        password: TOKEN.into(),
+    });
+    let source = Registry::start(Auth::None);
+    fixtures::dify_like(&source, "langgenius", &layer(41, 1 << 20), 256 << 10).await;
+    let work = tempfile::tempdir().unwrap();
+    let stem = work.path().join("key");
+    assert_success(&run(dify_bundle()
+        .args(["key", "generate", "--no-password", "--out"])
+        .arg(&stem)));
+    let host = source.host();
+    let recipe = write_recipe(
+        work.path(),
+        &[
+            ("api", format!("{host}/langgenius/dify-api:1.0")),
+            ("web", format!("{host}/langgenius/dify-web:1.0")),
+            ("sandbox", format!("{host}/langgenius/dify-sandbox:1.0")),
+            (
+                "plugin-daemon",
+                format!("{host}/langgenius/dify-plugin-daemon:1.0"),
+            ),
+        ],
+    );
+    let bundle = work.path().join("bundle");
+    assert_success(&run(dify_bundle()
+        .args(["build", "--insecure-registry", &host, "--sign-key"])
+        .arg(stem.with_extension("key"))
+        .arg("--recipe")
+        .arg(&recipe)
+        .arg("--out")
+        .arg(&bundle)));
+    World {
+        public: stem.with_extension("pub"),
+        moto,
+        ecr_data,
+        _source: source,
+        work,
+        bundle,
+    }
+}
+
+impl World {
+    fn install(&self, bundle: &Path, extra: &[&str]) -> Output {
+        let mut command = dify_bundle();
+        self.moto.env(&mut command);
+        run(command
+            .args([
+                "install",
+                "--isolated",
+                "--json",
+                "--region",
+                "us-east-1",
+                "--ecr-endpoint",
+            ])
+            .arg(format!("http://{}", self.ecr_data.host()))
+            .arg("--pubkey")
+            .arg(&self.public)
+            .arg("--bundle")
+            .arg(bundle)
+            .args(extra)
+            .stdin(std::process::Stdio::null()))
+    }
+
+    async fn repositories(&self) -> Vec<String> {
+        let out = self
+            .moto
+            .ecr()
+            .describe_repositories()
+            .send()
+            .await
+            .unwrap();
+        let mut names: Vec<String> = out
+            .repositories()
+            .iter()
+            .filter_map(|r| r.repository_name().map(str::to_owned))
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_then_push_then_nothing_to_push() {
+    let w = world().await;
+
+    // --plan says everything and changes nothing.
+    let planned = w.install(&w.bundle, &["--plan"]);
+    assert_success(&planned);
+    let plan = json(&planned);
+    assert_eq!(
+        plan["ecr"]["repositories_to_create"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    assert_eq!(plan["ecr"]["blobs_present"], 0);
+    assert_eq!(plan["identity"]["account"], "123456789012");
+    assert!(stderr(&planned).contains("dify/dify-api:1.0"));
+    assert!(
+        w.repositories().await.is_empty(),
+        "--plan created repositories"
+    );
+
+    // Without --yes and without a terminal to ask on: refused, nothing changed.
+    assert_fails_with(&w.install(&w.bundle, &[]), "--yes");
+    assert!(w.repositories().await.is_empty());
+
+    let pushed = w.install(&w.bundle, &["--yes"]);
+    assert_success(&pushed);
+    assert_eq!(
+        w.repositories().await,
+        [
+            "dify/dify-api",
+            "dify/dify-plugin-daemon",
+            "dify/dify-sandbox",
+            "dify/dify-web"
+        ]
+    );
+    let repo = w
+        .moto
+        .ecr()
+        .describe_repositories()
+        .repository_names("dify/dify-api")
+        .send()
+        .await
+        .unwrap();
+    let repo = &repo.repositories()[0];
+    assert_eq!(
+        repo.image_tag_mutability().map(|m| m.as_str()),
+        Some("IMMUTABLE")
+    );
+    assert_eq!(
+        repo.image_scanning_configuration()
+            .map(|c| c.scan_on_push()),
+        Some(true)
+    );
+
+    // skopeo finds every image under its tag, with the bundle's digests.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(w.bundle.join("bundle.json")).unwrap()).unwrap();
+    for image in manifest["images"].as_array().unwrap() {
+        let name = image["source"]
+            .as_str()
+            .unwrap()
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .split(':')
+            .next()
+            .unwrap();
+        let reference = format!("docker://{}/dify/{name}:1.0", w.ecr_data.host());
+        let raw = skopeo(&[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "--creds",
+            &format!("AWS:{TOKEN}"),
+            &reference,
+        ]);
+        assert!(
+            raw.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&raw.stderr)
+        );
+        assert_eq!(
+            dify_bundle::digest::Digest::of(&raw.stdout).to_string(),
+            image["digest"].as_str().unwrap()
+        );
+        for platform in image["platforms"].as_array().unwrap() {
+            let by_digest = format!(
+                "docker://{}/dify/{name}@{}",
+                w.ecr_data.host(),
+                platform["digest"].as_str().unwrap()
+            );
+            let found = skopeo(&[
+                "inspect",
+                "--raw",
+                "--tls-verify=false",
+                "--creds",
+                &format!("AWS:{TOKEN}"),
+                &by_digest,
+            ]);
+            assert!(found.status.success(), "{name} {}", platform["platform"]);
+        }
+    }
+
+    // A second run pushes nothing and says so.
+    let again = w.install(&w.bundle, &["--yes"]);
+    assert_success(&again);
+    assert!(
+        stderr(&again).contains("nothing to push"),
+        "{}",
+        stderr(&again)
+    );
+    let report = json(&again);
+    assert_eq!(report["push"]["copy"]["bytes_transferred"], 0);
+    assert_eq!(
+        report["plan"]["ecr"]["blobs_present"],
+        report["plan"]["ecr"]["blobs"]
+    );
+
+    // Media parts install the same way (and find everything there).
+    let media = w.work.path().join("media");
+    assert_success(&run(dify_bundle()
+        .arg("pack")
+        .arg(&w.bundle)
+        .args(["--split-size", "1MiB", "--allow-unsigned", "--out"])
+        .arg(&media)));
+    let from_parts = w.install(&media, &["--yes"]);
+    assert_success(&from_parts);
+    assert!(stderr(&from_parts).contains("nothing to push"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_bundle_is_refused_before_any_change() {
+    let w = world().await;
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(w.bundle.join("bundle.json")).unwrap()).unwrap();
+    let blob = manifest["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .find(|p| p.starts_with("blobs/"))
+        .unwrap();
+    let path = w.bundle.join(blob);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[0] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    let refused = w.install(&w.bundle, &["--yes"]);
+    assert_fails_with(&refused, blob);
+    assert!(stderr(&refused).contains("nothing was changed"));
+    assert!(w.repositories().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_the_registry_rejects_is_reported() {
+    let w = world().await;
+    // The data plane no longer accepts moto's token (as with an expired one).
+    let other = Registry::start(Auth::Htpasswd {
+        user: "AWS".into(),
+        password: "something-else".into(),
+    });
+    let mut command = dify_bundle();
+    w.moto.env(&mut command);
+    let out = run(command
+        .args([
+            "install",
+            "--isolated",
+            "--yes",
+            "--region",
+            "us-east-1",
+            "--ecr-endpoint",
+        ])
+        .arg(format!("http://{}", other.host()))
+        .arg("--pubkey")
+        .arg(&w.public)
+        .arg("--bundle")
+        .arg(&w.bundle));
+    assert_fails_with(&out, "rejected the credentials for user `AWS`");
+    let _ = Command::new("true").status();
+}
