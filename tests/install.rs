@@ -5,7 +5,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use common::fixtures::{self, layer};
 use common::{
@@ -127,6 +127,9 @@ async fn plan_then_push_then_nothing_to_push() {
     assert_eq!(plan["ecr"]["blobs_present"], 0);
     assert_eq!(plan["identity"]["account"], "123456789012");
     assert!(stderr(&planned).contains("dify/dify-api:1.0"));
+    let endpoints = plan["endpoints"].as_array().unwrap();
+    assert_eq!(endpoints.len(), 7);
+    assert!(endpoints.iter().all(|e| e["reachable"] == true), "{endpoints:?}");
     assert!(
         w.repositories().await.is_empty(),
         "--plan created repositories"
@@ -289,5 +292,18 @@ async fn a_token_the_registry_rejects_is_reported() {
         .arg("--bundle")
         .arg(&w.bundle));
     assert_fails_with(&out, "rejected the credentials for user `AWS`");
-    let _ = Command::new("true").status();
+
+    // An ECR data plane this host cannot reach stops the install at preflight, by name.
+    let closed = common::free_port();
+    let mut command = dify_bundle();
+    w.moto.env(&mut command);
+    let out = run(command
+        .args(["install", "--isolated", "--yes", "--region", "us-east-1", "--ecr-endpoint"])
+        .arg(format!("http://127.0.0.1:{closed}"))
+        .arg("--pubkey")
+        .arg(&w.public)
+        .arg("--bundle")
+        .arg(&w.bundle));
+    assert_fails_with(&out, &format!("ecr.dkr         127.0.0.1:{closed}"));
+    assert!(w.repositories().await.is_empty());
 }

@@ -2,6 +2,7 @@
 //! (environment, profiles, instance role), identity (STS) and ECR's control plane.
 
 pub mod ecr;
+pub mod reach;
 
 use crate::error::{Error, Result};
 

@@ -72,7 +72,13 @@ fn print_plan(plan: &InstallPlan) {
             dify_bundle::bundle::SignatureStatus::NotVerified { .. } => "NOT VERIFIED".to_owned(),
         }
     );
-    eprintln!("  2. preflight: credentials work ({})", plan.identity.arn);
+    eprintln!(
+        "  2. preflight: credentials work ({}); endpoints from this host:",
+        plan.identity.arn
+    );
+    for endpoint in &plan.endpoints {
+        eprintln!("       {endpoint}");
+    }
     eprintln!("  3. ECR registry {}:", ecr.registry);
     for repository in &ecr.repositories_to_create {
         eprintln!(

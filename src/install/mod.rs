@@ -28,6 +28,8 @@ pub struct InstallPlan {
     pub files_verified: usize,
     pub identity: Identity,
     pub region: String,
+    /// The AWS endpoints this host can (and cannot) reach.
+    pub endpoints: Vec<aws::reach::Reachability>,
     pub ecr: EcrPlan,
 }
 
@@ -89,6 +91,26 @@ impl Installer {
             .map(|r| r.to_string())
             .ok_or_else(|| Error::invalid("no AWS region: pass --region or set AWS_REGION"))?;
         let session = ecr::Session::open(&self.config, &self.ecr).await?;
+        let mut endpoints = aws::reach::installer_endpoints(&region, session.registry());
+        if let Some(data_plane) = &self.ecr.endpoint
+            && let Some(entry) = endpoints
+                .iter_mut()
+                .find(|(service, _)| service == "ecr.dkr")
+        {
+            entry.1 = data_plane.clone();
+        }
+        let endpoints = aws::reach::check_all(&endpoints).await;
+        let unreachable: Vec<String> = endpoints
+            .iter()
+            .filter(|e| !e.reachable && (e.service == "ecr.api" || e.service == "ecr.dkr"))
+            .map(|e| e.to_string())
+            .collect();
+        if !unreachable.is_empty() {
+            return Err(Error::invalid(format!(
+                "this host cannot reach ECR, which the push needs (create the ecr.api and ecr.dkr VPC endpoints with private DNS, or run from a host that can):\n  {}",
+                unreachable.join("\n  ")
+            )));
+        }
         let ecr_plan = ecr::plan(&session, &self.manifest, self.store(), &self.ecr).await?;
         Ok((
             InstallPlan {
@@ -98,6 +120,7 @@ impl Installer {
                 files_verified: self.files,
                 identity,
                 region,
+                endpoints,
                 ecr: ecr_plan,
             },
             session,
