@@ -307,3 +307,57 @@ async fn a_token_the_registry_rejects_is_reported() {
     assert_fails_with(&out, &format!("ecr.dkr         127.0.0.1:{closed}"));
     assert!(w.repositories().await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_killed_midway_resumes_and_sends_only_the_rest() {
+    use common::proxy::{Fault, Proxy};
+    let w = world().await;
+    let proxy = Proxy::start(w.ecr_data.host()).await;
+    // One blob at a time, api's first: the first upload into dify-web hangs.
+    proxy.inject("/v2/dify/dify-web/blobs/uploads/", Fault::Stall, 1);
+    let mut command = dify_bundle();
+    w.moto.env(&mut command);
+    command
+        .args(["install", "--isolated", "--yes", "--concurrency", "1", "--region", "us-east-1", "--ecr-endpoint"])
+        .arg(format!("http://{}", proxy.host()))
+        .arg("--pubkey")
+        .arg(&w.public)
+        .arg("--bundle")
+        .arg(&w.bundle)
+        .stderr(std::process::Stdio::null());
+    let mut child = tokio::process::Command::from(command).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !proxy.requests().iter().any(|r| r.path.starts_with("/v2/dify/dify-web/blobs/uploads/")) {
+        assert!(std::time::Instant::now() < deadline, "the push never reached dify-web");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+
+    let resumed = w.install(&w.bundle, &["--yes"]);
+    assert_success(&resumed);
+    let report = json(&resumed);
+    let copy = &report["push"]["copy"];
+    assert!(copy["blobs_present"].as_u64().unwrap() > 0, "{copy}");
+    assert_eq!(
+        copy["bytes_transferred"].as_u64().unwrap() + copy["bytes_present"].as_u64().unwrap(),
+        copy["blob_bytes"].as_u64().unwrap()
+    );
+    assert!(stderr(&w.install(&w.bundle, &["--yes"])).contains("nothing to push"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn installs_straight_from_s3() {
+    let w = world().await;
+    w.moto.s3().create_bucket().bucket("air").send().await.unwrap();
+    let mut upload = dify_bundle();
+    w.moto.env(&mut upload);
+    assert_success(&run(upload.arg("upload").arg(&w.bundle).arg("s3://air/dify").arg("--pubkey").arg(&w.public)));
+    let installed = w.install(Path::new("s3://air/dify/bundles/test-bundle"), &["--yes"]);
+    assert_success(&installed);
+    assert_eq!(w.repositories().await.len(), 4);
+    let report = json(&installed);
+    assert_eq!(report["push"]["copy"]["bytes_transferred"], report["push"]["copy"]["blob_bytes"]);
+    let raw = skopeo(&["inspect", "--raw", "--tls-verify=false", "--creds", &format!("AWS:{TOKEN}"), &format!("docker://{}/dify/dify-web:1.0", w.ecr_data.host())]);
+    assert!(raw.status.success(), "{}", String::from_utf8_lossy(&raw.stderr));
+}
