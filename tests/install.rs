@@ -129,7 +129,10 @@ async fn plan_then_push_then_nothing_to_push() {
     assert!(stderr(&planned).contains("dify/dify-api:1.0"));
     let endpoints = plan["endpoints"].as_array().unwrap();
     assert_eq!(endpoints.len(), 7);
-    assert!(endpoints.iter().all(|e| e["reachable"] == true), "{endpoints:?}");
+    assert!(
+        endpoints.iter().all(|e| e["reachable"] == true),
+        "{endpoints:?}"
+    );
     assert!(
         w.repositories().await.is_empty(),
         "--plan created repositories"
@@ -298,7 +301,14 @@ async fn a_token_the_registry_rejects_is_reported() {
     let mut command = dify_bundle();
     w.moto.env(&mut command);
     let out = run(command
-        .args(["install", "--isolated", "--yes", "--region", "us-east-1", "--ecr-endpoint"])
+        .args([
+            "install",
+            "--isolated",
+            "--yes",
+            "--region",
+            "us-east-1",
+            "--ecr-endpoint",
+        ])
         .arg(format!("http://127.0.0.1:{closed}"))
         .arg("--pubkey")
         .arg(&w.public)
@@ -318,7 +328,16 @@ async fn a_push_killed_midway_resumes_and_sends_only_the_rest() {
     let mut command = dify_bundle();
     w.moto.env(&mut command);
     command
-        .args(["install", "--isolated", "--yes", "--concurrency", "1", "--region", "us-east-1", "--ecr-endpoint"])
+        .args([
+            "install",
+            "--isolated",
+            "--yes",
+            "--concurrency",
+            "1",
+            "--region",
+            "us-east-1",
+            "--ecr-endpoint",
+        ])
         .arg(format!("http://{}", proxy.host()))
         .arg("--pubkey")
         .arg(&w.public)
@@ -327,8 +346,15 @@ async fn a_push_killed_midway_resumes_and_sends_only_the_rest() {
         .stderr(std::process::Stdio::null());
     let mut child = tokio::process::Command::from(command).spawn().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !proxy.requests().iter().any(|r| r.path.starts_with("/v2/dify/dify-web/blobs/uploads/")) {
-        assert!(std::time::Instant::now() < deadline, "the push never reached dify-web");
+    while !proxy
+        .requests()
+        .iter()
+        .any(|r| r.path.starts_with("/v2/dify/dify-web/blobs/uploads/"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the push never reached dify-web"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     child.start_kill().unwrap();
@@ -349,15 +375,40 @@ async fn a_push_killed_midway_resumes_and_sends_only_the_rest() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn installs_straight_from_s3() {
     let w = world().await;
-    w.moto.s3().create_bucket().bucket("air").send().await.unwrap();
+    w.moto
+        .s3()
+        .create_bucket()
+        .bucket("air")
+        .send()
+        .await
+        .unwrap();
     let mut upload = dify_bundle();
     w.moto.env(&mut upload);
-    assert_success(&run(upload.arg("upload").arg(&w.bundle).arg("s3://air/dify").arg("--pubkey").arg(&w.public)));
+    assert_success(&run(upload
+        .arg("upload")
+        .arg(&w.bundle)
+        .arg("s3://air/dify")
+        .arg("--pubkey")
+        .arg(&w.public)));
     let installed = w.install(Path::new("s3://air/dify/bundles/test-bundle"), &["--yes"]);
     assert_success(&installed);
     assert_eq!(w.repositories().await.len(), 4);
     let report = json(&installed);
-    assert_eq!(report["push"]["copy"]["bytes_transferred"], report["push"]["copy"]["blob_bytes"]);
-    let raw = skopeo(&["inspect", "--raw", "--tls-verify=false", "--creds", &format!("AWS:{TOKEN}"), &format!("docker://{}/dify/dify-web:1.0", w.ecr_data.host())]);
-    assert!(raw.status.success(), "{}", String::from_utf8_lossy(&raw.stderr));
+    assert_eq!(
+        report["push"]["copy"]["bytes_transferred"],
+        report["push"]["copy"]["blob_bytes"]
+    );
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        "--creds",
+        &format!("AWS:{TOKEN}"),
+        &format!("docker://{}/dify/dify-web:1.0", w.ecr_data.host()),
+    ]);
+    assert!(
+        raw.status.success(),
+        "{}",
+        String::from_utf8_lossy(&raw.stderr)
+    );
 }

@@ -105,4 +105,29 @@ mod tests {
         assert!(EcrLayout::parse(Some("single-repo"), None).is_err());
         assert!(EcrLayout::parse(Some("flat"), None).is_err());
     }
+
+    #[test]
+    fn the_examples_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("install-")
+            {
+                let config = InstallConfig::load(&path).unwrap();
+                assert_eq!(config.public_keys, vec![dir.join("release.pub")]);
+                EcrLayout::parse(
+                    config.ecr.layout.as_deref(),
+                    config.ecr.repository.as_deref(),
+                )
+                .unwrap();
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 2);
+    }
 }
