@@ -18,6 +18,7 @@ pub mod recipe;
 pub mod reference;
 pub mod retry;
 pub mod signing;
+pub mod stack;
 pub mod store;
 pub mod units;
 

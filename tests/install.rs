@@ -412,3 +412,115 @@ async fn installs_straight_from_s3() {
         String::from_utf8_lossy(&raw.stderr)
     );
 }
+
+/// Services (short names) of the endpoints in a VPC.
+async fn endpoint_services(w: &World, vpc: &str) -> Vec<String> {
+    let out = w
+        .moto
+        .ec2()
+        .describe_vpc_endpoints()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("vpc-id")
+                .values(vpc)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let mut names: Vec<String> = out
+        .vpc_endpoints()
+        .iter()
+        .filter_map(|e| {
+            e.service_name()
+                .map(|s| s.trim_start_matches("com.amazonaws.us-east-1.").to_owned())
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_stack_in_an_existing_vpc_skips_what_is_there() {
+    let w = world().await;
+    let ec2 = w.moto.ec2();
+    let vpc = ec2
+        .create_vpc()
+        .cidr_block("10.42.0.0/16")
+        .send()
+        .await
+        .unwrap();
+    let vpc = vpc.vpc().unwrap().vpc_id().unwrap().to_owned();
+    let mut subnets = Vec::new();
+    for (cidr, zone) in [
+        ("10.42.1.0/24", "us-east-1a"),
+        ("10.42.2.0/24", "us-east-1b"),
+    ] {
+        let subnet = ec2
+            .create_subnet()
+            .vpc_id(&vpc)
+            .cidr_block(cidr)
+            .availability_zone(zone)
+            .send()
+            .await
+            .unwrap();
+        subnets.push(subnet.subnet().unwrap().subnet_id().unwrap().to_owned());
+    }
+    // Someone already made the logs endpoint.
+    ec2.create_vpc_endpoint()
+        .vpc_id(&vpc)
+        .service_name("com.amazonaws.us-east-1.logs")
+        .vpc_endpoint_type(aws_sdk_ec2::types::VpcEndpointType::Interface)
+        .subnet_ids(&subnets[0])
+        .send()
+        .await
+        .unwrap();
+    let network = ["--vpc-id", vpc.as_str(), "--subnet-ids", &subnets.join(",")];
+
+    let planned = w.install(&w.bundle, &[&network[..], &["--plan"]].concat());
+    assert_success(&planned);
+    let plan = json(&planned);
+    assert_eq!(plan["network"]["skip"], serde_json::json!(["logs"]));
+    assert_eq!(plan["network"]["create"].as_array().unwrap().len(), 9);
+    assert_eq!(
+        endpoint_services(&w, &vpc).await,
+        ["logs"],
+        "--plan changed the VPC"
+    );
+
+    let installed = w.install(&w.bundle, &[&network[..], &["--yes"]].concat());
+    assert_success(&installed);
+    let services = endpoint_services(&w, &vpc).await;
+    for service in [
+        "bedrock",
+        "bedrock-agent-runtime",
+        "bedrock-runtime",
+        "ecr.api",
+        "ecr.dkr",
+        "logs",
+        "s3",
+        "secretsmanager",
+        "ssm",
+        "ssmmessages",
+    ] {
+        assert!(
+            services.iter().any(|s| s == service),
+            "{service} missing: {services:?}"
+        );
+    }
+    assert_eq!(
+        services.iter().filter(|s| *s == "logs").count(),
+        1,
+        "a second logs endpoint was made"
+    );
+
+    // Again: the stack keeps its own endpoints and has nothing to do; ECR nothing to push.
+    let again = w.install(&w.bundle, &[&network[..], &["--yes"]].concat());
+    assert_success(&again);
+    let err = stderr(&again);
+    assert!(
+        err.contains("nothing to do") && err.contains("nothing to push"),
+        "{err}"
+    );
+    assert_eq!(endpoint_services(&w, &vpc).await, services);
+}

@@ -1,6 +1,8 @@
 //! AWS clients and the calls the installer makes: configuration from the standard chain
 //! (environment, profiles, instance role), identity (STS) and ECR's control plane.
 
+pub mod cloudformation;
+pub mod ec2;
 pub mod ecr;
 pub mod reach;
 

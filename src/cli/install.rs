@@ -7,8 +7,11 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use clap::Args;
+use dify_bundle::aws::cloudformation::Deployed;
 use dify_bundle::copy::CopyOptions;
-use dify_bundle::install::{EcrLayout, EcrOptions, InstallConfig, InstallPlan, Installer};
+use dify_bundle::install::{
+    EcrLayout, EcrOptions, InstallConfig, InstallOptions, InstallPlan, Installer, NetworkTarget,
+};
 use dify_bundle::retry::RetryPolicy;
 use dify_bundle::signing::TrustedKeys;
 use dify_bundle::units;
@@ -47,6 +50,18 @@ pub struct InstallArgs {
     /// Push to this registry endpoint instead of the one ECR names (http:// for plain HTTP)
     #[arg(long, value_name = "URL")]
     ecr_endpoint: Option<String>,
+    /// Existing VPC to create the endpoints in (with --subnet-ids)
+    #[arg(long, value_name = "VPC")]
+    vpc_id: Option<String>,
+    /// Subnets (two AZs) for the interface endpoints, comma-separated
+    #[arg(long, value_name = "SUBNETS", value_delimiter = ',')]
+    subnet_ids: Vec<String>,
+    /// Create a new isolated VPC with this CIDR instead (two subnets in two AZs)
+    #[arg(long, value_name = "CIDR", conflicts_with = "vpc_id")]
+    new_vpc_cidr: Option<String>,
+    /// Name of the VPC endpoints stack
+    #[arg(long, value_name = "NAME")]
+    endpoints_stack: Option<String>,
     #[command(flatten)]
     trust: super::keys::TrustArgs,
     /// Blobs pushed at once
@@ -58,7 +73,6 @@ pub struct InstallArgs {
 }
 
 fn print_plan(plan: &InstallPlan) {
-    let ecr = &plan.ecr;
     eprintln!(
         "plan for {} (Dify {}), account {} in {}:",
         plan.bundle, plan.dify_version, plan.identity.account, plan.region
@@ -79,7 +93,24 @@ fn print_plan(plan: &InstallPlan) {
     for endpoint in &plan.endpoints {
         eprintln!("       {endpoint}");
     }
-    eprintln!("  3. ECR registry {}:", ecr.registry);
+    match &plan.network {
+        Some(network) => {
+            eprintln!("  3. network: stack {} in {}", network.stack, network.vpc);
+            eprintln!("       endpoints to have: {}", network.create.join(", "));
+            if !network.skip.is_empty() {
+                eprintln!(
+                    "       already in the VPC, skipped: {}",
+                    network.skip.join(", ")
+                );
+            }
+        }
+        None => eprintln!("  3. network: skipped (no --vpc-id/--subnet-ids or --new-vpc-cidr)"),
+    }
+    let Some(ecr) = &plan.ecr else {
+        eprintln!("  4. ECR: planned once the network step has made the ECR endpoints");
+        return;
+    };
+    eprintln!("  4. ECR registry {}:", ecr.registry);
     for repository in &ecr.repositories_to_create {
         eprintln!(
             "       create repository {repository} (immutable tags, scan on push, encrypted)"
@@ -146,23 +177,53 @@ pub async fn run(args: InstallArgs) -> anyhow::Result<ExitCode> {
             ..CopyOptions::default()
         },
     };
+    let network_config = &config.network;
+    let stack = args
+        .endpoints_stack
+        .clone()
+        .or(network_config.endpoints_stack.clone())
+        .unwrap_or_else(|| "dify-vpc-endpoints".to_owned());
+    let subnet_ids = if args.subnet_ids.is_empty() {
+        network_config.subnet_ids.clone()
+    } else {
+        args.subnet_ids.clone()
+    };
+    let network = match (
+        args.vpc_id.clone().or(network_config.vpc_id.clone()),
+        args.new_vpc_cidr
+            .clone()
+            .or(network_config.new_vpc_cidr.clone()),
+    ) {
+        (Some(_), Some(_)) => {
+            bail!("give either an existing VPC (--vpc-id) or --new-vpc-cidr, not both")
+        }
+        (Some(vpc_id), None) => {
+            if subnet_ids.len() < 2 {
+                bail!(
+                    "--vpc-id needs --subnet-ids with at least two subnets in two availability zones"
+                );
+            }
+            Some((stack, NetworkTarget::Existing { vpc_id, subnet_ids }))
+        }
+        (None, Some(cidr)) => Some((stack, NetworkTarget::New { cidr })),
+        (None, None) => None,
+    };
     let what = args.bundle.clone();
     let source = tokio::task::spawn_blocking(move || {
         super::s3::open_any(&what, tokio::runtime::Handle::current())
     })
     .await??;
     let reporter = Arc::new(Reporter::new());
-    let installer = Installer::open(
-        Arc::from(source),
-        policy,
-        args.region.clone().or(config.region.clone()),
+    let options = InstallOptions {
+        region: args.region.clone().or(config.region.clone()),
         ecr,
-        reporter.clone(),
-    )
-    .await
-    .with_context(|| format!("installing {}", args.bundle))?;
+        network,
+    };
+    let installer = Installer::open(Arc::from(source), policy, options, reporter.clone())
+        .await
+        .with_context(|| format!("installing {}", args.bundle))?;
     reporter.finish();
-    let (plan, session) = installer.plan().await?;
+    let plan = installer.plan().await?;
     super::keys::report_signature(&plan.signature);
     print_plan(&plan);
     if args.plan {
@@ -176,12 +237,19 @@ pub async fn run(args: InstallArgs) -> anyhow::Result<ExitCode> {
         eprintln!("nothing was changed");
         return Ok(ExitCode::FAILURE);
     }
-    let report = installer.apply(&plan, &session, reporter.clone()).await?;
+    let report = installer.apply(&plan, reporter.clone()).await?;
     reporter.finish();
-    let copy = &report.copy;
+    match &report.network {
+        Some(Deployed::NothingToDo) => {
+            eprintln!("network: nothing to do, the endpoints stack is up to date")
+        }
+        Some(Deployed::Done { status, .. }) => eprintln!("network: endpoints stack {status}"),
+        None => {}
+    }
+    let copy = &report.push.copy;
     if copy.bytes_transferred == 0
         && copy.manifests_written == 0
-        && report.repositories_created.is_empty()
+        && report.push.repositories_created.is_empty()
     {
         eprintln!("nothing to push: ECR already holds every image, manifest and tag");
     } else {
@@ -191,12 +259,14 @@ pub async fn run(args: InstallArgs) -> anyhow::Result<ExitCode> {
             copy.blobs_present,
             units::bytes(copy.bytes_present),
             copy.manifests_written,
-            report.repositories_created.len(),
+            report.push.repositories_created.len(),
             copy.seconds
         );
     }
     if args.json {
-        super::print_json(&serde_json::json!({"plan": plan, "push": report}))?;
+        super::print_json(
+            &serde_json::json!({"plan": plan, "push": report.push, "network": report.network}),
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -13,6 +13,8 @@ pub struct InstallConfig {
     pub region: Option<String>,
     #[serde(default)]
     pub ecr: EcrConfig,
+    #[serde(default)]
+    pub network: NetworkConfig,
     /// Trusted public keys (minisign .pub files), relative to the config file.
     #[serde(default)]
     pub public_keys: Vec<PathBuf>,
@@ -31,6 +33,19 @@ pub struct EcrConfig {
     /// Registry endpoint to push to instead of the one ECR names (a VPC endpoint's DNS
     /// name, or a test registry); `http://` for plain HTTP.
     pub endpoint: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// An existing VPC and the subnets (two AZs) for the interface endpoints.
+    pub vpc_id: Option<String>,
+    #[serde(default)]
+    pub subnet_ids: Vec<String>,
+    /// Or: create a new isolated VPC with this CIDR (two subnets in two AZs).
+    pub new_vpc_cidr: Option<String>,
+    /// Name of the VPC endpoints stack (default `dify-vpc-endpoints`).
+    pub endpoints_stack: Option<String>,
 }
 
 /// Where images go in ECR.

@@ -5,14 +5,17 @@
 
 pub mod config;
 pub mod ecr;
+pub mod network;
 
 pub use config::{EcrLayout, InstallConfig};
 pub use ecr::{EcrOptions, EcrPlan, ImageTarget, PushReport};
+pub use network::{NetworkPlan, NetworkTarget};
 
 use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::aws::cloudformation::Deployed;
 use crate::aws::{self, Identity};
 use crate::bundle::source::{BundleSource, SourceStore};
 use crate::bundle::{BundleManifest, SignatureStatus, TrustPolicy};
@@ -30,7 +33,24 @@ pub struct InstallPlan {
     pub region: String,
     /// The AWS endpoints this host can (and cannot) reach.
     pub endpoints: Vec<aws::reach::Reachability>,
-    pub ecr: EcrPlan,
+    /// `None` when no VPC was given.
+    pub network: Option<NetworkPlan>,
+    /// `None` when ECR is reachable only once the network step has made its endpoints.
+    pub ecr: Option<EcrPlan>,
+}
+
+/// What `install` did.
+#[derive(Debug, Serialize)]
+pub struct InstallReport {
+    pub network: Option<Deployed>,
+    pub push: PushReport,
+}
+
+pub struct InstallOptions {
+    pub region: Option<String>,
+    pub ecr: ecr::EcrOptions,
+    /// The endpoints stack's name and where it goes.
+    pub network: Option<(String, NetworkTarget)>,
 }
 
 pub struct Installer {
@@ -39,17 +59,18 @@ pub struct Installer {
     signature: SignatureStatus,
     files: usize,
     config: aws_config::SdkConfig,
-    ecr: ecr::EcrOptions,
+    options: InstallOptions,
 }
 
+const ECR_SERVICES: [&str; 2] = ["ecr.api", "ecr.dkr"];
+
 impl Installer {
-    /// Verifies the bundle — signature, then every digest — and the AWS credentials. Nothing
-    /// that changes anything happens before this succeeds.
+    /// Verifies the bundle — signature, then every digest. Nothing that changes anything
+    /// happens before this succeeds.
     pub async fn open(
         source: Arc<dyn BundleSource>,
         policy: TrustPolicy,
-        region: Option<String>,
-        ecr: ecr::EcrOptions,
+        options: InstallOptions,
         progress: Arc<dyn Progress>,
     ) -> Result<Installer> {
         let checked = source.clone();
@@ -67,14 +88,14 @@ impl Installer {
                 lines.join("\n")
             )));
         }
-        let config = aws::config(region.as_deref()).await;
+        let config = aws::config(options.region.as_deref()).await;
         Ok(Installer {
             source,
             signature: report.signature,
             files: report.files,
             manifest: report.manifest,
             config,
-            ecr,
+            options,
         })
     }
 
@@ -82,66 +103,90 @@ impl Installer {
         Arc::new(SourceStore::new(self.source.clone()))
     }
 
-    /// Preflight and the ECR plan; changes nothing.
-    pub async fn plan(&self) -> Result<(InstallPlan, ecr::Session)> {
-        let identity = aws::caller_identity(&self.config).await?;
-        let region = self
-            .config
-            .region()
-            .map(|r| r.to_string())
-            .ok_or_else(|| Error::invalid("no AWS region: pass --region or set AWS_REGION"))?;
-        let session = ecr::Session::open(&self.config, &self.ecr).await?;
-        let mut endpoints = aws::reach::installer_endpoints(&region, session.registry());
-        if let Some(data_plane) = &self.ecr.endpoint
+    async fn reachability(&self, region: &str, registry: &str) -> Vec<aws::reach::Reachability> {
+        let mut endpoints = aws::reach::installer_endpoints(region, registry);
+        if let Some(data_plane) = &self.options.ecr.endpoint
             && let Some(entry) = endpoints
                 .iter_mut()
                 .find(|(service, _)| service == "ecr.dkr")
         {
             entry.1 = data_plane.clone();
         }
-        let endpoints = aws::reach::check_all(&endpoints).await;
-        let unreachable: Vec<String> = endpoints
-            .iter()
-            .filter(|e| !e.reachable && (e.service == "ecr.api" || e.service == "ecr.dkr"))
-            .map(|e| e.to_string())
-            .collect();
-        if !unreachable.is_empty() {
-            return Err(Error::invalid(format!(
-                "this host cannot reach ECR, which the push needs (create the ecr.api and ecr.dkr VPC endpoints with private DNS, or run from a host that can):\n  {}",
-                unreachable.join("\n  ")
-            )));
-        }
-        let ecr_plan = ecr::plan(&session, &self.manifest, self.store(), &self.ecr).await?;
-        Ok((
-            InstallPlan {
-                bundle: self.manifest.name.clone(),
-                dify_version: self.manifest.dify_version.clone(),
-                signature: self.signature.clone(),
-                files_verified: self.files,
-                identity,
-                region,
-                endpoints,
-                ecr: ecr_plan,
-            },
-            session,
-        ))
+        aws::reach::check_all(&endpoints).await
     }
 
-    /// Carries out the plan.
+    /// Preflight, the network plan and the ECR plan; changes nothing.
+    pub async fn plan(&self) -> Result<InstallPlan> {
+        let identity = aws::caller_identity(&self.config).await?;
+        let region = self
+            .config
+            .region()
+            .map(|r| r.to_string())
+            .ok_or_else(|| Error::invalid("no AWS region: pass --region or set AWS_REGION"))?;
+        let network = match &self.options.network {
+            Some((stack, target)) => {
+                Some(network::plan(&self.config, &region, stack, target).await?)
+            }
+            None => None,
+        };
+        let registry = format!("{}.dkr.ecr.{region}.amazonaws.com", identity.account);
+        let endpoints = self.reachability(&region, &registry).await;
+        let unreachable: Vec<&aws::reach::Reachability> = endpoints
+            .iter()
+            .filter(|e| !e.reachable && ECR_SERVICES.contains(&e.service.as_str()))
+            .collect();
+        let network_makes_ecr = network
+            .as_ref()
+            .is_some_and(|n| ECR_SERVICES.iter().all(|s| n.create.iter().any(|c| c == s)));
+        let ecr = if unreachable.is_empty() {
+            let session = ecr::Session::open(&self.config, &self.options.ecr).await?;
+            Some(ecr::plan(&session, &self.manifest, self.store(), &self.options.ecr).await?)
+        } else if network_makes_ecr {
+            None
+        } else {
+            let lines: Vec<String> = unreachable.iter().map(|e| e.to_string()).collect();
+            return Err(Error::invalid(format!(
+                "this host cannot reach ECR, which the push needs; create the ecr.api and ecr.dkr VPC endpoints with private DNS (--vpc-id/--subnet-ids or --new-vpc-cidr), or run from a host that can:\n  {}",
+                lines.join("\n  ")
+            )));
+        };
+        Ok(InstallPlan {
+            bundle: self.manifest.name.clone(),
+            dify_version: self.manifest.dify_version.clone(),
+            signature: self.signature.clone(),
+            files_verified: self.files,
+            identity,
+            region,
+            endpoints,
+            network,
+            ecr,
+        })
+    }
+
+    /// Carries out the plan: the network, then ECR.
     pub async fn apply(
         &self,
         plan: &InstallPlan,
-        session: &ecr::Session,
         progress: Arc<dyn Progress>,
-    ) -> Result<PushReport> {
-        ecr::push(
-            session,
+    ) -> Result<InstallReport> {
+        let network = match &plan.network {
+            Some(network) => Some(network::apply(&self.config, network, progress.as_ref()).await?),
+            None => None,
+        };
+        let session = ecr::Session::open(&self.config, &self.options.ecr).await?;
+        let ecr_plan = match &plan.ecr {
+            Some(ecr) => ecr,
+            None => &ecr::plan(&session, &self.manifest, self.store(), &self.options.ecr).await?,
+        };
+        let push = ecr::push(
+            &session,
             &self.manifest,
             self.store(),
-            &plan.ecr,
-            &self.ecr,
+            ecr_plan,
+            &self.options.ecr,
             progress,
         )
-        .await
+        .await?;
+        Ok(InstallReport { network, push })
     }
 }

@@ -259,6 +259,18 @@ impl Moto {
             .env_remove("AWS_PROFILE")
     }
 
+    pub fn ec2(&self) -> aws_sdk_ec2::Client {
+        let config = aws_sdk_ec2::Config::builder()
+            .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
+            .endpoint_url(self.endpoint())
+            .region(aws_sdk_ec2::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+                "testing", "testing", None, None, "test",
+            ))
+            .build();
+        aws_sdk_ec2::Client::from_conf(config)
+    }
+
     pub fn ecr(&self) -> aws_sdk_ecr::Client {
         let config = aws_sdk_ecr::Config::builder()
             .behavior_version(aws_sdk_ecr::config::BehaviorVersion::latest())

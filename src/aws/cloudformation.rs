@@ -1,0 +1,287 @@
+//! Deploying a stack the careful way: a change set, the diff shown, execute, stack events
+//! streamed until the stack settles, outputs. No change → nothing to do. A failure names the
+//! failing resources and their reasons; a stack left in ROLLBACK_COMPLETE by a failed first
+//! create is removed so that a re-run can create it again.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+use aws_sdk_cloudformation::Client;
+use aws_sdk_cloudformation::error::DisplayErrorContext;
+use aws_sdk_cloudformation::types::{ChangeSetStatus, ChangeSetType};
+
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+
+const POLL: Duration = Duration::from_secs(2);
+const LIMIT: Duration = Duration::from_secs(3600);
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub enum Deployed {
+    NothingToDo,
+    Done {
+        status: String,
+        outputs: BTreeMap<String, String>,
+    },
+}
+
+pub struct CloudFormation {
+    client: Client,
+}
+
+fn failed(call: &str, e: impl std::error::Error) -> Error {
+    Error::invalid(format!(
+        "CloudFormation {call}: {}",
+        DisplayErrorContext(&e)
+    ))
+}
+
+impl CloudFormation {
+    pub fn new(config: &aws_config::SdkConfig) -> Self {
+        CloudFormation {
+            client: Client::new(config),
+        }
+    }
+
+    /// The stack's status, or `None` when it does not exist.
+    pub async fn status(&self, stack: &str) -> Result<Option<String>> {
+        match self.client.describe_stacks().stack_name(stack).send().await {
+            Ok(out) => Ok(out
+                .stacks()
+                .first()
+                .and_then(|s| s.stack_status())
+                .map(|s| s.as_str().to_owned())),
+            Err(e)
+                if DisplayErrorContext(&e)
+                    .to_string()
+                    .contains("does not exist") =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(failed("DescribeStacks", e)),
+        }
+    }
+
+    /// Logical IDs of the stack's resources (none when the stack does not exist).
+    pub async fn resources(&self, stack: &str) -> Result<Vec<String>> {
+        if self.status(stack).await?.is_none() {
+            return Ok(Vec::new());
+        }
+        let out = self
+            .client
+            .describe_stack_resources()
+            .stack_name(stack)
+            .send()
+            .await
+            .map_err(|e| failed("DescribeStackResources", e))?;
+        Ok(out
+            .stack_resources()
+            .iter()
+            .filter_map(|r| r.logical_resource_id().map(str::to_owned))
+            .collect())
+    }
+
+    async fn wait_for_status(
+        &self,
+        stack: &str,
+        progress: &dyn Progress,
+        seen: &mut HashSet<String>,
+    ) -> Result<String> {
+        let started = Instant::now();
+        loop {
+            self.stream_events(stack, progress, seen).await?;
+            let status = self
+                .status(stack)
+                .await?
+                .unwrap_or_else(|| "DELETE_COMPLETE".to_owned());
+            if !status.ends_with("_IN_PROGRESS") {
+                return Ok(status);
+            }
+            if started.elapsed() > LIMIT {
+                return Err(Error::invalid(format!(
+                    "stack {stack} still {status} after an hour; check it in the console, then run again"
+                )));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn stream_events(
+        &self,
+        stack: &str,
+        progress: &dyn Progress,
+        seen: &mut HashSet<String>,
+    ) -> Result<Vec<(String, String)>> {
+        let out = match self
+            .client
+            .describe_stack_events()
+            .stack_name(stack)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(_) => return Ok(Vec::new()),
+        };
+        let mut failures = Vec::new();
+        let mut events: Vec<_> = out.stack_events().iter().collect();
+        events.reverse();
+        for event in events {
+            let id = event.event_id().unwrap_or_default().to_owned();
+            let status = event
+                .resource_status()
+                .map(|s| s.as_str().to_owned())
+                .unwrap_or_default();
+            let resource = event.logical_resource_id().unwrap_or_default().to_owned();
+            let reason = event
+                .resource_status_reason()
+                .unwrap_or_default()
+                .to_owned();
+            if status.ends_with("_FAILED") {
+                failures.push((resource.clone(), reason.clone()));
+            }
+            if seen.insert(id) {
+                progress.note(&format!(
+                    "  {status:<20} {:<30} {resource} {reason}",
+                    event.resource_type().unwrap_or_default()
+                ));
+            }
+        }
+        Ok(failures)
+    }
+
+    /// Creates or updates `stack` from `template` through a change set.
+    pub async fn deploy(
+        &self,
+        stack: &str,
+        template: &str,
+        progress: &dyn Progress,
+    ) -> Result<Deployed> {
+        let mut seen = HashSet::new();
+        let mut existing = self.status(stack).await?;
+        if existing.as_deref() == Some("ROLLBACK_COMPLETE") {
+            progress.note(&format!(
+                "stack {stack} failed to create earlier; removing it so it can be created again"
+            ));
+            self.client
+                .delete_stack()
+                .stack_name(stack)
+                .send()
+                .await
+                .map_err(|e| failed("DeleteStack", e))?;
+            self.wait_for_status(stack, progress, &mut seen).await?;
+            existing = None;
+        }
+        let change_set = format!(
+            "dify-bundle-{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        );
+        let kind = if existing.is_some() {
+            ChangeSetType::Update
+        } else {
+            ChangeSetType::Create
+        };
+        self.client
+            .create_change_set()
+            .stack_name(stack)
+            .change_set_name(&change_set)
+            .change_set_type(kind)
+            .template_body(template)
+            .send()
+            .await
+            .map_err(|e| failed("CreateChangeSet", e))?;
+        let started = Instant::now();
+        let described = loop {
+            let described = self
+                .client
+                .describe_change_set()
+                .stack_name(stack)
+                .change_set_name(&change_set)
+                .send()
+                .await
+                .map_err(|e| failed("DescribeChangeSet", e))?;
+            match described.status() {
+                Some(ChangeSetStatus::CreateComplete) | Some(ChangeSetStatus::Failed) => {
+                    break described;
+                }
+                _ if started.elapsed() > LIMIT => {
+                    return Err(Error::invalid(format!(
+                        "change set {change_set} of {stack} never became ready"
+                    )));
+                }
+                _ => tokio::time::sleep(POLL).await,
+            }
+        };
+        let reason = described.status_reason().unwrap_or_default().to_owned();
+        let no_changes = reason.contains("didn't contain changes") || reason.contains("No updates");
+        if no_changes || (existing.is_some() && described.changes().is_empty()) {
+            let _ = self
+                .client
+                .delete_change_set()
+                .stack_name(stack)
+                .change_set_name(&change_set)
+                .send()
+                .await;
+            return Ok(Deployed::NothingToDo);
+        }
+        if described.status() == Some(&ChangeSetStatus::Failed) {
+            return Err(Error::invalid(format!(
+                "stack {stack}: change set failed: {reason}"
+            )));
+        }
+        for change in described.changes() {
+            if let Some(resource) = change.resource_change() {
+                progress.note(&format!(
+                    "  {:<8} {:<30} {}",
+                    resource.action().map(|a| a.as_str()).unwrap_or_default(),
+                    resource.resource_type().unwrap_or_default(),
+                    resource.logical_resource_id().unwrap_or_default()
+                ));
+            }
+        }
+        self.client
+            .execute_change_set()
+            .stack_name(stack)
+            .change_set_name(&change_set)
+            .send()
+            .await
+            .map_err(|e| failed("ExecuteChangeSet", e))?;
+        let status = self.wait_for_status(stack, progress, &mut seen).await?;
+        if status.contains("FAILED") || status.contains("ROLLBACK") {
+            let failures = self.stream_events(stack, progress, &mut seen).await?;
+            let lines: Vec<String> = failures
+                .iter()
+                .map(|(r, why)| format!("  - {r}: {why}"))
+                .collect();
+            return Err(Error::invalid(format!(
+                "stack {stack} ended {status}; run again once the cause is fixed:\n{}",
+                if lines.is_empty() {
+                    "  (no failure events)".to_owned()
+                } else {
+                    lines.join("\n")
+                }
+            )));
+        }
+        let outputs = self
+            .client
+            .describe_stacks()
+            .stack_name(stack)
+            .send()
+            .await
+            .map_err(|e| failed("DescribeStacks", e))?
+            .stacks()
+            .first()
+            .map(|s| {
+                s.outputs()
+                    .iter()
+                    .filter_map(|o| {
+                        Some((o.output_key()?.to_owned(), o.output_value()?.to_owned()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Deployed::Done { status, outputs })
+    }
+}
