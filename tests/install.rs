@@ -524,3 +524,74 @@ async fn endpoints_stack_in_an_existing_vpc_skips_what_is_there() {
     );
     assert_eq!(endpoint_services(&w, &vpc).await, services);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_isolated_vpc_with_its_endpoints() {
+    let w = world().await;
+    let installed = w.install(
+        &w.bundle,
+        &[
+            "--new-vpc-cidr",
+            "10.0.0.0/16",
+            "--endpoints-stack",
+            "dify-net",
+            "--yes",
+        ],
+    );
+    assert_success(&installed);
+    assert_eq!(
+        json(&installed)["network"]["Done"]["status"],
+        "CREATE_COMPLETE"
+    );
+    // (moto reports no stack outputs; the VPC is found by its Name tag.)
+    let vpcs = w
+        .moto
+        .ec2()
+        .describe_vpcs()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:Name")
+                .values("dify-net")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let vpc = vpcs.vpcs()[0].vpc_id().unwrap();
+    assert_eq!(vpcs.vpcs()[0].cidr_block(), Some("10.0.0.0/16"));
+    let subnets = w
+        .moto
+        .ec2()
+        .describe_subnets()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("vpc-id")
+                .values(vpc)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let zones: std::collections::BTreeSet<_> = subnets
+        .subnets()
+        .iter()
+        .filter_map(|s| s.availability_zone())
+        .collect();
+    assert_eq!(zones.len(), 2, "two subnets in two zones");
+    let services = endpoint_services(&w, vpc).await;
+    assert_eq!(services.len(), 10, "{services:?}");
+    let gateways = w
+        .moto
+        .ec2()
+        .describe_internet_gateways()
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        gateways
+            .internet_gateways()
+            .iter()
+            .all(|g| g.attachments().iter().all(|a| a.vpc_id() != Some(vpc))),
+        "the new VPC has an internet gateway"
+    );
+}

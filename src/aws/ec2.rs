@@ -40,6 +40,29 @@ impl Ec2 {
             })
     }
 
+    /// The first two available availability zones of the region.
+    pub async fn two_zones(&self) -> Result<[String; 2]> {
+        let out = self
+            .client
+            .describe_availability_zones()
+            .send()
+            .await
+            .map_err(|e| failed("DescribeAvailabilityZones", e))?;
+        let mut zones: Vec<String> = out
+            .availability_zones()
+            .iter()
+            .filter(|z| z.state().map(|s| s.as_str()) == Some("available"))
+            .filter_map(|z| z.zone_name().map(str::to_owned))
+            .collect();
+        zones.sort();
+        match zones.as_slice() {
+            [a, b, ..] => Ok([a.clone(), b.clone()]),
+            _ => Err(Error::invalid(
+                "the region has fewer than two available availability zones",
+            )),
+        }
+    }
+
     /// The route tables the subnets use (their own, or the VPC's main table).
     pub async fn route_tables(&self, vpc_id: &str, subnet_ids: &[String]) -> Result<Vec<String>> {
         let out = self

@@ -68,11 +68,23 @@ pub async fn plan(
                 elsewhere,
             )
         }
-        NetworkTarget::New { cidr } => (
-            Network::New { cidr: cidr.clone() },
-            format!("new VPC {cidr}"),
-            Vec::new(),
-        ),
+        NetworkTarget::New { cidr } => {
+            let subnets = endpoints::split_cidr(cidr).ok_or_else(|| {
+                crate::error::Error::invalid(format!(
+                    "--new-vpc-cidr {cidr}: expected an IPv4 CIDR from /8 to /24, e.g. 10.0.0.0/16"
+                ))
+            })?;
+            let zones = Ec2::new(config).two_zones().await?;
+            (
+                Network::New {
+                    cidr: cidr.clone(),
+                    zones,
+                    subnets,
+                },
+                format!("new VPC {cidr}"),
+                Vec::new(),
+            )
+        }
     };
     let create: Vec<&str> = all
         .iter()

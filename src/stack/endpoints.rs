@@ -31,7 +31,40 @@ pub enum Network {
     },
     New {
         cidr: String,
+        /// Two availability zones, and a subnet CIDR in each.
+        zones: [String; 2],
+        subnets: [String; 2],
     },
+}
+
+/// The first two subnets, each one sixteenth of `cidr` (`10.0.0.0/16` → `10.0.0.0/20` and
+/// `10.0.16.0/20`), leaving room for more.
+pub fn split_cidr(cidr: &str) -> Option<[String; 2]> {
+    let (address, bits) = cidr.split_once('/')?;
+    let bits: u32 = bits.parse().ok()?;
+    if !(8..=24).contains(&bits) {
+        return None;
+    }
+    let octets: Vec<u32> = address
+        .split('.')
+        .map(|o| o.parse::<u8>().ok().map(u32::from))
+        .collect::<Option<_>>()?;
+    if octets.len() != 4 {
+        return None;
+    }
+    let base = octets.iter().fold(0u32, |acc, o| (acc << 8) | o) & (u32::MAX << (32 - bits));
+    let size = 1u32 << (32 - (bits + 4));
+    let show = |a: u32| {
+        format!(
+            "{}.{}.{}.{}/{}",
+            a >> 24,
+            (a >> 16) & 255,
+            (a >> 8) & 255,
+            a & 255,
+            bits + 4
+        )
+    };
+    Some([show(base), show(base + size)])
 }
 
 /// `ecr.api` → `EcrApiEndpoint`.
@@ -64,7 +97,11 @@ pub fn template(stack: &str, network: &Network, interface: &[&str], gateway: boo
             json!(subnet_ids),
             json!(route_table_ids),
         ),
-        Network::New { cidr } => {
+        Network::New {
+            cidr,
+            zones,
+            subnets,
+        } => {
             t.resource(
                 "Vpc",
                 "AWS::EC2::VPC",
@@ -81,8 +118,8 @@ pub fn template(stack: &str, network: &Network, interface: &[&str], gateway: boo
                     "AWS::EC2::Subnet",
                     json!({
                         "VpcId": reference("Vpc"),
-                        "CidrBlock": { "Fn::Select": [i, { "Fn::Cidr": [get_att("Vpc", "CidrBlock"), 4, 12] }] },
-                        "AvailabilityZone": { "Fn::Select": [i, { "Fn::GetAZs": "" }] },
+                        "CidrBlock": subnets[i],
+                        "AvailabilityZone": zones[i],
                         "MapPublicIpOnLaunch": false,
                         "Tags": name_tag(&format!("{stack}-isolated-{}", i + 1)),
                     }),
@@ -207,6 +244,8 @@ mod tests {
             "dify-endpoints",
             &Network::New {
                 cidr: "10.0.0.0/16".into(),
+                zones: ["us-east-1a".into(), "us-east-1b".into()],
+                subnets: split_cidr("10.0.0.0/16").unwrap(),
             },
             &INTERFACE_SERVICES,
             true,
@@ -226,5 +265,28 @@ mod tests {
             10
         );
         assert!(json["Outputs"]["SubnetIds"].is_object());
+        assert_eq!(
+            resources["SubnetB"]["Properties"]["CidrBlock"],
+            "10.0.16.0/20"
+        );
+        assert_eq!(
+            resources["SubnetB"]["Properties"]["AvailabilityZone"],
+            "us-east-1b"
+        );
+    }
+
+    #[test]
+    fn splits_cidrs() {
+        assert_eq!(
+            split_cidr("10.0.0.0/16").unwrap(),
+            ["10.0.0.0/20".to_owned(), "10.0.16.0/20".to_owned()]
+        );
+        assert_eq!(
+            split_cidr("172.16.5.0/24").unwrap(),
+            ["172.16.5.0/28".to_owned(), "172.16.5.16/28".to_owned()]
+        );
+        assert!(split_cidr("10.0.0.0/27").is_none());
+        assert!(split_cidr("10.0.0/16").is_none());
+        assert!(split_cidr("nonsense").is_none());
     }
 }
