@@ -162,6 +162,22 @@ pub struct RawManifest {
 }
 
 impl RawManifest {
+    /// Manifest bytes read for `descriptor`, refused unless they hash to its digest.
+    pub fn checked(bytes: Vec<u8>, descriptor: &Descriptor, location: &str) -> Result<RawManifest> {
+        let actual = Digest::of(&bytes);
+        if actual != descriptor.digest {
+            return Err(Error::DigestMismatch {
+                what: format!("manifest {} in {location}", descriptor.digest),
+                expected: descriptor.digest.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        Ok(RawManifest {
+            media_type: descriptor.media_type.clone(),
+            bytes: bytes.into(),
+        })
+    }
+
     pub fn digest(&self) -> Digest {
         Digest::of(&self.bytes)
     }

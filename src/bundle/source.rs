@@ -163,18 +163,7 @@ impl Store for SourceStore {
         let bytes = tokio::task::spawn_blocking(move || source.read_small(&digest))
             .await
             .map_err(|e| Error::invalid(format!("reader thread failed: {e}")))??;
-        let actual = Digest::of(&bytes);
-        if actual != manifest.digest {
-            return Err(Error::DigestMismatch {
-                what: format!("manifest {} in {}", manifest.digest, self.source.describe()),
-                expected: manifest.digest.to_string(),
-                actual: actual.to_string(),
-            });
-        }
-        Ok(RawManifest {
-            media_type: manifest.media_type.clone(),
-            bytes: bytes.into(),
-        })
+        RawManifest::checked(bytes, manifest, &self.source.describe())
     }
 
     async fn put_manifest(&self, _: &str, _: &RawManifest, _: Option<&Tag>) -> Result<()> {

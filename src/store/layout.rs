@@ -196,18 +196,7 @@ impl Store for LayoutStore {
 
     async fn get_manifest(&self, _repo: &str, manifest: &Descriptor) -> Result<RawManifest> {
         let bytes = self.read_small_blob(&manifest.digest)?;
-        let actual = Digest::of(&bytes);
-        if actual != manifest.digest {
-            return Err(Error::DigestMismatch {
-                what: format!("manifest {} in {}", manifest.digest, self.root.display()),
-                expected: manifest.digest.to_string(),
-                actual: actual.to_string(),
-            });
-        }
-        Ok(RawManifest {
-            media_type: manifest.media_type.clone(),
-            bytes: Bytes::from(bytes),
-        })
+        RawManifest::checked(bytes, manifest, &self.root.display().to_string())
     }
 
     async fn put_manifest(

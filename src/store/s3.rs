@@ -557,18 +557,7 @@ impl Store for S3Store {
             .ok_or_else(|| Error::NotFound {
                 what: format!("manifest {} in {}", manifest.digest, self.location),
             })?;
-        let actual = Digest::of(&bytes);
-        if actual != manifest.digest {
-            return Err(Error::DigestMismatch {
-                what: format!("manifest {} in {}", manifest.digest, self.location),
-                expected: manifest.digest.to_string(),
-                actual: actual.to_string(),
-            });
-        }
-        Ok(RawManifest {
-            media_type: manifest.media_type.clone(),
-            bytes: bytes.into(),
-        })
+        RawManifest::checked(bytes, manifest, &self.location.to_string())
     }
 
     async fn put_manifest(
