@@ -595,3 +595,45 @@ async fn a_new_isolated_vpc_with_its_endpoints() {
         "the new VPC has an internet gateway"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewed_registry_credentials_take_effect_mid_run() {
+    use dify_bundle::store::registry::Registries;
+    use dify_bundle::store::registry::auth::Credentials;
+    use dify_bundle::store::{RegistryOptions, Store};
+    let registry = Registry::start(Auth::Htpasswd {
+        user: "AWS".into(),
+        password: "fresh-token".into(),
+    });
+    let mut options = RegistryOptions::default();
+    options.insecure.insert(registry.host());
+    options.credentials.insert(
+        registry.host(),
+        Credentials {
+            username: "AWS".into(),
+            password: "expired-token".into(),
+        },
+    );
+    let store = Registries::new(options).unwrap().store(&registry.host());
+    let blob = dify_bundle::oci::Descriptor::new(
+        "application/octet-stream",
+        dify_bundle::digest::Digest::of(b"x"),
+        1,
+    );
+    let refused = store
+        .blob_state("dify/x", &blob)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("rejected the credentials"), "{refused}");
+    store
+        .set_credentials(Credentials {
+            username: "AWS".into(),
+            password: "fresh-token".into(),
+        })
+        .await;
+    assert_eq!(
+        store.blob_state("dify/x", &blob).await.unwrap(),
+        dify_bundle::store::BlobState::Absent
+    );
+}

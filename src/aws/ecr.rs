@@ -23,6 +23,7 @@ pub struct RegistryLogin {
     pub renew_at: SystemTime,
 }
 
+#[derive(Clone)]
 pub struct Ecr {
     client: Client,
 }

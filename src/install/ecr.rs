@@ -127,6 +127,31 @@ impl Session {
     fn store(&self) -> Arc<dyn Store> {
         self.registries.store(&self.login.host)
     }
+
+    /// Renews the registry token before it expires, for as long as the returned task runs.
+    fn keep_credentials_fresh(&self) -> tokio::task::JoinHandle<()> {
+        let ecr = self.ecr.clone();
+        let store = self.registries.store(&self.login.host);
+        let mut renew_at = self.login.renew_at;
+        tokio::spawn(async move {
+            loop {
+                let wait = renew_at
+                    .duration_since(std::time::SystemTime::now())
+                    .unwrap_or_default();
+                tokio::time::sleep(wait).await;
+                match ecr.login().await {
+                    Ok(login) => {
+                        store.set_credentials(login.credentials).await;
+                        renew_at = login.renew_at;
+                    }
+                    // Try again in a minute; the running token is still valid for a while.
+                    Err(_) => {
+                        renew_at = std::time::SystemTime::now() + std::time::Duration::from_secs(60)
+                    }
+                }
+            }
+        })
+    }
 }
 
 fn roots(manifest: &BundleManifest, targets: &[ImageTarget], source: Arc<dyn Store>) -> Vec<Root> {
@@ -210,12 +235,13 @@ pub async fn push(
             .await?;
     }
     let roots = roots(manifest, &plan.images, source);
-    let copy = copy::copy(&roots, session.store(), &options.copy, progress)
-        .await
-        .map_err(|e| Error::Context {
-            context: format!("pushing to {}", session.login.host),
-            inner: Box::new(e),
-        })?;
+    let renewal = session.keep_credentials_fresh();
+    let copy = copy::copy(&roots, session.store(), &options.copy, progress).await;
+    renewal.abort();
+    let copy = copy.map_err(|e| Error::Context {
+        context: format!("pushing to {}", session.login.host),
+        inner: Box::new(e),
+    })?;
     Ok(PushReport {
         repositories_created: plan.repositories_to_create.clone(),
         copy,

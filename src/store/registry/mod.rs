@@ -119,7 +119,7 @@ impl Registries {
             },
             base: format!("{scheme}://{host}"),
             http: self.http.clone(),
-            credentials,
+            credentials: Mutex::new(credentials),
             auth: tokio::sync::Mutex::new(AuthState::default()),
             retry: self.options.retry,
         }
@@ -137,7 +137,8 @@ pub struct RegistryStore {
     display: String,
     base: String,
     http: reqwest::Client,
-    credentials: Option<Credentials>,
+    /// Replaceable, so short-lived credentials (ECR tokens) can be renewed mid-run.
+    credentials: Mutex<Option<Credentials>>,
     auth: tokio::sync::Mutex<AuthState>,
     retry: RetryPolicy,
 }
@@ -236,6 +237,19 @@ fn content_type(headers: &HeaderMap) -> Option<String> {
 }
 
 impl RegistryStore {
+    fn credentials(&self) -> Option<Credentials> {
+        self.credentials
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the credentials (a renewed token); cached bearer tokens are dropped.
+    pub async fn set_credentials(&self, credentials: Credentials) {
+        *self.credentials.lock().unwrap_or_else(|p| p.into_inner()) = Some(credentials);
+        self.auth.lock().await.tokens = TokenCache::default();
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}/v2/{path}", self.base)
     }
@@ -245,7 +259,9 @@ impl RegistryStore {
         let mut state = self.auth.lock().await;
         match state.challenge.clone() {
             None => Ok(None),
-            Some(Challenge::Basic) => Ok(self.credentials.as_ref().map(Credentials::basic_header)),
+            Some(Challenge::Basic) => {
+                Ok(self.credentials().as_ref().map(Credentials::basic_header))
+            }
             Some(Challenge::Bearer { realm, service }) => {
                 if let Some(token) = state.tokens.get(scope) {
                     return Ok(Some(format!("Bearer {token}")));
@@ -255,7 +271,7 @@ impl RegistryStore {
                     &realm,
                     service.as_deref(),
                     scope,
-                    self.credentials.as_ref(),
+                    self.credentials().as_ref(),
                 )
                 .await?;
                 state.tokens.insert(scope, token.clone(), lifetime);
@@ -276,7 +292,7 @@ impl RegistryStore {
                 message: "the registry answered 401 without a usable WWW-Authenticate challenge"
                     .to_owned(),
             })?;
-        if challenge == Challenge::Basic && self.credentials.is_none() {
+        if challenge == Challenge::Basic && self.credentials().is_none() {
             return Err(self.needs_credentials(what));
         }
         let mut state = self.auth.lock().await;
@@ -315,7 +331,7 @@ impl RegistryStore {
                 .map_err(|e| transport_error(what, &e))?;
             if response.status() == StatusCode::UNAUTHORIZED {
                 if authenticated_after_challenge {
-                    return Err(match &self.credentials {
+                    return Err(match &self.credentials() {
                         Some(c) => Error::Auth {
                             what: what.to_owned(),
                             message: format!(
