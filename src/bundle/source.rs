@@ -192,39 +192,16 @@ impl Store for SourceStore {
     ) -> Result<(u64, BlobStream)> {
         let source = self.source.clone();
         let path = format!("{BLOBS_DIR}/{}", blob.digest.hex());
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes>>(4);
-        tokio::task::spawn_blocking(move || {
-            let send_error = |e: Error| {
-                let _ = tx.blocking_send(Err(e));
-            };
-            let mut reader = match source.open(&path) {
-                Ok(Some(reader)) => reader,
-                Ok(None) => {
-                    return send_error(Error::NotFound {
-                        what: format!("{path} in {}", source.describe()),
-                    });
-                }
-                Err(e) => return send_error(e),
-            };
-            if let Err(e) = std::io::copy(&mut (&mut reader).take(offset), &mut std::io::sink()) {
-                return send_error(Error::invalid(format!("{path}: {e}")));
-            }
-            loop {
-                let mut buf = vec![0u8; 1 << 20];
-                match reader.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        buf.truncate(n);
-                        if tx.blocking_send(Ok(bytes::Bytes::from(buf))).is_err() {
-                            break;
-                        }
-                    }
-                    Err(e) => return send_error(Error::invalid(format!("{path}: {e}"))),
-                }
-            }
+        let stream = crate::store::blocking_stream(move |emit| {
+            let what = format!("{path} in {}", source.describe());
+            let mut reader = source
+                .open(&path)?
+                .ok_or_else(|| Error::NotFound { what: what.clone() })?;
+            std::io::copy(&mut (&mut reader).take(offset), &mut std::io::sink())
+                .map_err(|e| Error::invalid(format!("{what}: {e}")))?;
+            crate::store::pump(&mut reader, &what, emit)
         });
-        let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
-        Ok((offset, futures::StreamExt::boxed(stream)))
+        Ok((offset, stream))
     }
 
     async fn write_blob(&self, _: &str, _: &Descriptor, _: u64, _: BlobStream) -> Result<()> {

@@ -254,7 +254,9 @@ impl Store for LayoutStore {
         })?;
         std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(offset))
             .map_err(|e| Error::io(&path, e))?;
-        Ok((offset, read_file_stream(file, path)))
+        let what = path.display().to_string();
+        let stream = super::blocking_stream(move |emit| super::pump(&mut file, &what, emit));
+        Ok((offset, stream))
     }
 
     async fn write_blob(
@@ -289,34 +291,6 @@ impl Store for LayoutStore {
         let target = self.blob_path(&blob.digest);
         std::fs::rename(&partial, &target).map_err(|e| Error::io(&target, e))
     }
-}
-
-/// Reads a file in 1 MiB chunks on a blocking thread and yields them as a stream.
-pub fn read_file_stream(mut file: std::fs::File, path: PathBuf) -> BlobStream {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes>>(4);
-    tokio::task::spawn_blocking(move || {
-        loop {
-            let mut buf = vec![0u8; CHUNK];
-            match file.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    buf.truncate(n);
-                    if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(Error::io(&path, e)));
-                    break;
-                }
-            }
-        }
-    });
-    tokio_stream_from(rx)
-}
-
-fn tokio_stream_from(mut rx: tokio::sync::mpsc::Receiver<Result<Bytes>>) -> BlobStream {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
 }
 
 /// Appends `body` to the partial file (re-hashing the `offset` bytes already there) on a

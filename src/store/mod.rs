@@ -21,6 +21,43 @@ pub use registry::{RegistryOptions, RegistryStore};
 /// A blob's bytes as they arrive, in chunks.
 pub type BlobStream = BoxStream<'static, Result<Bytes>>;
 
+/// Runs `read` on a blocking thread and yields what it emits as a stream. `read` gets an
+/// `emit` callback (false once nobody listens) and usually hands it to [`pump`].
+pub fn blocking_stream<F>(read: F) -> BlobStream
+where
+    F: FnOnce(&mut dyn FnMut(Bytes) -> bool) -> Result<()> + Send + 'static,
+{
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut emit = |chunk: Bytes| tx.blocking_send(Ok(chunk)).is_ok();
+        if let Err(e) = read(&mut emit) {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    futures::StreamExt::boxed(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+}
+
+/// Reads `reader` to its end in 1 MiB chunks, emitting each; `what` names it in errors.
+pub fn pump(
+    reader: &mut dyn std::io::Read,
+    what: &str,
+    emit: &mut dyn FnMut(Bytes) -> bool,
+) -> Result<()> {
+    loop {
+        let mut buf = vec![0u8; 1 << 20];
+        let n = reader
+            .read(&mut buf)
+            .map_err(|e| crate::error::Error::invalid(format!("{what}: {e}")))?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.truncate(n);
+        if !emit(Bytes::from(buf)) {
+            return Ok(());
+        }
+    }
+}
+
 /// What a store already holds of a blob.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BlobState {
