@@ -34,10 +34,7 @@ async fn world() -> World {
     let source = Registry::start(Auth::None);
     fixtures::dify_like(&source, "langgenius", &layer(41, 1 << 20), 256 << 10).await;
     let work = tempfile::tempdir().unwrap();
-    let stem = work.path().join("key");
-    assert_success(&run(dify_bundle()
-        .args(["key", "generate", "--no-password", "--out"])
-        .arg(&stem)));
+    let stem = common::generate_key(work.path());
     let host = source.host();
     let recipe = write_recipe(
         work.path(),

@@ -24,10 +24,7 @@ async fn build_and_pack(split: &str) -> Packed {
     let registry = Registry::start(Auth::None);
     fixtures::dify_like(&registry, "p", &layer(21, 3 << 20), 512 << 10).await;
     let work = tempfile::tempdir().unwrap();
-    let stem = work.path().join("key");
-    assert_success(&run(dify_bundle()
-        .args(["key", "generate", "--no-password", "--out"])
-        .arg(&stem)));
+    let stem = common::generate_key(work.path());
     let host = registry.host();
     let recipe = write_recipe(
         work.path(),

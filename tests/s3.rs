@@ -33,10 +33,7 @@ async fn world() -> World {
     // A 12 MiB base layer: with 5 MiB parts it goes up in three parts.
     fixtures::dify_like(&registry, "s", &layer(31, 12 << 20), 256 << 10).await;
     let work = tempfile::tempdir().unwrap();
-    let stem = work.path().join("key");
-    assert_success(&run(dify_bundle()
-        .args(["key", "generate", "--no-password", "--out"])
-        .arg(&stem)));
+    let stem = common::generate_key(work.path());
     World {
         public: stem.with_extension("pub"),
         key: stem.with_extension("key"),

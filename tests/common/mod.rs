@@ -202,6 +202,15 @@ pub fn assert_fails_with(out: &Output, needle: &str) {
     assert!(err.contains(needle), "`{needle}` not named in:\n{err}");
 }
 
+/// Generates an unencrypted key pair `DIR/key.key` and `DIR/key.pub`; returns the stem.
+pub fn generate_key(dir: &Path) -> PathBuf {
+    let stem = dir.join("key");
+    assert_success(&run(dify_bundle()
+        .args(["key", "generate", "--no-password", "--out"])
+        .arg(&stem)));
+    stem
+}
+
 /// Writes a recipe file listing `(role, image)` pairs.
 pub fn write_recipe(dir: &Path, images: &[(&str, String)]) -> PathBuf {
     let mut text = String::from("name = \"test-bundle\"\ndify_version = \"0.0.0-test\"\n");
