@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::oci::{ANNOTATION_REF_NAME, Platform};
 use crate::progress::Progress;
 use crate::recipe::Recipe;
+use crate::stack::app::StackSettings;
 use crate::store::layout::{BLOBS_DIR, INDEX_FILE, OCI_LAYOUT_FILE, write_json};
 use crate::store::registry::Registries;
 use crate::store::{LayoutStore, RegistryOptions, Store, Tag};
@@ -32,6 +33,8 @@ pub struct BuildOptions {
     pub sandbox_requirements: Option<Requirements>,
     /// Where downloaded wheels are kept between builds.
     pub cache_dir: PathBuf,
+    /// Build-time settings of the application stack.
+    pub stack: StackSettings,
 }
 
 #[derive(Debug, Serialize)]
@@ -143,6 +146,26 @@ pub async fn build(options: BuildOptions, progress: Arc<dyn Progress>) -> Result
         sandbox_seconds = Some(derived.seconds);
     }
 
+    // The application stack, pinned to the digests just stored.
+    let stack = super::stack::generate(
+        &layout,
+        &recipe.name,
+        &recipe.dify_version,
+        &images,
+        &options.platforms,
+        &options.stack,
+        Vec::new(),
+    )?;
+    match &stack {
+        Some(stack) => {
+            referenced.insert(stack.digest.clone());
+        }
+        None => progress.note(&format!(
+            "no application stack: the recipe lacks one of the images {}",
+            crate::stack::app::ROLES.join(", ")
+        )),
+    }
+
     // index.json lists exactly the recipe's images, in recipe order.
     let index = layout.index();
     let entries = recipe
@@ -179,6 +202,7 @@ pub async fn build(options: BuildOptions, progress: Arc<dyn Progress>) -> Result
         platforms: options.platforms.iter().map(Platform::to_string).collect(),
         images,
         python: wheel_sets.clone(),
+        stack,
         files: list_files(&options.out, &referenced)?,
     };
     // A signature over an older bundle.json no longer applies.

@@ -37,6 +37,9 @@ pub struct BundleManifest {
     /// Python wheel sets installed into derived images.
     #[serde(default)]
     pub python: Vec<crate::bundle::sandbox::WheelSet>,
+    /// The application stack's CloudFormation template, stored as a blob.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack: Option<StackTemplate>,
     pub files: Vec<BundleFile>,
 }
 
@@ -62,6 +65,14 @@ pub struct BundleImage {
     pub platforms: Vec<PlatformImage>,
     /// Manifests and blobs of this image, each counted once.
     pub size: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackTemplate {
+    pub digest: Digest,
+    pub size: u64,
+    /// The template's parameters that have no default: install must give them.
+    pub required_parameters: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

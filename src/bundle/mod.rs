@@ -8,6 +8,7 @@ pub mod parts;
 pub mod s3;
 pub mod sandbox;
 pub mod source;
+pub mod stack;
 pub mod trust;
 pub mod verify;
 

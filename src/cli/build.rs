@@ -11,6 +11,7 @@ use dify_bundle::bundle::{self, BuildOptions};
 use dify_bundle::oci::Platform;
 use dify_bundle::recipe::Recipe;
 use dify_bundle::retry::RetryPolicy;
+use dify_bundle::stack::app::StackSettings;
 use dify_bundle::store::RegistryOptions;
 use dify_bundle::store::registry::auth::{self, Credentials};
 use dify_bundle::units;
@@ -56,6 +57,10 @@ pub struct BuildArgs {
     /// Where downloaded wheels are kept between builds [default: ~/.cache/dify-bundle]
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
+    /// Build-time settings of the application stack (extra environment variables per
+    /// container), baked into the signed template
+    #[arg(long, value_name = "FILE")]
+    stack_config: Option<PathBuf>,
     /// Sign the bundle with this minisign secret key
     #[arg(long, value_name = "KEY")]
     sign_key: Option<PathBuf>,
@@ -117,7 +122,12 @@ pub async fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         Some(dir) => dir.clone(),
         None => default_cache_dir()?,
     };
+    let stack = match &args.stack_config {
+        Some(path) => StackSettings::load(path)?,
+        None => StackSettings::default(),
+    };
     let options = BuildOptions {
+        stack,
         sandbox_requirements,
         cache_dir,
         out: args.out.clone(),

@@ -7,6 +7,7 @@ mod keys;
 mod pack;
 mod progress;
 mod s3;
+mod template;
 mod verify;
 
 use std::process::ExitCode;
@@ -34,6 +35,8 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// Inside the closed VPC: verify the bundle, check AWS, push the images to ECR
     Install(Box<install::InstallArgs>),
+    /// Print the bundle's application stack template (CloudFormation JSON), signature checked
+    Template(template::TemplateArgs),
     /// Send a bundle to S3 (only the blobs the prefix lacks)
     Upload(s3::UploadArgs),
     /// Fetch a bundle from S3, signature first, every blob checked
@@ -88,6 +91,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Verify(args) => verify::run(args).await,
         Command::Sign(args) => keys::sign(args),
         Command::Pack(args) => pack::run(args),
+        Command::Template(args) => {
+            tokio::task::spawn_blocking(move || template::run(args)).await?
+        }
         Command::Upload(args) => s3::upload(args).await,
         Command::Install(args) => install::run(*args).await,
         Command::Download(args) => s3::download(args).await,

@@ -1,7 +1,8 @@
 //! CloudFormation templates as typed Rust values: a [`Template`] of resources, parameters and
-//! outputs, serialised with serde — never text templates. The VPC endpoints stack lives here;
-//! the Dify application stack joins it.
+//! outputs, serialised with serde — never text templates. The VPC endpoints stack and the
+//! Dify application stack are built from it.
 
+pub mod app;
 pub mod endpoints;
 
 use std::collections::BTreeMap;
@@ -17,6 +18,10 @@ pub struct Template {
     pub description: String,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub parameters: BTreeMap<String, Parameter>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub mappings: BTreeMap<String, Value>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub conditions: BTreeMap<String, Value>,
     pub resources: BTreeMap<String, Resource>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub outputs: BTreeMap<String, Output>,
@@ -30,6 +35,10 @@ pub struct Parameter {
     pub description: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub default: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowed_values: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_pattern: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -40,6 +49,33 @@ pub struct Resource {
     pub properties: Value,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<String>,
+    /// Created only when this condition holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    /// `Retain` or `Snapshot` for data that must outlive the stack.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub update_replace_policy: Option<&'static str>,
+}
+
+impl Resource {
+    pub fn depends_on(&mut self, names: &[&str]) -> &mut Self {
+        self.depends_on.extend(names.iter().map(|n| n.to_string()));
+        self
+    }
+
+    pub fn only_if(&mut self, condition: &str) -> &mut Self {
+        self.condition = Some(condition.to_owned());
+        self
+    }
+
+    /// Keeps the data when the stack (or this resource) goes away.
+    pub fn keep(&mut self, policy: &'static str) -> &mut Self {
+        self.deletion_policy = Some(policy);
+        self.update_replace_policy = Some(policy);
+        self
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -63,14 +99,11 @@ impl Template {
             kind: kind.to_owned(),
             properties,
             depends_on: Vec::new(),
+            condition: None,
+            deletion_policy: None,
+            update_replace_policy: None,
         };
-        match self.resources.entry(name.to_owned()) {
-            std::collections::btree_map::Entry::Occupied(mut slot) => {
-                slot.insert(resource);
-                slot.into_mut()
-            }
-            std::collections::btree_map::Entry::Vacant(slot) => slot.insert(resource),
-        }
+        put(&mut self.resources, name, resource)
     }
 
     pub fn output(&mut self, name: &str, description: &str, value: Value) {
@@ -83,8 +116,35 @@ impl Template {
         );
     }
 
+    /// A string parameter with a default (`None`: required).
+    pub fn parameter(&mut self, name: &str, kind: &str, description: &str, default: Option<&str>) -> &mut Parameter {
+        let parameter = Parameter {
+            kind: kind.to_owned(),
+            description: description.to_owned(),
+            default: default.map(str::to_owned),
+            allowed_values: Vec::new(),
+            allowed_pattern: None,
+        };
+        put(&mut self.parameters, name, parameter)
+    }
+
+    pub fn condition(&mut self, name: &str, rule: Value) {
+        self.conditions.insert(name.to_owned(), rule);
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+/// Inserts or replaces `name`, returning the stored value.
+fn put<'a, V>(map: &'a mut BTreeMap<String, V>, name: &str, value: V) -> &'a mut V {
+    match map.entry(name.to_owned()) {
+        std::collections::btree_map::Entry::Occupied(mut slot) => {
+            slot.insert(value);
+            slot.into_mut()
+        }
+        std::collections::btree_map::Entry::Vacant(slot) => slot.insert(value),
     }
 }
 
@@ -101,6 +161,21 @@ pub fn sub(text: &str) -> Value {
 /// `{"Fn::GetAtt": [resource, attribute]}`.
 pub fn get_att(resource: &str, attribute: &str) -> Value {
     json!({ "Fn::GetAtt": [resource, attribute] })
+}
+
+/// `{"Fn::If": [condition, then, otherwise]}`.
+pub fn if_(condition: &str, then: Value, otherwise: Value) -> Value {
+    json!({ "Fn::If": [condition, then, otherwise] })
+}
+
+/// `{"Ref": "AWS::NoValue"}`: leaves a property out.
+pub fn no_value() -> Value {
+    reference("AWS::NoValue")
+}
+
+/// `{"Fn::Equals": [Ref parameter, value]}`.
+pub fn equals(parameter: &str, value: &str) -> Value {
+    json!({ "Fn::Equals": [reference(parameter), value] })
 }
 
 /// A Name tag.

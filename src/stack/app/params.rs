@@ -1,0 +1,182 @@
+//! The application stack's parameters — everything chosen at install time rather than at
+//! build time — and the conditions derived from them. Names are constants so the installer
+//! and the template cannot disagree.
+
+use serde_json::{Value, json};
+
+use crate::stack::{Template, equals, reference};
+
+pub const VPC_ID: &str = "VpcId";
+pub const SUBNET_IDS: &str = "SubnetIds";
+/// `AllowedCidr1` … `AllowedCidr5`: who may reach the load balancer.
+pub const ALLOWED_CIDR: &str = "AllowedCidr";
+pub const MAX_ALLOWED_CIDRS: usize = 5;
+pub const CERTIFICATE_ARN: &str = "CertificateArn";
+pub const PUBLIC_URL: &str = "PublicUrl";
+pub const REDIS_MULTI_AZ: &str = "RedisMultiAz";
+pub const AURORA_SCALE_TO_ZERO: &str = "AuroraScaleToZero";
+pub const FARGATE_SPOT: &str = "FargateSpot";
+pub const API_CPU: &str = "ApiCpu";
+pub const API_MEMORY: &str = "ApiMemory";
+pub const WEB_CPU: &str = "WebCpu";
+pub const WEB_MEMORY: &str = "WebMemory";
+pub const API_MIN_TASKS: &str = "ApiMinTasks";
+pub const API_MAX_TASKS: &str = "ApiMaxTasks";
+pub const WEB_MIN_TASKS: &str = "WebMinTasks";
+pub const WEB_MAX_TASKS: &str = "WebMaxTasks";
+pub const LOG_RETENTION_DAYS: &str = "LogRetentionDays";
+pub const CPU_ARCHITECTURE: &str = "CpuArchitecture";
+/// `false` creates everything but runs no task (the first deploy, before the plugin
+/// storage placeholder exists).
+pub const START: &str = "Start";
+
+/// The ECR repository parameter of an image role (`plugin-daemon` → `PluginDaemonRepository`).
+pub fn repository(role: &str) -> String {
+    let mut name = String::new();
+    for part in role.split('-') {
+        let mut chars = part.chars();
+        if let Some(first) = chars.next() {
+            name.extend(first.to_uppercase());
+            name.push_str(chars.as_str());
+        }
+    }
+    name + "Repository"
+}
+
+pub fn allowed_cidr(n: usize) -> String {
+    format!("{ALLOWED_CIDR}{n}")
+}
+
+pub const HAS_CERTIFICATE: &str = "HasCertificate";
+pub const HAS_PUBLIC_URL: &str = "HasPublicUrl";
+pub const MULTI_AZ_REDIS: &str = "MultiAzRedis";
+pub const SCALE_TO_ZERO: &str = "ScaleAuroraToZero";
+pub const USE_SPOT: &str = "UseFargateSpot";
+pub const STARTED: &str = "Started";
+
+pub fn has_allowed_cidr(n: usize) -> String {
+    format!("Has{ALLOWED_CIDR}{n}")
+}
+
+const RETENTION_DAYS: [u32; 22] = [
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+    3288, 3653,
+];
+const CIDR_PATTERN: &str = r"^(\d{1,3}\.){3}\d{1,3}/\d{1,2}$";
+
+fn boolean(t: &mut Template, name: &str, description: &str, default: &str) {
+    t.parameter(name, "String", description, Some(default)).allowed_values =
+        vec!["true".into(), "false".into()];
+}
+
+fn number(t: &mut Template, name: &str, description: &str, default: &str, allowed: &[&str]) {
+    let p = t.parameter(name, "Number", description, Some(default));
+    p.allowed_values = allowed.iter().map(|s| s.to_string()).collect();
+}
+
+/// Declares every parameter and condition; `roles` are the images the stack runs and
+/// `architectures` the CPU architectures the bundle has images for.
+pub fn declare(t: &mut Template, roles: &[&str], architectures: &[&str]) {
+    t.parameter(VPC_ID, "AWS::EC2::VPC::Id", "The VPC (no internet needed)", None);
+    t.parameter(
+        SUBNET_IDS,
+        "List<AWS::EC2::Subnet::Id>",
+        "Private subnets in two availability zones, for the load balancer, the tasks, the database and the cache",
+        None,
+    );
+    for n in 1..=MAX_ALLOWED_CIDRS {
+        let p = t.parameter(
+            &allowed_cidr(n),
+            "String",
+            "A client network allowed to reach the load balancer",
+            (n > 1).then_some(""),
+        );
+        p.allowed_pattern = Some(if n == 1 {
+            CIDR_PATTERN.to_owned()
+        } else {
+            format!("^$|{}", CIDR_PATTERN.trim_start_matches('^'))
+        });
+        if n > 1 {
+            t.condition(
+                &has_allowed_cidr(n),
+                json!({ "Fn::Not": [equals(&allowed_cidr(n), "")] }),
+            );
+        }
+    }
+    for role in roles {
+        t.parameter(
+            &repository(role),
+            "String",
+            &format!("ECR repository holding the {role} image"),
+            None,
+        );
+    }
+    t.parameter(
+        CERTIFICATE_ARN,
+        "String",
+        "ACM certificate for an HTTPS listener; empty: HTTP only",
+        Some(""),
+    );
+    t.parameter(
+        PUBLIC_URL,
+        "String",
+        "The URL users open (e.g. https://dify.example.internal); empty: the load balancer's own name",
+        Some(""),
+    );
+    boolean(t, REDIS_MULTI_AZ, "Valkey with a replica in a second AZ", "true");
+    boolean(
+        t,
+        AURORA_SCALE_TO_ZERO,
+        "Let Aurora pause when idle (0 ACU)",
+        "false",
+    );
+    boolean(t, FARGATE_SPOT, "Run tasks on Fargate Spot", "false");
+    boolean(t, START, "Run the services (false: create everything, run nothing)", "true");
+    let cpus = ["256", "512", "1024", "2048", "4096"];
+    number(t, API_CPU, "CPU units of the api task", "1024", &cpus);
+    t.parameter(API_MEMORY, "Number", "Memory (MiB) of the api task; 2048 crash-loops with plugins", Some("4096"));
+    number(t, WEB_CPU, "CPU units of the web task", "256", &cpus);
+    t.parameter(WEB_MEMORY, "Number", "Memory (MiB) of the web task", Some("512"));
+    for (name, default) in [
+        (API_MIN_TASKS, "1"),
+        (API_MAX_TASKS, "1"),
+        (WEB_MIN_TASKS, "1"),
+        (WEB_MAX_TASKS, "1"),
+    ] {
+        t.parameter(name, "Number", "Service autoscaling bound (tasks)", Some(default));
+    }
+    let retention: Vec<String> = RETENTION_DAYS.iter().map(u32::to_string).collect();
+    let retention: Vec<&str> = retention.iter().map(String::as_str).collect();
+    number(t, LOG_RETENTION_DAYS, "Days the logs are kept", "90", &retention);
+    let first = architectures.first().copied().unwrap_or("X86_64");
+    let p = t.parameter(
+        CPU_ARCHITECTURE,
+        "String",
+        "CPU architecture of the tasks (the bundle holds images for these)",
+        Some(first),
+    );
+    p.allowed_values = architectures.iter().map(|a| a.to_string()).collect();
+
+    t.condition(
+        HAS_CERTIFICATE,
+        json!({ "Fn::Not": [equals(CERTIFICATE_ARN, "")] }),
+    );
+    t.condition(HAS_PUBLIC_URL, json!({ "Fn::Not": [equals(PUBLIC_URL, "")] }));
+    t.condition(MULTI_AZ_REDIS, equals(REDIS_MULTI_AZ, "true"));
+    t.condition(SCALE_TO_ZERO, equals(AURORA_SCALE_TO_ZERO, "true"));
+    t.condition(USE_SPOT, equals(FARGATE_SPOT, "true"));
+    t.condition(STARTED, equals(START, "true"));
+}
+
+/// The URL Dify is reached at: the public URL when given, else the load balancer's name.
+pub fn base_url() -> Value {
+    crate::stack::if_(
+        HAS_PUBLIC_URL,
+        reference(PUBLIC_URL),
+        crate::stack::if_(
+            HAS_CERTIFICATE,
+            crate::stack::sub("https://${LoadBalancer.DNSName}"),
+            crate::stack::sub("http://${LoadBalancer.DNSName}"),
+        ),
+    )
+}
