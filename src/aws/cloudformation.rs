@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_cloudformation::Client;
 use aws_sdk_cloudformation::error::DisplayErrorContext;
-use aws_sdk_cloudformation::types::{ChangeSetStatus, ChangeSetType};
+use aws_sdk_cloudformation::types::{Capability, ChangeSetStatus, ChangeSetType, Parameter};
 
 use crate::error::{Error, Result};
 use crate::progress::Progress;
@@ -23,6 +23,32 @@ pub enum Deployed {
         status: String,
         outputs: BTreeMap<String, String>,
     },
+}
+
+/// Where the template comes from.
+pub enum TemplateSource {
+    /// Inline, up to 51,200 bytes.
+    Body(String),
+    /// An S3 URL (the staging bucket).
+    Url(String),
+}
+
+/// What to deploy.
+pub struct StackRequest {
+    pub template: TemplateSource,
+    pub parameters: Vec<(String, String)>,
+    /// The template creates IAM roles (CAPABILITY_IAM).
+    pub iam: bool,
+}
+
+impl StackRequest {
+    pub fn inline(template: &str) -> Self {
+        StackRequest {
+            template: TemplateSource::Body(template.to_owned()),
+            parameters: Vec::new(),
+            iam: false,
+        }
+    }
 }
 
 pub struct CloudFormation {
@@ -62,10 +88,40 @@ impl CloudFormation {
         }
     }
 
+    /// The stack's outputs (empty when it has none or does not exist).
+    pub async fn outputs(&self, stack: &str) -> Result<BTreeMap<String, String>> {
+        if self.status(stack).await?.is_none() {
+            return Ok(BTreeMap::new());
+        }
+        Ok(self
+            .client
+            .describe_stacks()
+            .stack_name(stack)
+            .send()
+            .await
+            .map_err(|e| failed("DescribeStacks", e))?
+            .stacks()
+            .first()
+            .map(|s| {
+                s.outputs()
+                    .iter()
+                    .filter_map(|o| {
+                        Some((o.output_key()?.to_owned(), o.output_value()?.to_owned()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     /// Logical IDs of the stack's resources (none when the stack does not exist).
     pub async fn resources(&self, stack: &str) -> Result<Vec<String>> {
+        Ok(self.physical_ids(stack).await?.into_keys().collect())
+    }
+
+    /// The stack's resources: logical ID → physical ID (empty when the stack does not exist).
+    pub async fn physical_ids(&self, stack: &str) -> Result<BTreeMap<String, String>> {
         if self.status(stack).await?.is_none() {
-            return Ok(Vec::new());
+            return Ok(BTreeMap::new());
         }
         let out = self
             .client
@@ -77,7 +133,12 @@ impl CloudFormation {
         Ok(out
             .stack_resources()
             .iter()
-            .filter_map(|r| r.logical_resource_id().map(str::to_owned))
+            .filter_map(|r| {
+                Some((
+                    r.logical_resource_id()?.to_owned(),
+                    r.physical_resource_id().unwrap_or_default().to_owned(),
+                ))
+            })
             .collect())
     }
 
@@ -149,11 +210,11 @@ impl CloudFormation {
         Ok(failures)
     }
 
-    /// Creates or updates `stack` from `template` through a change set.
+    /// Creates or updates `stack` through a change set.
     pub async fn deploy(
         &self,
         stack: &str,
-        template: &str,
+        request: &StackRequest,
         progress: &dyn Progress,
     ) -> Result<Deployed> {
         let mut seen = HashSet::new();
@@ -183,12 +244,28 @@ impl CloudFormation {
         } else {
             ChangeSetType::Create
         };
-        self.client
+        let mut create = self
+            .client
             .create_change_set()
             .stack_name(stack)
             .change_set_name(&change_set)
-            .change_set_type(kind)
-            .template_body(template)
+            .change_set_type(kind);
+        create = match &request.template {
+            TemplateSource::Body(body) => create.template_body(body),
+            TemplateSource::Url(url) => create.template_url(url),
+        };
+        for (key, value) in &request.parameters {
+            create = create.parameters(
+                Parameter::builder()
+                    .parameter_key(key)
+                    .parameter_value(value)
+                    .build(),
+            );
+        }
+        if request.iam {
+            create = create.capabilities(Capability::CapabilityIam);
+        }
+        create
             .send()
             .await
             .map_err(|e| failed("CreateChangeSet", e))?;
@@ -264,24 +341,7 @@ impl CloudFormation {
                 }
             )));
         }
-        let outputs = self
-            .client
-            .describe_stacks()
-            .stack_name(stack)
-            .send()
-            .await
-            .map_err(|e| failed("DescribeStacks", e))?
-            .stacks()
-            .first()
-            .map(|s| {
-                s.outputs()
-                    .iter()
-                    .filter_map(|o| {
-                        Some((o.output_key()?.to_owned(), o.output_value()?.to_owned()))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let outputs = self.outputs(stack).await?;
         Ok(Deployed::Done { status, outputs })
     }
 }

@@ -1,10 +1,13 @@
 //! AWS clients and the calls the installer makes: configuration from the standard chain
-//! (environment, profiles, instance role), identity (STS) and ECR's control plane.
+//! (environment, profiles, instance role), identity (STS), ECR's control plane, EC2 discovery,
+//! CloudFormation deploys, the template staging bucket and the application's health.
 
 pub mod cloudformation;
 pub mod ec2;
 pub mod ecr;
+pub mod health;
 pub mod reach;
+pub mod staging;
 
 use crate::error::{Error, Result};
 

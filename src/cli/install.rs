@@ -1,16 +1,20 @@
 //! `dify-bundle install --isolated`: verify, plan, confirm, push.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::Args;
 use dify_bundle::aws::cloudformation::Deployed;
 use dify_bundle::copy::CopyOptions;
+use dify_bundle::install::config::app_setting;
 use dify_bundle::install::{
-    EcrLayout, EcrOptions, InstallConfig, InstallOptions, InstallPlan, Installer, NetworkTarget,
+    AppOptions, EcrLayout, EcrOptions, InstallConfig, InstallOptions, InstallPlan, Installer,
+    NetworkTarget,
 };
 use dify_bundle::retry::RetryPolicy;
 use dify_bundle::signing::TrustedKeys;
@@ -62,6 +66,29 @@ pub struct InstallArgs {
     /// Name of the VPC endpoints stack
     #[arg(long, value_name = "NAME")]
     endpoints_stack: Option<String>,
+    /// Install the endpoints and images only, not the application stack
+    #[arg(long)]
+    no_app: bool,
+    /// Name of the application stack [default: dify]
+    #[arg(long, value_name = "NAME")]
+    app_stack: Option<String>,
+    /// A client network allowed to reach Dify's load balancer (repeat, at most 5)
+    /// [default: the VPC's CIDR]
+    #[arg(long = "allowed-cidr", value_name = "CIDR")]
+    allowed_cidrs: Vec<String>,
+    /// A stack setting, KEY=VALUE (repeat): certificate_arn, public_url, redis_multi_az,
+    /// aurora_scale_to_zero, fargate_spot, api_cpu, api_memory, web_cpu, web_memory,
+    /// api_min_tasks, api_max_tasks, web_min_tasks, web_max_tasks, log_retention_days,
+    /// cpu_architecture
+    #[arg(long = "app-setting", value_name = "KEY=VALUE")]
+    app_settings: Vec<String>,
+    /// Bucket CloudFormation reads the template from, created when missing
+    /// [default: dify-bundle-staging-ACCOUNT-REGION]
+    #[arg(long, value_name = "BUCKET")]
+    staging_bucket: Option<String>,
+    /// Minutes to wait for Dify to be healthy after the deploy; 0: don't wait [default: 30]
+    #[arg(long, value_name = "MINUTES")]
+    wait_minutes: Option<u64>,
     #[command(flatten)]
     trust: super::keys::TrustArgs,
     /// Blobs pushed at once
@@ -106,6 +133,29 @@ fn print_plan(plan: &InstallPlan) {
         }
         None => eprintln!("  3. network: skipped (no --vpc-id/--subnet-ids or --new-vpc-cidr)"),
     }
+    print_ecr(plan);
+    match &plan.app {
+        Some(app) => {
+            eprintln!(
+                "  5. application: stack {} ({}), template {} ({}) staged in s3://{}",
+                app.stack,
+                app.status.as_deref().unwrap_or("to create"),
+                app.template_digest,
+                units::bytes(app.template_bytes),
+                app.staging_bucket
+            );
+            for (key, value) in &app.parameters {
+                eprintln!("       {key:<24} {value}");
+            }
+            eprintln!("  6. wait until the services are stable and the targets healthy");
+        }
+        None => eprintln!(
+            "  5. application: skipped (needs a VPC: --vpc-id/--subnet-ids or --new-vpc-cidr; off with --no-app)"
+        ),
+    }
+}
+
+fn print_ecr(plan: &InstallPlan) {
     let Some(ecr) = &plan.ecr else {
         eprintln!("  4. ECR: planned once the network step has made the ECR endpoints");
         return;
@@ -134,6 +184,40 @@ fn print_plan(plan: &InstallPlan) {
         ecr.blobs_present,
         units::bytes(ecr.bytes_present)
     );
+}
+
+fn app_options(
+    args: &InstallArgs,
+    config: &dify_bundle::install::config::AppConfig,
+) -> anyhow::Result<Option<AppOptions>> {
+    if args.no_app || config.enabled == Some(false) {
+        return Ok(None);
+    }
+    let mut settings = BTreeMap::new();
+    for (key, value) in &config.settings {
+        settings.insert(app_setting(key)?.to_owned(), value.to_string());
+    }
+    for flag in &args.app_settings {
+        let (key, value) = flag
+            .split_once('=')
+            .with_context(|| format!("--app-setting {flag}: expected KEY=VALUE"))?;
+        settings.insert(app_setting(key.trim())?.to_owned(), value.trim().to_owned());
+    }
+    Ok(Some(AppOptions {
+        stack: args
+            .app_stack
+            .clone()
+            .or(config.stack.clone())
+            .unwrap_or_else(|| "dify".to_owned()),
+        allowed_cidrs: if args.allowed_cidrs.is_empty() {
+            config.allowed_cidrs.clone()
+        } else {
+            args.allowed_cidrs.clone()
+        },
+        settings,
+        staging_bucket: args.staging_bucket.clone().or(config.staging_bucket.clone()),
+        wait: Duration::from_secs(60 * args.wait_minutes.or(config.wait_minutes).unwrap_or(30)),
+    }))
 }
 
 fn confirm() -> anyhow::Result<bool> {
@@ -208,6 +292,7 @@ pub async fn run(args: InstallArgs) -> anyhow::Result<ExitCode> {
         (None, Some(cidr)) => Some((stack, NetworkTarget::New { cidr })),
         (None, None) => None,
     };
+    let app = app_options(&args, &config.app)?;
     let what = args.bundle.clone();
     let source = tokio::task::spawn_blocking(move || {
         super::s3::open_any(&what, tokio::runtime::Handle::current())
@@ -218,6 +303,7 @@ pub async fn run(args: InstallArgs) -> anyhow::Result<ExitCode> {
         region: args.region.clone().or(config.region.clone()),
         ecr,
         network,
+        app,
     };
     let installer = Installer::open(Arc::from(source), policy, options, reporter.clone())
         .await
@@ -263,10 +349,29 @@ pub async fn run(args: InstallArgs) -> anyhow::Result<ExitCode> {
             copy.seconds
         );
     }
+    if let Some(app) = &report.app {
+        if app.changed() {
+            eprintln!("application: stack {} deployed", app.stack);
+        } else {
+            eprintln!("application: nothing to do, stack {} is up to date", app.stack);
+        }
+        if app.healthy {
+            eprintln!("Dify is healthy");
+        }
+        if let Some(url) = &app.url {
+            eprintln!("Dify: {url}");
+        }
+        if let Some(exec) = app.outputs.get("ExecCommand") {
+            eprintln!("shell in the api container: {exec}");
+        }
+    }
     if args.json {
-        super::print_json(
-            &serde_json::json!({"plan": plan, "push": report.push, "network": report.network}),
-        )?;
+        super::print_json(&serde_json::json!({
+            "plan": plan,
+            "push": report.push,
+            "network": report.network,
+            "app": report.app,
+        }))?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -15,6 +15,8 @@ pub struct InstallConfig {
     pub ecr: EcrConfig,
     #[serde(default)]
     pub network: NetworkConfig,
+    #[serde(default)]
+    pub app: AppConfig,
     /// Trusted public keys (minisign .pub files), relative to the config file.
     #[serde(default)]
     pub public_keys: Vec<PathBuf>,
@@ -46,6 +48,81 @@ pub struct NetworkConfig {
     pub new_vpc_cidr: Option<String>,
     /// Name of the VPC endpoints stack (default `dify-vpc-endpoints`).
     pub endpoints_stack: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    /// Deploy the application stack (default: yes, when a VPC is given).
+    pub enabled: Option<bool>,
+    /// Name of the application stack (default `dify`).
+    pub stack: Option<String>,
+    /// Client networks allowed to reach the load balancer (at most 5); default: the VPC's CIDR.
+    #[serde(default)]
+    pub allowed_cidrs: Vec<String>,
+    /// Bucket for the template (created when missing); default
+    /// `dify-bundle-staging-<account>-<region>`.
+    pub staging_bucket: Option<String>,
+    /// How long to wait for Dify to be healthy after the deploy (default 30; 0: don't wait).
+    pub wait_minutes: Option<u64>,
+    /// Stack settings: see [`APP_SETTINGS`].
+    #[serde(default)]
+    pub settings: std::collections::BTreeMap<String, SettingValue>,
+}
+
+/// A setting as written in TOML: text, a number or a boolean.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum SettingValue {
+    Text(String),
+    Number(i64),
+    Boolean(bool),
+}
+
+impl std::fmt::Display for SettingValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SettingValue::Text(t) => f.write_str(t),
+            SettingValue::Number(n) => write!(f, "{n}"),
+            SettingValue::Boolean(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+/// `[app.settings]` keys (also `--app-setting KEY=VALUE`) and the template parameters they set.
+pub const APP_SETTINGS: [(&str, &str); 15] = {
+    use crate::stack::app::params::*;
+    [
+        ("certificate_arn", CERTIFICATE_ARN),
+        ("public_url", PUBLIC_URL),
+        ("redis_multi_az", REDIS_MULTI_AZ),
+        ("aurora_scale_to_zero", AURORA_SCALE_TO_ZERO),
+        ("fargate_spot", FARGATE_SPOT),
+        ("api_cpu", API_CPU),
+        ("api_memory", API_MEMORY),
+        ("web_cpu", WEB_CPU),
+        ("web_memory", WEB_MEMORY),
+        ("api_min_tasks", API_MIN_TASKS),
+        ("api_max_tasks", API_MAX_TASKS),
+        ("web_min_tasks", WEB_MIN_TASKS),
+        ("web_max_tasks", WEB_MAX_TASKS),
+        ("log_retention_days", LOG_RETENTION_DAYS),
+        ("cpu_architecture", CPU_ARCHITECTURE),
+    ]
+};
+
+/// The template parameter a setting key sets.
+pub fn app_setting(key: &str) -> Result<&'static str> {
+    APP_SETTINGS
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, p)| *p)
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "app setting `{key}`: unknown; expected one of {}",
+                APP_SETTINGS.map(|(k, _)| k).join(", ")
+            ))
+        })
 }
 
 /// Where images go in ECR.

@@ -1,12 +1,14 @@
 //! `install --isolated`: a sequence of idempotent steps inside the closed VPC, shown as a
 //! plan first. Verify the bundle (signature, then every digest) before any AWS call that
 //! changes something; check credentials; create the ECR repositories and push every image
-//! (only what ECR lacks); then the network and application stacks.
+//! (only what ECR lacks); then the application stack, waited on until Dify answers.
 
+pub mod app;
 pub mod config;
 pub mod ecr;
 pub mod network;
 
+pub use app::{AppOptions, AppPlan, AppReport};
 pub use config::{EcrLayout, InstallConfig};
 pub use ecr::{EcrOptions, EcrPlan, ImageTarget, PushReport};
 pub use network::{NetworkPlan, NetworkTarget};
@@ -37,6 +39,8 @@ pub struct InstallPlan {
     pub network: Option<NetworkPlan>,
     /// `None` when ECR is reachable only once the network step has made its endpoints.
     pub ecr: Option<EcrPlan>,
+    /// `None` when there is no VPC to deploy into, or the application step is off.
+    pub app: Option<AppPlan>,
 }
 
 /// What `install` did.
@@ -44,6 +48,7 @@ pub struct InstallPlan {
 pub struct InstallReport {
     pub network: Option<Deployed>,
     pub push: PushReport,
+    pub app: Option<AppReport>,
 }
 
 pub struct InstallOptions {
@@ -51,6 +56,8 @@ pub struct InstallOptions {
     pub ecr: ecr::EcrOptions,
     /// The endpoints stack's name and where it goes.
     pub network: Option<(String, NetworkTarget)>,
+    /// The application stack; `None`: not deployed.
+    pub app: Option<AppOptions>,
 }
 
 pub struct Installer {
@@ -150,7 +157,9 @@ impl Installer {
                 lines.join("\n  ")
             )));
         };
+        let app = self.plan_app(&identity.account, &region, network.as_ref()).await?;
         Ok(InstallPlan {
+            app,
             bundle: self.manifest.name.clone(),
             dify_version: self.manifest.dify_version.clone(),
             signature: self.signature.clone(),
@@ -163,7 +172,53 @@ impl Installer {
         })
     }
 
-    /// Carries out the plan: the network, then ECR.
+    /// The application step's plan, when there is a VPC and the step is on.
+    async fn plan_app(
+        &self,
+        account: &str,
+        region: &str,
+        network_plan: Option<&NetworkPlan>,
+    ) -> Result<Option<AppPlan>> {
+        let (Some(options), Some((stack, target)), Some(network_plan)) =
+            (&self.options.app, &self.options.network, network_plan)
+        else {
+            return Ok(None);
+        };
+        let template = self.manifest.stack.as_ref().ok_or_else(|| {
+            Error::invalid(format!(
+                "bundle {} has no application stack (its recipe lacks one of the images {}); pass --no-app to install only the endpoints and images",
+                self.manifest.name,
+                crate::stack::app::ROLES.join(", ")
+            ))
+        })?;
+        let bytes = self.template()?;
+        let parsed: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::invalid(format!("the bundle's stack template: {e}")))?;
+        let names: Vec<String> = parsed["Parameters"]
+            .as_object()
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default();
+        let images = ecr::targets(&self.manifest, &self.options.ecr.layout)?;
+        let plan = app::plan(
+            &self.config,
+            account,
+            region,
+            template,
+            &names,
+            &images,
+            (stack, target, network_plan),
+            options,
+        )
+        .await?;
+        Ok(Some(plan))
+    }
+
+    /// The application stack's template, checked against bundle.json.
+    fn template(&self) -> Result<Vec<u8>> {
+        crate::bundle::stack::read(self.source.as_ref(), &self.manifest)
+    }
+
+    /// Carries out the plan: the network, then ECR, then the application.
     pub async fn apply(
         &self,
         plan: &InstallPlan,
@@ -184,9 +239,22 @@ impl Installer {
             self.store(),
             ecr_plan,
             &self.options.ecr,
-            progress,
+            progress.clone(),
         )
         .await?;
-        Ok(InstallReport { network, push })
+        let app = match &plan.app {
+            Some(app) => Some(
+                app::apply(
+                    &self.config,
+                    &plan.region,
+                    app,
+                    &self.template()?,
+                    progress.as_ref(),
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        Ok(InstallReport { network, push, app })
     }
 }

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::aws::cloudformation::{CloudFormation, Deployed};
+use crate::aws::cloudformation::{CloudFormation, Deployed, StackRequest};
 use crate::aws::ec2::Ec2;
 use crate::error::Result;
 use crate::progress::Progress;
@@ -26,6 +26,8 @@ pub struct NetworkPlan {
     pub stack: String,
     /// `vpc-…`, or `new VPC 10.0.0.0/16`.
     pub vpc: String,
+    /// The VPC's CIDR.
+    pub cidr: String,
     pub create: Vec<String>,
     /// Endpoints the VPC already has (made by someone else): left alone.
     pub skip: Vec<String>,
@@ -46,7 +48,7 @@ pub async fn plan(
         .copied()
         .chain([GATEWAY_SERVICE])
         .collect();
-    let (network, vpc, elsewhere) = match target {
+    let (network, vpc, cidr, elsewhere) = match target {
         NetworkTarget::Existing { vpc_id, subnet_ids } => {
             let ec2 = Ec2::new(config);
             let cidr = ec2.vpc_cidr(vpc_id).await?;
@@ -60,11 +62,12 @@ pub async fn plan(
             (
                 Network::Existing {
                     vpc_id: vpc_id.clone(),
-                    cidr,
+                    cidr: cidr.clone(),
                     subnet_ids: subnet_ids.clone(),
                     route_table_ids,
                 },
                 vpc_id.clone(),
+                cidr,
                 elsewhere,
             )
         }
@@ -82,6 +85,7 @@ pub async fn plan(
                     subnets,
                 },
                 format!("new VPC {cidr}"),
+                cidr.clone(),
                 Vec::new(),
             )
         }
@@ -105,6 +109,7 @@ pub async fn plan(
     Ok(NetworkPlan {
         stack: stack.to_owned(),
         vpc,
+        cidr,
         create: create.iter().map(|s| s.to_string()).collect(),
         skip: elsewhere,
         template: template.to_json(),
@@ -121,6 +126,28 @@ pub async fn apply(
         plan.stack, plan.vpc
     ));
     CloudFormation::new(config)
-        .deploy(&plan.stack, &plan.template, progress)
+        .deploy(&plan.stack, &StackRequest::inline(&plan.template), progress)
         .await
+}
+
+/// The VPC and subnets the application goes into: the ones given, or those the endpoints
+/// stack created (known once it exists).
+pub async fn vpc_and_subnets(
+    config: &aws_config::SdkConfig,
+    stack: &str,
+    target: &NetworkTarget,
+) -> Result<Option<(String, Vec<String>)>> {
+    match target {
+        NetworkTarget::Existing { vpc_id, subnet_ids } => {
+            Ok(Some((vpc_id.clone(), subnet_ids.clone())))
+        }
+        NetworkTarget::New { .. } => {
+            let ids = CloudFormation::new(config).physical_ids(stack).await?;
+            let get = |id: &str| ids.get(id).filter(|v| !v.is_empty()).cloned();
+            Ok(match (get("Vpc"), get("SubnetA"), get("SubnetB")) {
+                (Some(vpc), Some(a), Some(b)) => Some((vpc, vec![a, b])),
+                _ => None,
+            })
+        }
+    }
 }

@@ -10,7 +10,7 @@ use super::params::{
     ALLOWED_CIDR, CERTIFICATE_ARN, HAS_CERTIFICATE, MAX_ALLOWED_CIDRS, SUBNET_IDS, VPC_ID,
     allowed_cidr, has_allowed_cidr,
 };
-use crate::stack::{Template, get_att, if_, no_value, reference, sub};
+use crate::stack::{Template, get_att, if_, reference, sub};
 
 pub const ALB_SECURITY_GROUP: &str = "LoadBalancerSecurityGroup";
 pub const API_SECURITY_GROUP: &str = "ApiTaskSecurityGroup";
@@ -70,23 +70,45 @@ pub fn main_listener() -> Value {
     )
 }
 
-fn ingress_from_clients(port: u16) -> Vec<Value> {
-    (1..=MAX_ALLOWED_CIDRS)
-        .map(|n| {
-            let rule = json!({
-                "IpProtocol": "tcp",
-                "FromPort": port,
-                "ToPort": port,
-                "CidrIp": reference(&allowed_cidr(n)),
-                "Description": format!("clients ({ALLOWED_CIDR}{n})"),
-            });
-            if n == 1 {
-                rule
-            } else {
-                if_(&has_allowed_cidr(n), rule, no_value())
+/// Client access to the load balancer: port 80 from every allowed network, and 443 when
+/// there is a certificate. Rules beyond the first are resources of their own, each created
+/// only when its network is given.
+fn client_ingress(t: &mut Template) {
+    for n in 1..=MAX_ALLOWED_CIDRS {
+        for port in [80u16, 443] {
+            let condition = match (n, port) {
+                (1, 80) => None,
+                (1, _) => Some(HAS_CERTIFICATE.to_owned()),
+                (_, 80) => Some(has_allowed_cidr(n)),
+                _ => {
+                    let both = format!("Https{}", has_allowed_cidr(n));
+                    t.condition(
+                        &both,
+                        json!({ "Fn::And": [
+                            { "Condition": HAS_CERTIFICATE },
+                            { "Condition": has_allowed_cidr(n) },
+                        ] }),
+                    );
+                    Some(both)
+                }
+            };
+            let rule = t.resource(
+                &format!("ClientIngress{port}From{n}"),
+                "AWS::EC2::SecurityGroupIngress",
+                json!({
+                    "GroupId": get_att(ALB_SECURITY_GROUP, "GroupId"),
+                    "IpProtocol": "tcp",
+                    "FromPort": port,
+                    "ToPort": port,
+                    "CidrIp": reference(&allowed_cidr(n)),
+                    "Description": format!("clients ({ALLOWED_CIDR}{n})"),
+                }),
+            );
+            if let Some(condition) = condition {
+                rule.only_if(&condition);
             }
-        })
-        .collect()
+        }
+    }
 }
 
 fn security_group(t: &mut Template, name: &str, description: &str, ingress: Vec<Value>) {
@@ -112,13 +134,8 @@ fn from_group(port: u16, group: &str, description: &str) -> Value {
 }
 
 pub fn security_groups(t: &mut Template) {
-    let mut clients = ingress_from_clients(80);
-    clients.extend(
-        ingress_from_clients(443)
-            .into_iter()
-            .map(|rule| if_(HAS_CERTIFICATE, rule, no_value())),
-    );
-    security_group(t, ALB_SECURITY_GROUP, "load balancer", clients);
+    security_group(t, ALB_SECURITY_GROUP, "load balancer", Vec::new());
+    client_ingress(t);
     security_group(
         t,
         API_SECURITY_GROUP,

@@ -1,0 +1,236 @@
+//! Waiting for the application to answer: ECS services stable (running what they should,
+//! one finished deployment) and every target group with healthy targets. Bounded, with a
+//! progress line each round naming what is still missing.
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_ecs::error::DisplayErrorContext;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+
+const POLL: Duration = Duration::from_secs(10);
+
+/// A service as ECS reports it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ServiceState {
+    pub name: String,
+    pub desired: i32,
+    pub running: i32,
+    pub deployments: usize,
+    pub rollout: String,
+}
+
+/// A target group's health.
+#[derive(Clone, Debug, Serialize)]
+pub struct TargetState {
+    pub name: String,
+    pub healthy: usize,
+    /// `state (reason)` of every target that is not healthy.
+    pub unhealthy: Vec<String>,
+}
+
+/// What is still missing; empty when everything is up.
+pub fn missing(services: &[ServiceState], targets: &[TargetState]) -> Vec<String> {
+    let mut missing = Vec::new();
+    for s in services {
+        if s.running < s.desired || s.deployments != 1 || s.rollout != "COMPLETED" {
+            missing.push(format!(
+                "service {}: {}/{} tasks running, {} deployments, rollout {}",
+                s.name,
+                s.running,
+                s.desired,
+                s.deployments,
+                if s.rollout.is_empty() { "unknown" } else { &s.rollout }
+            ));
+        }
+    }
+    for t in targets {
+        if t.healthy == 0 || !t.unhealthy.is_empty() {
+            missing.push(format!(
+                "target group {}: {} healthy{}",
+                t.name,
+                t.healthy,
+                if t.unhealthy.is_empty() {
+                    String::new()
+                } else {
+                    format!(", not healthy: {}", t.unhealthy.join(", "))
+                }
+            ));
+        }
+    }
+    missing
+}
+
+pub struct Health {
+    ecs: aws_sdk_ecs::Client,
+    elb: aws_sdk_elasticloadbalancingv2::Client,
+}
+
+fn failed(call: &str, e: impl std::error::Error) -> Error {
+    Error::invalid(format!("{call}: {}", DisplayErrorContext(&e)))
+}
+
+impl Health {
+    pub fn new(config: &aws_config::SdkConfig) -> Self {
+        Health {
+            ecs: aws_sdk_ecs::Client::new(config),
+            elb: aws_sdk_elasticloadbalancingv2::Client::new(config),
+        }
+    }
+
+    pub async fn services(&self, cluster: &str, services: &[String]) -> Result<Vec<ServiceState>> {
+        let out = self
+            .ecs
+            .describe_services()
+            .cluster(cluster)
+            .set_services(Some(services.to_vec()))
+            .send()
+            .await
+            .map_err(|e| failed("ECS DescribeServices", e))?;
+        Ok(out
+            .services()
+            .iter()
+            .map(|s| ServiceState {
+                name: s.service_name().unwrap_or_default().to_owned(),
+                desired: s.desired_count(),
+                running: s.running_count(),
+                deployments: s.deployments().len(),
+                rollout: s
+                    .deployments()
+                    .first()
+                    .and_then(|d| d.rollout_state())
+                    .map(|r| r.as_str().to_owned())
+                    .unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    pub async fn targets(&self, target_groups: &[String]) -> Result<Vec<TargetState>> {
+        let mut states = Vec::new();
+        for arn in target_groups {
+            let out = self
+                .elb
+                .describe_target_health()
+                .target_group_arn(arn)
+                .send()
+                .await
+                .map_err(|e| failed("ELB DescribeTargetHealth", e))?;
+            let mut state = TargetState {
+                name: arn
+                    .rsplit_once(":targetgroup/")
+                    .map(|(_, n)| n.split('/').next().unwrap_or(n).to_owned())
+                    .unwrap_or_else(|| arn.clone()),
+                healthy: 0,
+                unhealthy: Vec::new(),
+            };
+            for description in out.target_health_descriptions() {
+                let health = description.target_health();
+                let value = health
+                    .and_then(|h| h.state())
+                    .map(|s| s.as_str().to_owned())
+                    .unwrap_or_default();
+                if value == "healthy" {
+                    state.healthy += 1;
+                } else {
+                    let target = description
+                        .target()
+                        .and_then(|t| t.id())
+                        .unwrap_or_default();
+                    let reason = health
+                        .and_then(|h| h.description())
+                        .unwrap_or_default();
+                    state.unhealthy.push(format!("{target} {value} ({reason})"));
+                }
+            }
+            states.push(state);
+        }
+        Ok(states)
+    }
+
+    /// Polls until nothing is missing or `limit` has passed.
+    pub async fn wait(
+        &self,
+        cluster: &str,
+        services: &[String],
+        target_groups: &[String],
+        limit: Duration,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let started = Instant::now();
+        loop {
+            let services_now = self.services(cluster, services).await?;
+            let targets_now = self.targets(target_groups).await?;
+            let missing = missing(&services_now, &targets_now);
+            if missing.is_empty() {
+                return Ok(());
+            }
+            let waited = started.elapsed();
+            if waited >= limit {
+                return Err(Error::invalid(format!(
+                    "Dify is not healthy after {}s; still missing:\n  {}\nlook at the ECS service events and the container logs (CloudWatch log groups /dify/<stack>/…), then run install again",
+                    waited.as_secs(),
+                    missing.join("\n  ")
+                )));
+            }
+            progress.note(&format!(
+                "waiting for Dify ({}s of at most {}s): {}",
+                waited.as_secs(),
+                limit.as_secs(),
+                missing.join("; ")
+            ));
+            tokio::time::sleep(POLL.min(limit.saturating_sub(waited))).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(running: i32, deployments: usize, rollout: &str) -> ServiceState {
+        ServiceState {
+            name: "api".into(),
+            desired: 1,
+            running,
+            deployments,
+            rollout: rollout.into(),
+        }
+    }
+
+    #[test]
+    fn healthy_only_when_everything_is_up() {
+        let healthy = TargetState {
+            name: "web".into(),
+            healthy: 1,
+            unhealthy: vec![],
+        };
+        assert!(missing(&[service(1, 1, "COMPLETED")], std::slice::from_ref(&healthy)).is_empty());
+        let cases = [
+            missing(&[service(0, 1, "IN_PROGRESS")], std::slice::from_ref(&healthy)),
+            missing(&[service(1, 2, "COMPLETED")], std::slice::from_ref(&healthy)),
+            missing(
+                &[service(1, 1, "COMPLETED")],
+                &[TargetState {
+                    name: "web".into(),
+                    healthy: 0,
+                    unhealthy: vec![],
+                }],
+            ),
+            missing(
+                &[service(1, 1, "COMPLETED")],
+                &[TargetState {
+                    name: "web".into(),
+                    healthy: 1,
+                    unhealthy: vec!["10.0.0.5 unhealthy (Health checks failed)".into()],
+                }],
+            ),
+        ];
+        for case in &cases {
+            assert_eq!(case.len(), 1, "{case:?}");
+        }
+        assert!(cases[0][0].contains("0/1 tasks running"));
+        assert!(cases[3][0].contains("Health checks failed"));
+    }
+}
