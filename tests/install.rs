@@ -472,7 +472,13 @@ async fn endpoints_stack_in_an_existing_vpc_skips_what_is_there() {
         .send()
         .await
         .unwrap();
-    let network = ["--vpc-id", vpc.as_str(), "--subnet-ids", &subnets.join(",")];
+    let network = [
+        "--vpc-id",
+        vpc.as_str(),
+        "--subnet-ids",
+        &subnets.join(","),
+        "--no-app",
+    ];
 
     let planned = w.install(&w.bundle, &[&network[..], &["--plan"]].concat());
     assert_success(&planned);
@@ -532,6 +538,7 @@ async fn a_new_isolated_vpc_with_its_endpoints() {
             "10.0.0.0/16",
             "--endpoints-stack",
             "dify-net",
+            "--no-app",
             "--yes",
         ],
     );
@@ -633,4 +640,274 @@ async fn renewed_registry_credentials_take_effect_mid_run() {
         store.blob_state("dify/x", &blob).await.unwrap(),
         dify_bundle::store::BlobState::Absent
     );
+}
+
+/// An existing VPC with two subnets in two zones; returns the VPC and subnet IDs.
+async fn existing_vpc(w: &World, cidr: &str) -> (String, Vec<String>) {
+    let ec2 = w.moto.ec2();
+    let vpc = ec2.create_vpc().cidr_block(cidr).send().await.unwrap();
+    let vpc = vpc.vpc().unwrap().vpc_id().unwrap().to_owned();
+    let prefix = cidr.rsplit_once(".0.0/").unwrap().0;
+    let mut subnets = Vec::new();
+    for (n, zone) in [(1, "us-east-1a"), (2, "us-east-1b")] {
+        let subnet = ec2
+            .create_subnet()
+            .vpc_id(&vpc)
+            .cidr_block(format!("{prefix}.{n}.0/24"))
+            .availability_zone(zone)
+            .send()
+            .await
+            .unwrap();
+        subnets.push(subnet.subnet().unwrap().subnet_id().unwrap().to_owned());
+    }
+    (vpc, subnets)
+}
+
+fn bundle_json(bundle: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(bundle.join("bundle.json")).unwrap()).unwrap()
+}
+
+/// Replaces the bundle's stack template by `transform(template)` and signs the bundle again,
+/// as a release built with that template would be.
+fn swap_template(w: &World, transform: impl Fn(&serde_json::Value) -> serde_json::Value) {
+    let mut manifest = bundle_json(&w.bundle);
+    let old = manifest["stack"]["digest"].as_str().unwrap().to_owned();
+    let old_path = format!("blobs/sha256/{}", old.trim_start_matches("sha256:"));
+    let template: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(w.bundle.join(&old_path)).unwrap()).unwrap();
+    let bytes = serde_json::to_vec_pretty(&transform(&template)).unwrap();
+    let digest = dify_bundle::digest::Digest::of(&bytes);
+    let path = format!("blobs/sha256/{}", digest.hex());
+    std::fs::write(w.bundle.join(&path), &bytes).unwrap();
+    std::fs::remove_file(w.bundle.join(&old_path)).unwrap();
+    manifest["stack"]["digest"] = serde_json::json!(digest.to_string());
+    manifest["stack"]["size"] = serde_json::json!(bytes.len());
+    let files = manifest["files"].as_array_mut().unwrap();
+    files.retain(|f| f["path"] != old_path.as_str());
+    files.push(serde_json::json!({"path": path, "size": bytes.len(), "sha256": digest.hex()}));
+    std::fs::write(
+        w.bundle.join("bundle.json"),
+        serde_json::to_vec_pretty(&manifest).unwrap(),
+    )
+    .unwrap();
+    assert_success(&run(dify_bundle()
+        .arg("sign")
+        .arg(&w.bundle)
+        .arg("--key")
+        .arg(w.public.with_extension("key"))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_application_template_is_signed_in_the_bundle_and_lints_clean() {
+    let w = world().await;
+    let printed = run(dify_bundle()
+        .arg("template")
+        .arg(&w.bundle)
+        .arg("--pubkey")
+        .arg(&w.public));
+    assert_success(&printed);
+    let template: serde_json::Value = serde_json::from_slice(&printed.stdout).unwrap();
+
+    // Every container runs its role's image from the bundle, by digest.
+    let manifest = bundle_json(&w.bundle);
+    let text = String::from_utf8_lossy(&printed.stdout).to_string();
+    for image in manifest["images"].as_array().unwrap() {
+        let digest = image["digest"].as_str().unwrap();
+        assert!(text.contains(&format!("@{digest}")), "{digest} not used");
+    }
+    let tasks: Vec<&serde_json::Value> = template["Resources"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|r| r["Type"] == "AWS::ECS::TaskDefinition")
+        .collect();
+    assert_eq!(tasks.len(), 2);
+
+    // cfn-lint: no errors (exit bit 2) on the template exactly as signed.
+    let file = w.work.path().join("app.json");
+    std::fs::write(&file, &printed.stdout).unwrap();
+    let lint = run(std::process::Command::new("cfn-lint").arg(&file));
+    assert_eq!(
+        lint.status.code().unwrap_or(-1) & 2,
+        0,
+        "cfn-lint found errors:\n{}",
+        String::from_utf8_lossy(&lint.stdout)
+    );
+
+    // A template changed after signing is refused, by digest.
+    let digest = manifest["stack"]["digest"].as_str().unwrap();
+    let blob = w
+        .bundle
+        .join("blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"));
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 1;
+    std::fs::write(&blob, bytes).unwrap();
+    assert_fails_with(
+        &run(dify_bundle()
+            .arg("template")
+            .arg(&w.bundle)
+            .arg("--pubkey")
+            .arg(&w.public)),
+        "stack template",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploys_the_application_stack_then_waits_until_healthy() {
+    let w = world().await;
+    swap_template(&w, common::moto_template::reduce);
+    let (vpc, subnets) = existing_vpc(&w, "10.52.0.0/16").await;
+    let network = [
+        "--vpc-id",
+        vpc.as_str(),
+        "--subnet-ids",
+        &subnets.join(","),
+        "--app-stack",
+        "dify-app",
+        "--app-setting",
+        "fargate_spot=true",
+    ];
+
+    let planned = w.install(&w.bundle, &[&network[..], &["--plan"]].concat());
+    assert_success(&planned);
+    let plan = json(&planned)["app"].clone();
+    assert_eq!(plan["stack"], "dify-app");
+    assert!(plan["status"].is_null());
+    assert_eq!(plan["parameters"]["AllowedCidr1"], "10.52.0.0/16");
+    assert_eq!(plan["parameters"]["FargateSpot"], "true");
+    assert_eq!(plan["parameters"]["ApiRepository"], "dify/dify-api");
+    assert_eq!(plan["parameters"]["SubnetIds"], subnets.join(","));
+    let cfn = aws_sdk_cloudformation::Client::new(&w.moto.sdk_config());
+    assert!(
+        cfn.describe_stacks()
+            .stack_name("dify-app")
+            .send()
+            .await
+            .is_err(),
+        "--plan created the stack"
+    );
+
+    // moto's services report their tasks running, but no target is registered: not healthy.
+    let first = w.install(
+        &w.bundle,
+        &[&network[..], &["--yes", "--wait", "3s"]].concat(),
+    );
+    assert_fails_with(&first, "target group");
+    let err = stderr(&first);
+    assert!(err.contains("created first with no task running"), "{err}");
+    assert!(err.contains("starting the services"), "{err}");
+    let stack = cfn
+        .describe_stacks()
+        .stack_name("dify-app")
+        .send()
+        .await
+        .unwrap();
+    let stack = &stack.stacks()[0];
+    assert!(
+        stack
+            .stack_status()
+            .unwrap()
+            .as_str()
+            .ends_with("_COMPLETE"),
+        "{:?}",
+        stack.stack_status()
+    );
+    let parameter = |key: &str| {
+        stack
+            .parameters()
+            .iter()
+            .find(|p| p.parameter_key() == Some(key))
+            .and_then(|p| p.parameter_value())
+            .map(str::to_owned)
+    };
+    assert_eq!(parameter("Start").as_deref(), Some("true"));
+    let resource = |id: &'static str| {
+        let cfn = cfn.clone();
+        async move {
+            let out = cfn
+                .describe_stack_resources()
+                .stack_name("dify-app")
+                .send()
+                .await
+                .unwrap();
+            out.stack_resources()
+                .iter()
+                .find(|r| r.logical_resource_id() == Some(id))
+                .and_then(|r| r.physical_resource_id())
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let storage = resource("StorageBucket").await;
+    let s3 = w.moto.s3();
+    s3.head_object()
+        .bucket(&storage)
+        .key("plugins")
+        .send()
+        .await
+        .expect("the plugin storage placeholder");
+    let staged = s3
+        .list_objects_v2()
+        .bucket("dify-bundle-staging-123456789012-us-east-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(staged.contents().len(), 1, "one staged template");
+    let encryption = s3
+        .get_bucket_encryption()
+        .bucket("dify-bundle-staging-123456789012-us-east-1")
+        .send()
+        .await;
+    assert!(encryption.is_ok(), "staging bucket not encrypted");
+
+    // Register a task IP in every target group, as ECS does once containers answer.
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&w.moto.sdk_config());
+    let groups = elb.describe_target_groups().send().await.unwrap();
+    assert_eq!(groups.target_groups().len(), 3);
+    for group in groups.target_groups() {
+        assert_eq!(
+            group.matcher().and_then(|m| m.http_code()),
+            Some("200-299,307")
+        );
+        elb.register_targets()
+            .target_group_arn(group.target_group_arn().unwrap())
+            .targets(
+                aws_sdk_elasticloadbalancingv2::types::TargetDescription::builder()
+                    .id("10.52.1.10")
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+    let again = w.install(
+        &w.bundle,
+        &[&network[..], &["--yes", "--wait", "60s"]].concat(),
+    );
+    assert_success(&again);
+    let err = stderr(&again);
+    assert!(
+        err.contains("nothing to do, stack dify-app is up to date"),
+        "{err}"
+    );
+    assert!(err.contains("Dify is healthy"), "{err}");
+    let balancer = elb
+        .describe_load_balancers()
+        .load_balancer_arns(resource("LoadBalancer").await)
+        .send()
+        .await
+        .unwrap();
+    let balancer = &balancer.load_balancers()[0];
+    assert_eq!(
+        balancer.scheme(),
+        Some(&aws_sdk_elasticloadbalancingv2::types::LoadBalancerSchemeEnum::Internal)
+    );
+    let dns = balancer.dns_name().unwrap();
+    assert!(err.contains(&format!("Dify: http://{dns}")), "{err}");
+    assert!(err.contains("aws ecs execute-command"), "{err}");
+    let report = json(&again);
+    assert_eq!(report["app"]["healthy"], true);
+    assert_eq!(report["app"]["deploys"], serde_json::json!(["NothingToDo"]));
 }

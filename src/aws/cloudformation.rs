@@ -51,6 +51,18 @@ impl StackRequest {
     }
 }
 
+/// Whether two parameter values are equal, list parameters compared item by item (some
+/// implementations echo `a,b` back as `['a', 'b']`).
+fn same_value(current: &str, wanted: &str) -> bool {
+    let items = |text: &str| -> Vec<String> {
+        text.trim_matches(|c| c == '[' || c == ']')
+            .split(',')
+            .map(|item| item.trim().trim_matches('\'').to_owned())
+            .collect()
+    };
+    current == wanted || items(current) == items(wanted)
+}
+
 pub struct CloudFormation {
     client: Client,
 }
@@ -86,6 +98,32 @@ impl CloudFormation {
             }
             Err(e) => Err(failed("DescribeStacks", e)),
         }
+    }
+
+    /// The stack's current parameter values.
+    async fn parameters(&self, stack: &str) -> Result<BTreeMap<String, String>> {
+        let out = self
+            .client
+            .describe_stacks()
+            .stack_name(stack)
+            .send()
+            .await
+            .map_err(|e| failed("DescribeStacks", e))?;
+        Ok(out
+            .stacks()
+            .first()
+            .map(|s| {
+                s.parameters()
+                    .iter()
+                    .filter_map(|p| {
+                        Some((
+                            p.parameter_key()?.to_owned(),
+                            p.parameter_value()?.to_owned(),
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 
     /// The stack's outputs (empty when it has none or does not exist).
@@ -293,7 +331,18 @@ impl CloudFormation {
         };
         let reason = described.status_reason().unwrap_or_default().to_owned();
         let no_changes = reason.contains("didn't contain changes") || reason.contains("No updates");
-        if no_changes || (existing.is_some() && described.changes().is_empty()) {
+        // An empty change set with the parameters already in place is a no-op (some
+        // CloudFormation implementations list no changes for parameter-only updates).
+        let same_parameters = || async {
+            let current = self.parameters(stack).await.unwrap_or_default();
+            request
+                .parameters
+                .iter()
+                .all(|(k, v)| current.get(k).is_some_and(|c| same_value(c, v)))
+        };
+        if no_changes
+            || (existing.is_some() && described.changes().is_empty() && same_parameters().await)
+        {
             let _ = self
                 .client
                 .delete_change_set()

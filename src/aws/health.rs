@@ -42,7 +42,11 @@ pub fn missing(services: &[ServiceState], targets: &[TargetState]) -> Vec<String
                 s.running,
                 s.desired,
                 s.deployments,
-                if s.rollout.is_empty() { "unknown" } else { &s.rollout }
+                if s.rollout.is_empty() {
+                    "unknown"
+                } else {
+                    &s.rollout
+                }
             ));
         }
     }
@@ -78,6 +82,25 @@ impl Health {
             ecs: aws_sdk_ecs::Client::new(config),
             elb: aws_sdk_elasticloadbalancingv2::Client::new(config),
         }
+    }
+
+    /// The DNS name of a load balancer, by ARN.
+    pub async fn load_balancer_dns(&self, arn: &str) -> Result<Option<String>> {
+        if arn.is_empty() {
+            return Ok(None);
+        }
+        let out = self
+            .elb
+            .describe_load_balancers()
+            .load_balancer_arns(arn)
+            .send()
+            .await
+            .map_err(|e| failed("ELB DescribeLoadBalancers", e))?;
+        Ok(out
+            .load_balancers()
+            .first()
+            .and_then(|lb| lb.dns_name())
+            .map(str::to_owned))
     }
 
     pub async fn services(&self, cluster: &str, services: &[String]) -> Result<Vec<ServiceState>> {
@@ -138,9 +161,7 @@ impl Health {
                         .target()
                         .and_then(|t| t.id())
                         .unwrap_or_default();
-                    let reason = health
-                        .and_then(|h| h.description())
-                        .unwrap_or_default();
+                    let reason = health.and_then(|h| h.description()).unwrap_or_default();
                     state.unhealthy.push(format!("{target} {value} ({reason})"));
                 }
             }
@@ -206,10 +227,22 @@ mod tests {
             healthy: 1,
             unhealthy: vec![],
         };
-        assert!(missing(&[service(1, 1, "COMPLETED")], std::slice::from_ref(&healthy)).is_empty());
+        assert!(
+            missing(
+                &[service(1, 1, "COMPLETED")],
+                std::slice::from_ref(&healthy)
+            )
+            .is_empty()
+        );
         let cases = [
-            missing(&[service(0, 1, "IN_PROGRESS")], std::slice::from_ref(&healthy)),
-            missing(&[service(1, 2, "COMPLETED")], std::slice::from_ref(&healthy)),
+            missing(
+                &[service(0, 1, "IN_PROGRESS")],
+                std::slice::from_ref(&healthy),
+            ),
+            missing(
+                &[service(1, 2, "COMPLETED")],
+                std::slice::from_ref(&healthy),
+            ),
             missing(
                 &[service(1, 1, "COMPLETED")],
                 &[TargetState {

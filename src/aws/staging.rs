@@ -18,13 +18,13 @@ pub struct Staging {
     client: Client,
     bucket: String,
     region: String,
+    /// False when S3 is reached over plain HTTP (an S3-compatible endpoint): a TLS-only
+    /// policy would lock this very client out.
+    tls: bool,
 }
 
 fn failed(call: &str, target: &str, e: impl std::error::Error) -> Error {
-    Error::invalid(format!(
-        "S3 {call} {target}: {}",
-        DisplayErrorContext(&e)
-    ))
+    Error::invalid(format!("S3 {call} {target}: {}", DisplayErrorContext(&e)))
 }
 
 /// The default staging bucket of an account and region.
@@ -41,6 +41,9 @@ impl Staging {
             client: Client::from_conf(s3),
             bucket: bucket.to_owned(),
             region: region.to_owned(),
+            tls: !config
+                .endpoint_url()
+                .is_some_and(|url| url.starts_with("http://")),
         }
     }
 
@@ -56,8 +59,8 @@ impl Staging {
         }
     }
 
-    /// Creates the bucket (private, AES256, TLS only) unless it exists. Returns whether it
-    /// was created.
+    /// Creates the bucket (private, AES256, TLS only — unless S3 itself is reached over plain
+    /// HTTP) unless it exists. Returns whether it was created.
     pub async fn ensure(&self) -> Result<bool> {
         if self.exists().await? {
             return Ok(false);
@@ -107,6 +110,9 @@ impl Staging {
             .send()
             .await
             .map_err(|e| failed("PutPublicAccessBlock", &self.bucket, e))?;
+        if !self.tls {
+            return Ok(true);
+        }
         let policy = serde_json::json!({
             "Version": "2012-10-17",
             "Statement": [{

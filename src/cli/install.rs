@@ -86,9 +86,10 @@ pub struct InstallArgs {
     /// [default: dify-bundle-staging-ACCOUNT-REGION]
     #[arg(long, value_name = "BUCKET")]
     staging_bucket: Option<String>,
-    /// Minutes to wait for Dify to be healthy after the deploy; 0: don't wait [default: 30]
-    #[arg(long, value_name = "MINUTES")]
-    wait_minutes: Option<u64>,
+    /// How long to wait for Dify to be healthy after the deploy (e.g. 30m, 90s); 0: don't
+    /// wait [default: 30m]
+    #[arg(long, value_name = "DURATION")]
+    wait: Option<String>,
     #[command(flatten)]
     trust: super::keys::TrustArgs,
     /// Blobs pushed at once
@@ -215,8 +216,16 @@ fn app_options(
             args.allowed_cidrs.clone()
         },
         settings,
-        staging_bucket: args.staging_bucket.clone().or(config.staging_bucket.clone()),
-        wait: Duration::from_secs(60 * args.wait_minutes.or(config.wait_minutes).unwrap_or(30)),
+        staging_bucket: args
+            .staging_bucket
+            .clone()
+            .or(config.staging_bucket.clone()),
+        wait: match args.wait.as_deref().or(config.wait.as_deref()) {
+            None => Duration::from_secs(30 * 60),
+            Some("0") => Duration::ZERO,
+            Some(text) => humantime::parse_duration(text)
+                .with_context(|| format!("wait `{text}`: expected a duration like 30m or 90s"))?,
+        },
     }))
 }
 
@@ -353,7 +362,10 @@ pub async fn run(args: InstallArgs) -> anyhow::Result<ExitCode> {
         if app.changed() {
             eprintln!("application: stack {} deployed", app.stack);
         } else {
-            eprintln!("application: nothing to do, stack {} is up to date", app.stack);
+            eprintln!(
+                "application: nothing to do, stack {} is up to date",
+                app.stack
+            );
         }
         if app.healthy {
             eprintln!("Dify is healthy");
@@ -361,9 +373,7 @@ pub async fn run(args: InstallArgs) -> anyhow::Result<ExitCode> {
         if let Some(url) = &app.url {
             eprintln!("Dify: {url}");
         }
-        if let Some(exec) = app.outputs.get("ExecCommand") {
-            eprintln!("shell in the api container: {exec}");
-        }
+        eprintln!("shell in the api container: {}", app.exec_command);
     }
     if args.json {
         super::print_json(&serde_json::json!({

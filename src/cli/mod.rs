@@ -91,9 +91,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Verify(args) => verify::run(args).await,
         Command::Sign(args) => keys::sign(args),
         Command::Pack(args) => pack::run(args),
-        Command::Template(args) => {
-            tokio::task::spawn_blocking(move || template::run(args)).await?
-        }
+        Command::Template(args) => tokio::task::spawn_blocking(move || template::run(args)).await?,
         Command::Upload(args) => s3::upload(args).await,
         Command::Install(args) => install::run(*args).await,
         Command::Download(args) => s3::download(args).await,

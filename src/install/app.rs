@@ -61,6 +61,8 @@ pub struct AppReport {
     pub deploys: Vec<Deployed>,
     pub outputs: BTreeMap<String, String>,
     pub url: Option<String>,
+    /// A shell in the api container.
+    pub exec_command: String,
     pub healthy: bool,
 }
 
@@ -190,9 +192,8 @@ pub async fn apply(
     }
     let url = staging.put_template(&plan.stack, template).await?;
     let cfn = CloudFormation::new(config);
-    let storage = |ids: &BTreeMap<String, String>| {
-        ids.get(STORAGE_BUCKET).filter(|b| !b.is_empty()).cloned()
-    };
+    let storage =
+        |ids: &BTreeMap<String, String>| ids.get(STORAGE_BUCKET).filter(|b| !b.is_empty()).cloned();
     let mut deploys = Vec::new();
     // A stack left in ROLLBACK_COMPLETE is replaced, bucket included: start over.
     let replaced = cfn.status(&plan.stack).await?.as_deref() == Some("ROLLBACK_COMPLETE");
@@ -211,7 +212,11 @@ pub async fn apply(
     progress.step(&format!(
         "deploying stack {} (Dify, internal load balancer){}",
         plan.stack,
-        if ready { "" } else { " — created first with no task running" }
+        if ready {
+            ""
+        } else {
+            " — created first with no task running"
+        }
     ));
     deploys.push(
         cfn.deploy(&plan.stack, &request(&url, &parameters, ready), progress)
@@ -236,12 +241,27 @@ pub async fn apply(
         );
     }
     let outputs = cfn.outputs(&plan.stack).await?;
+    let ids = cfn.physical_ids(&plan.stack).await?;
+    let id = |name: &str| ids.get(name).cloned().unwrap_or_default();
+    let health = Health::new(config);
+    let url = match outputs.get(OUTPUT_URL) {
+        Some(url) => Some(url.clone()),
+        None => health
+            .load_balancer_dns(&id("LoadBalancer"))
+            .await?
+            .map(|dns| format!("http://{dns}")),
+    };
+    let cluster = id(CLUSTER);
+    let cluster_name = cluster.rsplit('/').next().unwrap_or(&cluster).to_owned();
+    let api_service = id(API_SERVICE);
+    let service_name = api_service.rsplit('/').next().unwrap_or(&api_service);
+    let exec_command = format!(
+        "aws ecs execute-command --region {region} --cluster {cluster_name} --container api --interactive --command /bin/bash --task $(aws ecs list-tasks --region {region} --cluster {cluster_name} --service-name {service_name} --query 'taskArns[0]' --output text)"
+    );
     let mut healthy = false;
     if !plan.wait.is_zero() {
-        let ids = cfn.physical_ids(&plan.stack).await?;
-        let id = |name: &str| ids.get(name).cloned().unwrap_or_default();
         progress.step("waiting for the services to be stable and the targets healthy");
-        Health::new(config)
+        health
             .wait(
                 &id(CLUSTER),
                 &[id(API_SERVICE), id(WEB_SERVICE)],
@@ -254,7 +274,8 @@ pub async fn apply(
     }
     Ok(AppReport {
         stack: plan.stack.clone(),
-        url: outputs.get(OUTPUT_URL).cloned(),
+        url,
+        exec_command,
         deploys,
         outputs,
         healthy,

@@ -63,8 +63,8 @@ pub struct AppConfig {
     /// Bucket for the template (created when missing); default
     /// `dify-bundle-staging-<account>-<region>`.
     pub staging_bucket: Option<String>,
-    /// How long to wait for Dify to be healthy after the deploy (default 30; 0: don't wait).
-    pub wait_minutes: Option<u64>,
+    /// How long to wait for Dify to be healthy after the deploy (default `30m`; `0`: don't).
+    pub wait: Option<String>,
     /// Stack settings: see [`APP_SETTINGS`].
     #[serde(default)]
     pub settings: std::collections::BTreeMap<String, SettingValue>,

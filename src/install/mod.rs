@@ -157,7 +157,9 @@ impl Installer {
                 lines.join("\n  ")
             )));
         };
-        let app = self.plan_app(&identity.account, &region, network.as_ref()).await?;
+        let app = self
+            .plan_app(&identity.account, &region, network.as_ref())
+            .await?;
         Ok(InstallPlan {
             app,
             bundle: self.manifest.name.clone(),

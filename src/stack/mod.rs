@@ -117,7 +117,13 @@ impl Template {
     }
 
     /// A string parameter with a default (`None`: required).
-    pub fn parameter(&mut self, name: &str, kind: &str, description: &str, default: Option<&str>) -> &mut Parameter {
+    pub fn parameter(
+        &mut self,
+        name: &str,
+        kind: &str,
+        description: &str,
+        default: Option<&str>,
+    ) -> &mut Parameter {
         let parameter = Parameter {
             kind: kind.to_owned(),
             description: description.to_owned(),

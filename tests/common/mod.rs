@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod fixtures;
+pub mod moto_template;
 pub mod proxy;
 pub mod random;
 
@@ -242,6 +243,8 @@ impl Moto {
         let port = free_port();
         let mut child = Command::new("moto_server")
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            // ECS services report their tasks running (moto runs no containers).
+            .env("MOTO_ECS_SERVICE_RUNNING", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -268,38 +271,29 @@ impl Moto {
             .env_remove("AWS_PROFILE")
     }
 
-    pub fn ec2(&self) -> aws_sdk_ec2::Client {
-        let config = aws_sdk_ec2::Config::builder()
-            .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
+    /// Configuration for an SDK client of this server.
+    pub fn sdk_config(&self) -> aws_config::SdkConfig {
+        use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, SharedCredentialsProvider};
+        aws_config::SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
             .endpoint_url(self.endpoint())
-            .region(aws_sdk_ec2::config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+            .region(Region::new("us-east-1"))
+            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
                 "testing", "testing", None, None, "test",
-            ))
-            .build();
-        aws_sdk_ec2::Client::from_conf(config)
+            )))
+            .build()
+    }
+
+    pub fn ec2(&self) -> aws_sdk_ec2::Client {
+        aws_sdk_ec2::Client::new(&self.sdk_config())
     }
 
     pub fn ecr(&self) -> aws_sdk_ecr::Client {
-        let config = aws_sdk_ecr::Config::builder()
-            .behavior_version(aws_sdk_ecr::config::BehaviorVersion::latest())
-            .endpoint_url(self.endpoint())
-            .region(aws_sdk_ecr::config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_ecr::config::Credentials::new(
-                "testing", "testing", None, None, "test",
-            ))
-            .build();
-        aws_sdk_ecr::Client::from_conf(config)
+        aws_sdk_ecr::Client::new(&self.sdk_config())
     }
 
     pub fn s3(&self) -> aws_sdk_s3::Client {
-        let config = aws_sdk_s3::Config::builder()
-            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-            .endpoint_url(self.endpoint())
-            .region(aws_sdk_s3::config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_s3::config::Credentials::new(
-                "testing", "testing", None, None, "test",
-            ))
+        let config = aws_sdk_s3::config::Builder::from(&self.sdk_config())
             .force_path_style(true)
             .build();
         aws_sdk_s3::Client::from_conf(config)

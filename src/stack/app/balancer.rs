@@ -142,26 +142,42 @@ pub fn security_groups(t: &mut Template) {
         "api task",
         vec![
             from_group(5001, ALB_SECURITY_GROUP, "api from the load balancer"),
-            from_group(5002, ALB_SECURITY_GROUP, "plugin daemon from the load balancer"),
+            from_group(
+                5002,
+                ALB_SECURITY_GROUP,
+                "plugin daemon from the load balancer",
+            ),
         ],
     );
     security_group(
         t,
         WEB_SECURITY_GROUP,
         "web task",
-        vec![from_group(3000, ALB_SECURITY_GROUP, "web from the load balancer")],
+        vec![from_group(
+            3000,
+            ALB_SECURITY_GROUP,
+            "web from the load balancer",
+        )],
     );
     security_group(
         t,
         DB_SECURITY_GROUP,
         "database",
-        vec![from_group(5432, API_SECURITY_GROUP, "PostgreSQL from the api task")],
+        vec![from_group(
+            5432,
+            API_SECURITY_GROUP,
+            "PostgreSQL from the api task",
+        )],
     );
     security_group(
         t,
         REDIS_SECURITY_GROUP,
         "cache",
-        vec![from_group(6379, API_SECURITY_GROUP, "Valkey from the api task")],
+        vec![from_group(
+            6379,
+            API_SECURITY_GROUP,
+            "Valkey from the api task",
+        )],
     );
 }
 

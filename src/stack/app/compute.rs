@@ -116,7 +116,9 @@ pub fn roles(t: &mut Template, roles: &[&str], containers: &[&Container]) {
         json!({ "Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": secrets }),
     ];
     if !parameters.is_empty() {
-        execution.push(json!({ "Effect": "Allow", "Action": "ssm:GetParameters", "Resource": parameters }));
+        execution.push(
+            json!({ "Effect": "Allow", "Action": "ssm:GetParameters", "Resource": parameters }),
+        );
     }
     role(t, "ExecutionRole", execution);
     role(

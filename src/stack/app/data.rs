@@ -79,7 +79,8 @@ fn private_bucket(t: &mut Template, name: &str, extra: Value) {
     if let (Some(properties), Value::Object(extra)) = (properties.as_object_mut(), extra) {
         properties.extend(extra);
     }
-    t.resource(name, "AWS::S3::Bucket", properties).keep("Retain");
+    t.resource(name, "AWS::S3::Bucket", properties)
+        .keep("Retain");
 }
 
 pub fn buckets(t: &mut Template) {
@@ -105,7 +106,8 @@ pub fn buckets(t: &mut Template) {
         .iter()
         .map(|(region, account)| (region.to_string(), json!({ "Account": account })))
         .collect();
-    t.mappings.insert(ELB_ACCOUNT_MAP.to_owned(), Value::Object(map));
+    t.mappings
+        .insert(ELB_ACCOUNT_MAP.to_owned(), Value::Object(map));
     // Fn::Or takes at most 10 conditions: one per region, grouped.
     let groups: Vec<Value> = ELB_ACCOUNTS
         .chunks(8)
@@ -175,7 +177,11 @@ pub fn secrets(t: &mut Template) {
         ),
         (SECRET_KEY_SECRET, "Dify SECRET_KEY", generated(None, 48)),
         (SANDBOX_SECRET, "Sandbox API key", generated(None, 40)),
-        (DAEMON_SECRET, "Plugin daemon server key", generated(None, 40)),
+        (
+            DAEMON_SECRET,
+            "Plugin daemon server key",
+            generated(None, 40),
+        ),
         (
             INNER_SECRET,
             "Inner API key between Dify and the plugin daemon",

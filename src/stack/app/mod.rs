@@ -108,8 +108,20 @@ pub fn template(spec: &AppSpec) -> Result<Template> {
     compute::roles(&mut t, &ROLES, &all);
     compute::cluster(&mut t);
     for (id, containers, role, cpu, memory) in [
-        ("ApiTask", &api[..], "ApiTaskRole", params::API_CPU, params::API_MEMORY),
-        ("WebTask", &web[..], "WebTaskRole", params::WEB_CPU, params::WEB_MEMORY),
+        (
+            "ApiTask",
+            &api[..],
+            "ApiTaskRole",
+            params::API_CPU,
+            params::API_MEMORY,
+        ),
+        (
+            "WebTask",
+            &web[..],
+            "WebTaskRole",
+            params::WEB_CPU,
+            params::WEB_MEMORY,
+        ),
     ] {
         let digests = containers
             .iter()
@@ -137,7 +149,11 @@ pub fn template(spec: &AppSpec) -> Result<Template> {
 pub const OUTPUT_URL: &str = "Url";
 
 fn outputs(t: &mut Template) {
-    t.output(OUTPUT_URL, "Where Dify answers (inside the VPC)", params::base_url());
+    t.output(
+        OUTPUT_URL,
+        "Where Dify answers (inside the VPC)",
+        params::base_url(),
+    );
     t.output(
         "LoadBalancerDns",
         "The internal load balancer's DNS name",

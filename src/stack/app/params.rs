@@ -65,8 +65,8 @@ const RETENTION_DAYS: [u32; 22] = [
 const CIDR_PATTERN: &str = r"^(\d{1,3}\.){3}\d{1,3}/\d{1,2}$";
 
 fn boolean(t: &mut Template, name: &str, description: &str, default: &str) {
-    t.parameter(name, "String", description, Some(default)).allowed_values =
-        vec!["true".into(), "false".into()];
+    t.parameter(name, "String", description, Some(default))
+        .allowed_values = vec!["true".into(), "false".into()];
 }
 
 fn number(t: &mut Template, name: &str, description: &str, default: &str, allowed: &[&str]) {
@@ -77,7 +77,12 @@ fn number(t: &mut Template, name: &str, description: &str, default: &str, allowe
 /// Declares every parameter and condition; `roles` are the images the stack runs and
 /// `architectures` the CPU architectures the bundle has images for.
 pub fn declare(t: &mut Template, roles: &[&str], architectures: &[&str]) {
-    t.parameter(VPC_ID, "AWS::EC2::VPC::Id", "The VPC (no internet needed)", None);
+    t.parameter(
+        VPC_ID,
+        "AWS::EC2::VPC::Id",
+        "The VPC (no internet needed)",
+        None,
+    );
     t.parameter(
         SUBNET_IDS,
         "List<AWS::EC2::Subnet::Id>",
@@ -123,7 +128,12 @@ pub fn declare(t: &mut Template, roles: &[&str], architectures: &[&str]) {
         "The URL users open (e.g. https://dify.example.internal); empty: the load balancer's own name",
         Some(""),
     );
-    boolean(t, REDIS_MULTI_AZ, "Valkey with a replica in a second AZ", "true");
+    boolean(
+        t,
+        REDIS_MULTI_AZ,
+        "Valkey with a replica in a second AZ",
+        "true",
+    );
     boolean(
         t,
         AURORA_SCALE_TO_ZERO,
@@ -131,23 +141,49 @@ pub fn declare(t: &mut Template, roles: &[&str], architectures: &[&str]) {
         "false",
     );
     boolean(t, FARGATE_SPOT, "Run tasks on Fargate Spot", "false");
-    boolean(t, START, "Run the services (false: create everything, run nothing)", "true");
+    boolean(
+        t,
+        START,
+        "Run the services (false: create everything, run nothing)",
+        "true",
+    );
     let cpus = ["256", "512", "1024", "2048", "4096"];
     number(t, API_CPU, "CPU units of the api task", "1024", &cpus);
-    t.parameter(API_MEMORY, "Number", "Memory (MiB) of the api task; 2048 crash-loops with plugins", Some("4096"));
+    t.parameter(
+        API_MEMORY,
+        "Number",
+        "Memory (MiB) of the api task; 2048 crash-loops with plugins",
+        Some("4096"),
+    );
     number(t, WEB_CPU, "CPU units of the web task", "256", &cpus);
-    t.parameter(WEB_MEMORY, "Number", "Memory (MiB) of the web task", Some("512"));
+    t.parameter(
+        WEB_MEMORY,
+        "Number",
+        "Memory (MiB) of the web task",
+        Some("512"),
+    );
     for (name, default) in [
         (API_MIN_TASKS, "1"),
         (API_MAX_TASKS, "1"),
         (WEB_MIN_TASKS, "1"),
         (WEB_MAX_TASKS, "1"),
     ] {
-        t.parameter(name, "Number", "Service autoscaling bound (tasks)", Some(default));
+        t.parameter(
+            name,
+            "Number",
+            "Service autoscaling bound (tasks)",
+            Some(default),
+        );
     }
     let retention: Vec<String> = RETENTION_DAYS.iter().map(u32::to_string).collect();
     let retention: Vec<&str> = retention.iter().map(String::as_str).collect();
-    number(t, LOG_RETENTION_DAYS, "Days the logs are kept", "90", &retention);
+    number(
+        t,
+        LOG_RETENTION_DAYS,
+        "Days the logs are kept",
+        "90",
+        &retention,
+    );
     let first = architectures.first().copied().unwrap_or("X86_64");
     let p = t.parameter(
         CPU_ARCHITECTURE,
@@ -161,7 +197,10 @@ pub fn declare(t: &mut Template, roles: &[&str], architectures: &[&str]) {
         HAS_CERTIFICATE,
         json!({ "Fn::Not": [equals(CERTIFICATE_ARN, "")] }),
     );
-    t.condition(HAS_PUBLIC_URL, json!({ "Fn::Not": [equals(PUBLIC_URL, "")] }));
+    t.condition(
+        HAS_PUBLIC_URL,
+        json!({ "Fn::Not": [equals(PUBLIC_URL, "")] }),
+    );
     t.condition(MULTI_AZ_REDIS, equals(REDIS_MULTI_AZ, "true"));
     t.condition(SCALE_TO_ZERO, equals(AURORA_SCALE_TO_ZERO, "true"));
     t.condition(USE_SPOT, equals(FARGATE_SPOT, "true"));
