@@ -531,6 +531,7 @@ async fn endpoints_stack_in_an_existing_vpc_skips_what_is_there() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_isolated_vpc_with_its_endpoints() {
     let w = world().await;
+    swap_template(&w, common::moto_template::reduce);
     let installed = w.install(
         &w.bundle,
         &[
@@ -538,15 +539,29 @@ async fn a_new_isolated_vpc_with_its_endpoints() {
             "10.0.0.0/16",
             "--endpoints-stack",
             "dify-net",
-            "--no-app",
+            "--wait",
+            "0",
             "--yes",
         ],
     );
     assert_success(&installed);
+    let report = json(&installed);
+    assert_eq!(report["network"]["Done"]["status"], "CREATE_COMPLETE");
+    // The application's VPC is the one the endpoints stack made, known only after it ran.
     assert_eq!(
-        json(&installed)["network"]["Done"]["status"],
-        "CREATE_COMPLETE"
+        report["plan"]["app"]["parameters"]["VpcId"],
+        "(from the endpoints stack)"
     );
+    let cfn = aws_sdk_cloudformation::Client::new(&w.moto.sdk_config());
+    let app = cfn.describe_stacks().stack_name("dify").send().await.unwrap();
+    let app_vpc = app.stacks()[0]
+        .parameters()
+        .iter()
+        .find(|p| p.parameter_key() == Some("VpcId"))
+        .and_then(|p| p.parameter_value())
+        .unwrap()
+        .to_owned();
+    assert_eq!(report["app"]["healthy"], false, "--wait 0 does not wait");
     // (moto reports no stack outputs; the VPC is found by its Name tag.)
     let vpcs = w
         .moto
@@ -563,6 +578,7 @@ async fn a_new_isolated_vpc_with_its_endpoints() {
         .unwrap();
     let vpc = vpcs.vpcs()[0].vpc_id().unwrap();
     assert_eq!(vpcs.vpcs()[0].cidr_block(), Some("10.0.0.0/16"));
+    assert_eq!(app_vpc, vpc);
     let subnets = w
         .moto
         .ec2()

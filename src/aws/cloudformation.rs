@@ -63,6 +63,26 @@ fn same_value(current: &str, wanted: &str) -> bool {
     current == wanted || items(current) == items(wanted)
 }
 
+/// The error for a stack that ended failed: every failing resource with its reason.
+fn failure(stack: &str, status: &str, failures: &[(String, String)]) -> Error {
+    let mut lines: Vec<String> = Vec::new();
+    for (resource, why) in failures {
+        let line = format!("  - {resource}: {why}");
+        // A rollback repeats the cause on the stack itself; keep each line once.
+        if !lines.contains(&line) {
+            lines.push(line);
+        }
+    }
+    Error::invalid(format!(
+        "stack {stack} ended {status}; run again once the cause is fixed:\n{}",
+        if lines.is_empty() {
+            "  (no failure events)".to_owned()
+        } else {
+            lines.join("\n")
+        }
+    ))
+}
+
 pub struct CloudFormation {
     client: Client,
 }
@@ -270,6 +290,10 @@ impl CloudFormation {
             self.wait_for_status(stack, progress, &mut seen).await?;
             existing = None;
         }
+        // A create change set that was never executed (interrupted before): create again.
+        if existing.as_deref() == Some("REVIEW_IN_PROGRESS") {
+            existing = None;
+        }
         let change_set = format!(
             "dify-bundle-{}",
             std::time::SystemTime::now()
@@ -377,20 +401,50 @@ impl CloudFormation {
         let status = self.wait_for_status(stack, progress, &mut seen).await?;
         if status.contains("FAILED") || status.contains("ROLLBACK") {
             let failures = self.stream_events(stack, progress, &mut seen).await?;
-            let lines: Vec<String> = failures
-                .iter()
-                .map(|(r, why)| format!("  - {r}: {why}"))
-                .collect();
-            return Err(Error::invalid(format!(
-                "stack {stack} ended {status}; run again once the cause is fixed:\n{}",
-                if lines.is_empty() {
-                    "  (no failure events)".to_owned()
-                } else {
-                    lines.join("\n")
-                }
-            )));
+            return Err(failure(stack, &status, &failures));
         }
         let outputs = self.outputs(stack).await?;
         Ok(Deployed::Done { status, outputs })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_names_every_failing_resource_once() {
+        let failures = [
+            (
+                "Database".to_owned(),
+                "The engine version 15.10 is not available in this region".to_owned(),
+            ),
+            (
+                "LoadBalancer".to_owned(),
+                "Access Denied for bucket: access-logs".to_owned(),
+            ),
+            (
+                "Database".to_owned(),
+                "The engine version 15.10 is not available in this region".to_owned(),
+            ),
+        ];
+        let text = failure("dify", "ROLLBACK_COMPLETE", &failures).to_string();
+        assert!(text.contains("stack dify ended ROLLBACK_COMPLETE; run again"));
+        assert!(text.contains("  - Database: The engine version 15.10"));
+        assert!(text.contains("  - LoadBalancer: Access Denied for bucket"));
+        assert_eq!(text.matches("Database").count(), 1);
+        assert!(
+            failure("dify", "UPDATE_ROLLBACK_COMPLETE", &[])
+                .to_string()
+                .contains("(no failure events)")
+        );
+    }
+
+    #[test]
+    fn list_parameters_compare_item_by_item() {
+        assert!(same_value("['subnet-a', 'subnet-b']", "subnet-a,subnet-b"));
+        assert!(same_value("true", "true"));
+        assert!(!same_value("['subnet-a']", "subnet-a,subnet-b"));
+        assert!(!same_value("false", "true"));
     }
 }
