@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::format::{BUNDLE_FILE, BundleImage, BundleManifest, SIGNATURE_FILE};
+use super::format::{BUNDLE_FILE, BundleImage, BundleManifest, SIGNATURE_FILE, StackTemplate};
 use super::source::{BundleSource, read_all};
 use crate::error::{Error, Result};
 use crate::store::layout::BLOBS_DIR;
@@ -22,6 +22,8 @@ pub struct Inspection {
     /// Bytes not stored twice because images share blobs.
     pub shared_bytes_saved: u64,
     pub files: usize,
+    /// The application stack's template, if the bundle has one.
+    pub stack: Option<StackTemplate>,
     /// The key that signed bundle.json, as the signature says (`verify` checks it).
     pub signed_by: Option<String>,
 }
@@ -55,6 +57,7 @@ pub fn inspect(source: &dyn BundleSource) -> Result<Inspection> {
         shared_bytes_saved: images_bytes.saturating_sub(stored_bytes),
         files: manifest.files.len(),
         signed_by,
+        stack: manifest.stack,
         images: manifest.images,
     })
 }

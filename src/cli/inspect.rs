@@ -54,6 +54,14 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
         }
     }
     println!();
+    match &inspection.stack {
+        Some(stack) => println!(
+            "application stack template {} ({}); `dify-bundle template` prints it",
+            stack.digest,
+            units::bytes(stack.size)
+        ),
+        None => println!("no application stack template"),
+    }
     println!(
         "{} files, {} stored; images total {}, {} saved by sharing blobs",
         inspection.files,

@@ -212,6 +212,10 @@ mod tests {
             {
                 let config = InstallConfig::load(&path).unwrap();
                 assert_eq!(config.public_keys, vec![dir.join("release.pub")]);
+                assert_eq!(config.app.stack.as_deref(), Some("dify"));
+                for key in config.app.settings.keys() {
+                    app_setting(key).unwrap();
+                }
                 EcrLayout::parse(
                     config.ecr.layout.as_deref(),
                     config.ecr.repository.as_deref(),
@@ -221,5 +225,8 @@ mod tests {
             }
         }
         assert_eq!(seen, 2);
+        let settings =
+            crate::stack::app::StackSettings::load(&dir.join("stack-settings.toml")).unwrap();
+        assert!(settings.environment.contains_key("api"));
     }
 }
