@@ -12,6 +12,7 @@ pub mod digest;
 pub mod error;
 pub mod install;
 pub mod oci;
+pub mod plugins;
 pub mod progress;
 pub mod python;
 pub mod recipe;

@@ -553,7 +553,12 @@ async fn a_new_isolated_vpc_with_its_endpoints() {
         "(from the endpoints stack)"
     );
     let cfn = aws_sdk_cloudformation::Client::new(&w.moto.sdk_config());
-    let app = cfn.describe_stacks().stack_name("dify").send().await.unwrap();
+    let app = cfn
+        .describe_stacks()
+        .stack_name("dify")
+        .send()
+        .await
+        .unwrap();
     let app_vpc = app.stacks()[0]
         .parameters()
         .iter()

@@ -5,6 +5,7 @@ mod inspect;
 mod install;
 mod keys;
 mod pack;
+mod plugin;
 mod progress;
 mod s3;
 mod template;
@@ -45,6 +46,9 @@ enum Command {
     Pack(pack::PackArgs),
     /// Sign a bundle's bundle.json with a minisign secret key
     Sign(keys::SignArgs),
+    /// Dify plugin packages
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
     /// Manage signing keys
     #[command(subcommand)]
     Key(keys::KeyCommand),
@@ -96,6 +100,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Install(args) => install::run(*args).await,
         Command::Download(args) => s3::download(args).await,
         Command::Key(keys::KeyCommand::Generate(args)) => keys::generate(args),
+        Command::Plugin(command) => plugin::run(command),
     }
 }
 
