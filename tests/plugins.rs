@@ -55,7 +55,7 @@ fn a_tampered_copy_is_refused_naming_the_reason() {
             .unwrap();
         std::io::Write::write_all(&mut out, &content).unwrap();
     }
-    out.set_raw_comment(comment.into());
+    out.set_raw_comment(comment.into()).unwrap();
     out.finish().unwrap();
     let refused = verify(&dir.path().join("t.difypkg"), &[]);
     assert_eq!(refused.status.code(), Some(1));

@@ -299,7 +299,8 @@ pub(crate) mod tests {
                 .unwrap();
             out.write_all(content).unwrap();
         }
-        out.set_raw_comment(comment.unwrap_or(&original_comment).to_vec().into());
+        out.set_raw_comment(comment.unwrap_or(&original_comment).to_vec().into())
+            .unwrap();
         out.finish().unwrap().into_inner()
     }
 
