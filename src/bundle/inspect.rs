@@ -17,7 +17,7 @@ pub struct Inspection {
     pub images: Vec<BundleImage>,
     /// Sum of the images' sizes, as if each were stored alone.
     pub images_bytes: u64,
-    /// What the bundle's blobs take on disk.
+    /// What the images' blobs take on disk.
     pub stored_bytes: u64,
     /// Bytes not stored twice because images share blobs.
     pub shared_bytes_saved: u64,
@@ -41,10 +41,16 @@ pub fn inspect(source: &dyn BundleSource) -> Result<Inspection> {
         .and_then(|s| String::from_utf8(s).ok())
         .and_then(|s| crate::signing::signer_of(&s));
     let images_bytes: u64 = manifest.images.iter().map(|i| i.size).sum();
+    // Blobs of images only: the stack template (and other artefacts) are not shared.
+    let artefacts: Vec<String> = manifest
+        .stack
+        .iter()
+        .map(|s| format!("{BLOBS_DIR}/{}", s.digest.hex()))
+        .collect();
     let stored_bytes: u64 = manifest
         .files
         .iter()
-        .filter(|f| f.path.starts_with(BLOBS_DIR))
+        .filter(|f| f.path.starts_with(BLOBS_DIR) && !artefacts.contains(&f.path))
         .map(|f| f.size)
         .sum();
     Ok(Inspection {
