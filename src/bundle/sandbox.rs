@@ -10,11 +10,11 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use super::derived::DerivedBuilder;
 use crate::copy::{self, BlobJob, CopyOptions, ImagePlan, PlatformImage};
-use crate::derive::{self, NewLayer};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::oci::{self, Descriptor, Index, Manifest, Platform, RawManifest};
+use crate::oci::{Descriptor, RawManifest};
 use crate::progress::Progress;
 use crate::python::layer::{BuiltLayer, write_layer};
 use crate::python::resolve::{LockedWheel, requested_names};
@@ -105,7 +105,7 @@ pub async fn derive(
 
 async fn derive_in(
     layout: &LayoutStore,
-    base: &ImagePlan,
+    image: &ImagePlan,
     options: &SandboxOptions<'_>,
     progress: Arc<dyn Progress>,
     work: &Path,
@@ -113,76 +113,20 @@ async fn derive_in(
     let (requirements, text) = requirements_file(options.requirements, work)?;
     let requested = requested_names(&text);
     let cache = Arc::new(LayoutStore::create(&options.cache_dir.join("wheels"))?);
-    let mut entries = Vec::new();
-    let mut platforms = Vec::new();
+    let mut derived = DerivedBuilder::default();
     let mut wheel_sets = Vec::new();
-    let mut blobs = Vec::new();
-    for platform_image in &base.platforms {
-        let platform: Platform = platform_image.platform.parse()?;
-        let manifest = layout
-            .get_manifest(
-                "",
-                &Descriptor::new(oci::OCI_MANIFEST, platform_image.digest.clone(), 0),
-            )
-            .await?;
-        let Manifest::Image(image) =
-            manifest.parse(&format!("manifest {}", platform_image.digest))?
-        else {
-            return Err(Error::invalid(format!(
-                "manifest {} is an index",
-                platform_image.digest
-            )));
-        };
-        let manifest = RawManifest {
-            media_type: image
-                .media_type
-                .clone()
-                .unwrap_or_else(|| manifest.media_type.clone()),
-            bytes: manifest.bytes,
-        };
-        let config_bytes = layout.read_small_blob(&image.config.digest)?;
-        let config: serde_json::Value = serde_json::from_slice(&config_bytes)
-            .map_err(|e| Error::invalid(format!("config {}: {e}", image.config.digest)))?;
-        let layers: Vec<(PathBuf, String)> = image
-            .layers
-            .iter()
-            .map(|l| (layout.blob_path(&l.digest), l.media_type.clone()))
-            .collect();
+    for base in super::derived::bases(layout, image).await? {
+        let platform = &base.platform;
         progress.step(&format!(
             "finding Python in the sandbox image for {platform}"
         ));
-        let target = interpreter::detect(&config, &layers, &platform)?;
+        let target = interpreter::detect(&base.config_json, &base.layers, platform)?;
         progress.step(&format!(
             "resolving sandbox packages for Python {} on {} ({})",
             target.version, target.uv_platform, target.interpreter
         ));
         let wheels = resolve(&requirements, &target, work)?;
-
-        // Download into the shared cache with the one copy engine.
-        if let Some(sizeless) = wheels.iter().find(|w| w.size == 0) {
-            return Err(Error::invalid(format!(
-                "{}: the lock gives no size",
-                sizeless.filename
-            )));
-        }
-        let urls: HashMap<Digest, String> = wheels
-            .iter()
-            .map(|w| (w.sha256.clone(), w.url.clone()))
-            .collect();
-        let source: Arc<dyn Store> = Arc::new(UrlStore::new(urls, options.copy.retry)?);
-        let jobs = wheels
-            .iter()
-            .map(|wheel| BlobJob {
-                blob: Descriptor::new("application/zip", wheel.sha256.clone(), wheel.size),
-                source: source.clone(),
-                source_repo: String::new(),
-                dest_repo: String::new(),
-                label: format!("wheel {}", wheel.filename),
-            })
-            .collect();
-        progress.step(&format!("downloading {} wheels", wheels.len()));
-        copy::copy_blobs(jobs, cache.clone(), options.copy, &progress).await?;
-
+        fetch_wheels(&wheels, &cache, options.copy, &progress).await?;
         progress.step(&format!(
             "installing {} wheels into a new layer",
             wheels.len()
@@ -191,40 +135,18 @@ async fn derive_in(
             .scratch_dir()?
             .join(format!("layer-{}.tar.gz", std::process::id()));
         let built = install_layer(&cache, &wheels, &requested, &target, &layer_path)?;
-        layout.import_file(&layer_path, &built.digest)?;
-        let derived = derive::add_layer(
-            &manifest,
-            &config_bytes,
-            &NewLayer {
-                blob: Descriptor::new(oci::OCI_LAYER_GZIP, built.digest.clone(), built.size),
-                diff_id: built.diff_id.clone(),
-                created_by: format!(
-                    "dify-bundle: {} Python wheels for {} into {}; empty /{SANDBOX_REQUIREMENTS_FILE}",
-                    wheels.len(),
-                    target.version,
-                    target.site_packages
-                ),
-            },
+        let manifest = derived.add(
+            layout,
+            &base,
+            &layer_path,
+            &built,
+            format!(
+                "dify-bundle: {} Python wheels for {} into {}; empty /{SANDBOX_REQUIREMENTS_FILE}",
+                wheels.len(),
+                target.version,
+                target.site_packages
+            ),
         )?;
-        layout.write_small_blob(&derived.config_descriptor.digest, &derived.config)?;
-        let digest = derived.manifest.digest();
-        layout.write_small_blob(&digest, &derived.manifest.bytes)?;
-        let mut entry = derived.manifest.descriptor();
-        entry.platform = Some(platform.clone());
-        entries.push(entry);
-        platforms.push(PlatformImage {
-            platform: platform.to_string(),
-            digest: digest.clone(),
-            size: platform_image.size
-                + built.size
-                + derived.manifest.bytes.len() as u64
-                + derived.config.len() as u64,
-        });
-        blobs.extend([
-            built.digest.clone(),
-            derived.config_descriptor.digest.clone(),
-            digest.clone(),
-        ]);
         wheel_sets.push(WheelSet {
             image: "sandbox".to_owned(),
             platform: platform.to_string(),
@@ -233,30 +155,52 @@ async fn derive_in(
             layer: built.digest,
             diff_id: built.diff_id,
             layer_size: built.size,
-            manifest: digest,
+            manifest,
         });
     }
-    let index = Index {
-        schema_version: 2,
-        media_type: Some(oci::OCI_INDEX.to_owned()),
-        manifests: entries,
-        annotations: None,
-    };
-    let bytes =
-        serde_json::to_vec(&index).map_err(|e| Error::invalid(format!("derived index: {e}")))?;
-    let root = RawManifest {
-        media_type: oci::OCI_INDEX.to_owned(),
-        bytes: bytes.into(),
-    };
-    layout.write_small_blob(&root.digest(), &root.bytes)?;
-    blobs.push(root.digest());
+    let image = derived.finish(layout)?;
     Ok(DerivedSandbox {
-        root,
-        platforms,
+        root: image.root,
+        platforms: image.platforms,
         wheel_sets,
-        blobs,
+        blobs: image.blobs,
         seconds: 0.0,
     })
+}
+
+/// Downloads `wheels` into the content-addressed cache with the one copy engine, each
+/// checked against the sha256 its lock gives.
+pub async fn fetch_wheels(
+    wheels: &[LockedWheel],
+    cache: &Arc<LayoutStore>,
+    options: &CopyOptions,
+    progress: &Arc<dyn Progress>,
+) -> Result<()> {
+    if let Some(sizeless) = wheels.iter().find(|w| w.size == 0) {
+        return Err(Error::invalid(format!(
+            "{}: the lock gives no size",
+            sizeless.filename
+        )));
+    }
+    let urls: HashMap<Digest, String> = wheels
+        .iter()
+        .map(|w| (w.sha256.clone(), w.url.clone()))
+        .collect();
+    let source: Arc<dyn Store> = Arc::new(UrlStore::new(urls, options.retry)?);
+    let jobs = wheels
+        .iter()
+        .map(|wheel| BlobJob {
+            blob: Descriptor::new("application/zip", wheel.sha256.clone(), wheel.size),
+            source: source.clone(),
+            source_repo: String::new(),
+            dest_repo: String::new(),
+            label: format!("wheel {}", wheel.filename),
+        })
+        .collect();
+    progress.step(&format!("downloading {} wheels", wheels.len()));
+    let cache: Arc<dyn Store> = cache.clone();
+    copy::copy_blobs(jobs, cache, options, progress).await?;
+    Ok(())
 }
 
 /// Installs every wheel into one deterministic layer at `out`.

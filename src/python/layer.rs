@@ -50,18 +50,44 @@ fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
 
 /// Writes `files` as a gzip-compressed tar at `out`. Paths must be unique and relative.
 pub fn write_layer(files: &[InstalledFile], out: &Path) -> Result<BuiltLayer> {
-    let mut entries: BTreeMap<&str, Option<&InstalledFile>> = BTreeMap::new();
-    for file in files {
-        let mut parent = file.path.as_str();
+    write_layer_with(files, &[], out)
+}
+
+/// A file of a layer whose content is streamed from a file on disk (a cached wheel).
+pub struct FileFromDisk {
+    /// Path inside the image, without the leading `/`.
+    pub path: String,
+    pub mode: u32,
+    pub source: std::path::PathBuf,
+}
+
+enum Item<'a> {
+    Directory,
+    Bytes(&'a InstalledFile),
+    Disk(&'a FileFromDisk),
+}
+
+/// [`write_layer`], plus files streamed from disk.
+pub fn write_layer_with(
+    files: &[InstalledFile],
+    from_disk: &[FileFromDisk],
+    out: &Path,
+) -> Result<BuiltLayer> {
+    let mut entries: BTreeMap<&str, Item> = BTreeMap::new();
+    let items = files
+        .iter()
+        .map(|f| (f.path.as_str(), Item::Bytes(f)))
+        .chain(from_disk.iter().map(|f| (f.path.as_str(), Item::Disk(f))));
+    for (path, item) in items {
+        let mut parent = path;
         while let Some((dir, _)) = parent.rsplit_once('/') {
-            entries.entry(dir).or_insert(None);
+            entries.entry(dir).or_insert(Item::Directory);
             parent = dir;
         }
-        if entries.insert(&file.path, Some(file)).flatten().is_some() {
-            return Err(Error::invalid(format!(
-                "layer: `{}` is written twice",
-                file.path
-            )));
+        if let Some(previous) = entries.insert(path, item)
+            && !matches!(previous, Item::Directory)
+        {
+            return Err(Error::invalid(format!("layer: `{path}` is written twice")));
         }
     }
     let io = |e| Error::io(out, e);
@@ -77,18 +103,30 @@ pub fn write_layer(files: &[InstalledFile], out: &Path) -> Result<BuiltLayer> {
         inner: gzip,
         hasher: Hasher::new(),
     });
-    for (path, file) in &entries {
-        match file {
-            None => {
+    for (path, item) in &entries {
+        match item {
+            Item::Directory => {
                 let mut h = header(tar::EntryType::Directory, 0o755, 0);
                 archive
                     .append_data(&mut h, format!("{path}/"), std::io::empty())
                     .map_err(io)?;
             }
-            Some(file) => {
+            Item::Bytes(file) => {
                 let mut h = header(tar::EntryType::Regular, file.mode, file.bytes.len() as u64);
                 archive
                     .append_data(&mut h, path, file.bytes.as_slice())
+                    .map_err(io)?;
+            }
+            Item::Disk(file) => {
+                let source = std::fs::File::open(&file.source)
+                    .map_err(|e| Error::io(&file.source, e))?;
+                let size = source
+                    .metadata()
+                    .map_err(|e| Error::io(&file.source, e))?
+                    .len();
+                let mut h = header(tar::EntryType::Regular, file.mode, size);
+                archive
+                    .append_data(&mut h, path, std::io::BufReader::new(source))
                     .map_err(io)?;
             }
         }
