@@ -103,3 +103,251 @@ fn a_third_party_signature_needs_its_key() {
         String::from_utf8_lossy(&verify(&fixture(), &[]).stdout).trim()
     );
 }
+
+/// A Python to play the daemon's: 3.12 when this machine has one, else the local python3.
+fn daemon_python() -> (String, PathBuf) {
+    let candidates =
+        std::fs::read_dir(std::env::var("HOME").unwrap_or_default() + "/.pyenv/versions")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join("bin"))
+            .filter(|bin| bin.join("python3.12").is_file());
+    if let Some(bin) = candidates.into_iter().next() {
+        return ("3.12".into(), bin);
+    }
+    let out = run(Command::new("python3").args([
+        "-c",
+        "import sys, os; print(f'{sys.version_info[0]}.{sys.version_info[1]}'); print(os.path.dirname(sys.executable))",
+    ]));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut lines = text.lines();
+    (
+        lines.next().unwrap().to_owned(),
+        PathBuf::from(lines.next().unwrap()),
+    )
+}
+
+/// uv's name for this machine's platform (`x86_64-manylinux_2_36`).
+fn local_platform() -> String {
+    let out = run(Command::new("python3").args([
+        "-c",
+        "import platform; print(platform.libc_ver()[1].replace('.', '_'))",
+    ]));
+    format!(
+        "{}-manylinux_{}",
+        std::env::consts::ARCH,
+        String::from_utf8_lossy(&out.stdout).trim()
+    )
+}
+
+fn zip_dir(dir: &Path, out: &Path) {
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(out).unwrap());
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    for name in names {
+        zip.start_file(&name, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        std::io::Write::write_all(&mut zip, &std::fs::read(dir.join(&name)).unwrap()).unwrap();
+    }
+    zip.finish().unwrap();
+}
+
+/// A plugin declaring its dependencies in pyproject.toml with a uv.lock (dev group
+/// included), locked against PyPI now.
+fn locked_plugin(dir: &Path, python: &str, python_bin: &Path) -> PathBuf {
+    let src = dir.join("locked-src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(
+        src.join("pyproject.toml"),
+        format!(
+            "[project]\nname = \"demo-plugin\"\nversion = \"0.1.0\"\nrequires-python = \">={python}\"\ndependencies = [\"tabulate>=0.9\"]\n\n[dependency-groups]\ndev = [\"pytest>=8\"]\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        src.join("manifest.yaml"),
+        format!("version: 0.1.0\ntype: plugin\nauthor: tester\nname: demo\nmeta:\n  arch: [amd64, arm64]\n  runner:\n    language: python\n    version: \"{python}\"\n    entrypoint: main\n"),
+    )
+    .unwrap();
+    std::fs::write(src.join("main.py"), "import tabulate\n").unwrap();
+    let path = format!(
+        "{}:{}",
+        python_bin.display(),
+        std::env::var("PATH").unwrap()
+    );
+    assert_success(&run(Command::new("uv")
+        .args(["lock", "--quiet", "--no-python-downloads"])
+        .env("PATH", path)
+        .current_dir(&src)));
+    let package = dir.join("demo_0.1.0.difypkg");
+    zip_dir(&src, &package);
+    package
+}
+
+/// Runs the plugin daemon's own install commands for `package` in a fresh working directory,
+/// with the environment the daemon gives uv and with no way out to the network.
+fn daemon_install(
+    package: &Path,
+    index: &Path,
+    python: &str,
+    python_bin: &Path,
+    work: &Path,
+) -> std::process::Output {
+    let dir = work.join(format!(
+        "cwd-{}",
+        package.file_stem().unwrap().to_string_lossy()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let bytes = std::fs::read(package).unwrap();
+    zip::ZipArchive::new(std::io::Cursor::new(bytes))
+        .unwrap()
+        .extract(&dir)
+        .unwrap();
+    let uv_dir = String::from_utf8_lossy(
+        &run(Command::new("sh").args(["-c", "dirname $(command -v uv)"])).stdout,
+    )
+    .trim()
+    .to_owned();
+    let cache = work.join(format!("uv-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    let daemon = |args: &[&str]| {
+        let mut command = Command::new("uv");
+        command
+            .args(args)
+            .current_dir(&dir)
+            .env_clear()
+            .env(
+                "PATH",
+                format!("{}:{uv_dir}:/usr/bin:/bin", python_bin.display()),
+            )
+            .env("VIRTUAL_ENV", dir.join(".venv"))
+            .env("UV_CACHE_DIR", &cache)
+            // Networking unavailable: every connection goes to a closed port.
+            .env("HTTP_PROXY", "http://127.0.0.1:9")
+            .env("HTTPS_PROXY", "http://127.0.0.1:9")
+            .env("ALL_PROXY", "http://127.0.0.1:9");
+        run(&mut command)
+    };
+    assert_success(&daemon(&["venv", ".venv", "--python", python]));
+    let mirror = format!("file://{}", index.display());
+    // PIP_MIRROR_URL set, so requirements.txt is preferred when there is one; otherwise
+    // `uv sync --no-dev` without --frozen (PLUGIN_IGNORE_UV_LOCK=true).
+    if dir.join("requirements.txt").is_file() {
+        daemon(&["pip", "install", "-i", &mirror, "-r", "requirements.txt"])
+    } else {
+        daemon(&["sync", "--no-dev", "-i", &mirror])
+    }
+}
+
+fn without(wheelhouse: &Path, project: &str, out: &Path) {
+    let _ = std::fs::remove_dir_all(out);
+    assert_success(&run(Command::new("cp").arg("-r").arg(wheelhouse).arg(out)));
+    std::fs::remove_dir_all(out.join("simple").join(project)).unwrap();
+    for file in std::fs::read_dir(out.join("files")).unwrap() {
+        let file = file.unwrap();
+        if file
+            .file_name()
+            .to_string_lossy()
+            .starts_with(&format!("{}-", project.replace('-', "_")))
+        {
+            std::fs::remove_file(file.path()).unwrap();
+        }
+    }
+}
+
+#[test]
+fn the_daemons_own_commands_install_offline_from_the_wheelhouse() {
+    let dir = tempfile::tempdir().unwrap();
+    let (python, python_bin) = daemon_python();
+    let locked = locked_plugin(dir.path(), &python, &python_bin);
+    // The real agent plugin needs Python 3.12 (dify_plugin); elsewhere a requirements.txt
+    // plugin of our own stands in.
+    let requirements = if python == "3.12" {
+        fixture()
+    } else {
+        let src = dir.path().join("req-src");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(
+            src.join("manifest.yaml"),
+            "version: 0.1.0\ntype: plugin\nauthor: tester\nname: req\n",
+        )
+        .unwrap();
+        std::fs::write(src.join("requirements.txt"), "tabulate\nrequests\n").unwrap();
+        let package = dir.path().join("req_0.1.0.difypkg");
+        zip_dir(&src, &package);
+        package
+    };
+    let house = dir.path().join("wheelhouse");
+    let built = run(dify_bundle()
+        .args([
+            "plugin",
+            "wheelhouse",
+            "--json",
+            "--python",
+            &python,
+            "--platform",
+            &local_platform(),
+        ])
+        .arg("--cache-dir")
+        .arg(dir.path().join("cache"))
+        .arg("--out")
+        .arg(&house)
+        .arg(&requirements)
+        .arg(&locked));
+    assert_success(&built);
+    let report = common::json(&built);
+    let metadata = report[1]["metadata"].as_array().unwrap();
+    assert!(
+        metadata
+            .iter()
+            .any(|m| m.as_str().unwrap().starts_with("colorama-")),
+        "pytest's Windows-only dependency is in the index for the re-lock: {report}"
+    );
+    let index = house.join("simple");
+
+    for package in [&requirements, &locked] {
+        let out = daemon_install(package, &index, &python, &python_bin, dir.path());
+        assert_success(&out);
+    }
+    let venv_python = |name: &str| {
+        dir.path()
+            .join(format!("cwd-{name}"))
+            .join(".venv/bin/python")
+    };
+    assert_success(&run(
+        Command::new(venv_python("demo_0.1.0")).args(["-c", "import tabulate"])
+    ));
+
+    // One wheel less and the install fails, naming the missing package.
+    let broken = dir.path().join("broken");
+    without(&house, "colorama", &broken);
+    let out = daemon_install(
+        &locked,
+        &broken.join("simple"),
+        &python,
+        &python_bin,
+        dir.path(),
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("colorama"), "{}", stderr(&out));
+    let missing = if python == "3.12" {
+        "gevent"
+    } else {
+        "requests"
+    };
+    without(&house, missing, &broken);
+    let out = daemon_install(
+        &requirements,
+        &broken.join("simple"),
+        &python,
+        &python_bin,
+        dir.path(),
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains(missing), "{}", stderr(&out));
+}

@@ -3,7 +3,7 @@
 //! new layer with an empty `/dependencies/python-requirements.txt`, so the sandbox never
 //! runs pip — not at start, not every 30 minutes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,17 +11,16 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::derived::DerivedBuilder;
-use crate::copy::{self, BlobJob, CopyOptions, ImagePlan, PlatformImage};
+use crate::copy::{CopyOptions, ImagePlan, PlatformImage};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::oci::{Descriptor, RawManifest};
+use crate::oci::RawManifest;
 use crate::progress::Progress;
 use crate::python::layer::{BuiltLayer, write_layer};
 use crate::python::resolve::{LockedWheel, requested_names};
 use crate::python::wheel::{self, InstalledFile};
-use crate::python::{PythonTarget, interpreter, resolve};
-use crate::store::http::UrlStore;
-use crate::store::{LayoutStore, Store};
+use crate::python::{PythonTarget, fetch, interpreter, resolve};
+use crate::store::LayoutStore;
 
 /// The sandbox reads this file at start and every `PYTHON_DEPS_UPDATE_INTERVAL`; empty, it
 /// runs no pip at all.
@@ -126,7 +125,7 @@ async fn derive_in(
             target.version, target.uv_platform, target.interpreter
         ));
         let wheels = resolve(&requirements, &target, work)?;
-        fetch_wheels(&wheels, &cache, options.copy, &progress).await?;
+        fetch::fetch_wheels(&wheels, &cache, options.copy, &progress).await?;
         progress.step(&format!(
             "installing {} wheels into a new layer",
             wheels.len()
@@ -166,41 +165,6 @@ async fn derive_in(
         blobs: image.blobs,
         seconds: 0.0,
     })
-}
-
-/// Downloads `wheels` into the content-addressed cache with the one copy engine, each
-/// checked against the sha256 its lock gives.
-pub async fn fetch_wheels(
-    wheels: &[LockedWheel],
-    cache: &Arc<LayoutStore>,
-    options: &CopyOptions,
-    progress: &Arc<dyn Progress>,
-) -> Result<()> {
-    if let Some(sizeless) = wheels.iter().find(|w| w.size == 0) {
-        return Err(Error::invalid(format!(
-            "{}: the lock gives no size",
-            sizeless.filename
-        )));
-    }
-    let urls: HashMap<Digest, String> = wheels
-        .iter()
-        .map(|w| (w.sha256.clone(), w.url.clone()))
-        .collect();
-    let source: Arc<dyn Store> = Arc::new(UrlStore::new(urls, options.retry)?);
-    let jobs = wheels
-        .iter()
-        .map(|wheel| BlobJob {
-            blob: Descriptor::new("application/zip", wheel.sha256.clone(), wheel.size),
-            source: source.clone(),
-            source_repo: String::new(),
-            dest_repo: String::new(),
-            label: format!("wheel {}", wheel.filename),
-        })
-        .collect();
-    progress.step(&format!("downloading {} wheels", wheels.len()));
-    let cache: Arc<dyn Store> = cache.clone();
-    copy::copy_blobs(jobs, cache, options, progress).await?;
-    Ok(())
 }
 
 /// Installs every wheel into one deterministic layer at `out`.

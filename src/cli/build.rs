@@ -93,7 +93,7 @@ fn registry_options(args: &BuildArgs) -> anyhow::Result<RegistryOptions> {
     Ok(options)
 }
 
-fn default_cache_dir() -> anyhow::Result<PathBuf> {
+pub fn default_cache_dir() -> anyhow::Result<PathBuf> {
     if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
         return Ok(PathBuf::from(dir).join("dify-bundle"));
     }

@@ -100,7 +100,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Install(args) => install::run(*args).await,
         Command::Download(args) => s3::download(args).await,
         Command::Key(keys::KeyCommand::Generate(args)) => keys::generate(args),
-        Command::Plugin(command) => plugin::run(command),
+        Command::Plugin(command) => plugin::run(command).await,
     }
 }
 

@@ -12,6 +12,9 @@ pub enum PluginCommand {
     /// Check a .difypkg's signature against Dify's official key (and --pubkey keys) and print
     /// its identifier
     Verify(VerifyArgs),
+    /// Resolve and download the packages' Python dependencies into a wheelhouse with a PEP 503
+    /// index, for the plugin daemon's Python and platform
+    Wheelhouse(WheelhouseArgs),
 }
 
 #[derive(Args)]
@@ -26,8 +29,14 @@ pub struct VerifyArgs {
     json: bool,
 }
 
-pub fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
-    let PluginCommand::Verify(args) = command;
+pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        PluginCommand::Verify(args) => tokio::task::spawn_blocking(move || verify(args)).await?,
+        PluginCommand::Wheelhouse(args) => wheelhouse(args).await,
+    }
+}
+
+fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let keys = PluginKey::trusted(&args.pubkeys)?;
     let bytes =
         std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
@@ -73,4 +82,79 @@ pub fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+#[derive(Args)]
+pub struct WheelhouseArgs {
+    /// Plugin packages (.difypkg)
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Directory to write the wheelhouse to (files/ and a PEP 503 simple/ index)
+    #[arg(long)]
+    out: PathBuf,
+    /// Python version of the plugin daemon
+    #[arg(long, default_value = "3.12")]
+    python: String,
+    /// Platform, as uv names it
+    #[arg(long, default_value = "x86_64-manylinux_2_28")]
+    platform: String,
+    /// Where downloaded wheels are kept between runs [default: ~/.cache/dify-bundle]
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Print JSON on stdout
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn wheelhouse(args: WheelhouseArgs) -> anyhow::Result<ExitCode> {
+    use std::sync::Arc;
+
+    use dify_bundle::copy::CopyOptions;
+    use dify_bundle::python::PythonTarget;
+    use dify_bundle::store::LayoutStore;
+
+    let mut packages = Vec::new();
+    for file in &args.files {
+        let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        packages.push(PluginPackage::read(&bytes, &file.display().to_string())?);
+    }
+    let cache_dir = match &args.cache_dir {
+        Some(dir) => dir.clone(),
+        None => super::build::default_cache_dir()?,
+    };
+    let cache = Arc::new(LayoutStore::create(&cache_dir.join("wheels"))?);
+    let target = PythonTarget::for_resolution(&args.python, &args.platform);
+    let work = work_dir(&cache_dir)?;
+    let reporter: Arc<dyn dify_bundle::progress::Progress> =
+        Arc::new(super::progress::Reporter::new());
+    let result = dify_bundle::plugins::wheelhouse::gather(
+        &packages,
+        &target,
+        &cache,
+        &CopyOptions::default(),
+        &reporter,
+        &work,
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(&work);
+    let (house, report) = result?;
+    house.write_dir(&cache, &args.out)?;
+    eprintln!(
+        "{} wheels for Python {} on {} in {}; index: file://{}",
+        house.wheels().len(),
+        args.python,
+        args.platform,
+        args.out.display(),
+        std::path::absolute(args.out.join("simple"))?.display()
+    );
+    if args.json {
+        super::print_json(&report)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn work_dir(cache: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let dir = cache.join(format!("work-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
 }

@@ -16,9 +16,9 @@ use serde::Deserialize;
 use super::package::PluginPackage;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::python::PythonTarget;
 use crate::python::resolve::{self, LockedWheel};
 use crate::python::wheel::normalise;
-use crate::python::PythonTarget;
 
 /// The wheels one plugin needs in the index.
 #[derive(Clone, Debug, Default)]
@@ -230,9 +230,16 @@ sdist = { url = "https://files.pythonhosted.org/sdist-only-1.0.tar.gz", hash = "
         }];
         let error = metadata_wheels(lock, &installed).unwrap_err().to_string();
         assert!(error.contains("sdist-only 1.0 has no wheel"), "{error}");
-        let lock = lock.split("[[package]]\nname = \"sdist-only\"").next().unwrap();
+        let lock = lock
+            .split("[[package]]\nname = \"sdist-only\"")
+            .next()
+            .unwrap();
         let wheels = metadata_wheels(lock, &installed).unwrap();
-        assert_eq!(wheels.len(), 1, "the plugin itself and tabulate are not metadata");
+        assert_eq!(
+            wheels.len(),
+            1,
+            "the plugin itself and tabulate are not metadata"
+        );
         assert_eq!(wheels[0].name, "colorama");
         assert_eq!(wheels[0].filename, "colorama-0.4.6-py2.py3-none-any.whl");
         assert_eq!(wheels[0].size, 25335);

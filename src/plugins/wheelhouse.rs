@@ -89,7 +89,10 @@ impl Wheelhouse {
     pub fn index_files(&self, root: &str) -> Vec<InstalledFile> {
         let mut projects: BTreeMap<String, Vec<&LockedWheel>> = BTreeMap::new();
         for wheel in self.wheels.values() {
-            projects.entry(normalise(&wheel.name).replace('_', "-")).or_default().push(wheel);
+            projects
+                .entry(normalise(&wheel.name).replace('_', "-"))
+                .or_default()
+                .push(wheel);
         }
         let mut files = Vec::new();
         let top: Vec<(String, String)> = projects
@@ -106,7 +109,11 @@ impl Wheelhouse {
                 .iter()
                 .map(|w| {
                     (
-                        format!("../../files/{}#sha256={}", href(&w.filename), w.sha256.hex()),
+                        format!(
+                            "../../files/{}#sha256={}",
+                            href(&w.filename),
+                            w.sha256.hex()
+                        ),
                         w.filename.clone(),
                     )
                 })
@@ -172,16 +179,28 @@ mod tests {
         let mut house = Wheelhouse::default();
         house
             .add(&[
-                wheel("Typing_Extensions", "typing_extensions-4.0-py3-none-any.whl", b"a"),
+                wheel(
+                    "Typing_Extensions",
+                    "typing_extensions-4.0-py3-none-any.whl",
+                    b"a",
+                ),
                 wheel("torch", "torch-2.0+cpu-cp312-cp312-linux_x86_64.whl", b"b"),
             ])
             .unwrap();
         house
-            .add(&[wheel("Typing_Extensions", "typing_extensions-4.0-py3-none-any.whl", b"a")])
+            .add(&[wheel(
+                "Typing_Extensions",
+                "typing_extensions-4.0-py3-none-any.whl",
+                b"a",
+            )])
             .unwrap();
         assert!(
             house
-                .add(&[wheel("x", "typing_extensions-4.0-py3-none-any.whl", b"other")])
+                .add(&[wheel(
+                    "x",
+                    "typing_extensions-4.0-py3-none-any.whl",
+                    b"other"
+                )])
                 .is_err()
         );
         let files = house.index_files("app/wheelhouse");
@@ -196,7 +215,9 @@ mod tests {
             )
             .unwrap()
         };
-        assert!(page("app/wheelhouse/simple/index.html").contains("<a href=\"typing-extensions/\">"));
+        assert!(
+            page("app/wheelhouse/simple/index.html").contains("<a href=\"typing-extensions/\">")
+        );
         let typing = page("app/wheelhouse/simple/typing-extensions/index.html");
         assert!(typing.contains(&format!(
             "../../files/typing_extensions-4.0-py3-none-any.whl#sha256={}",
@@ -205,4 +226,50 @@ mod tests {
         assert!(page("app/wheelhouse/simple/torch/index.html").contains("torch-2.0%2Bcpu-cp312"));
         assert_eq!(files.len(), 3);
     }
+}
+
+/// What one plugin contributes to a wheelhouse.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PluginWheels {
+    pub identifier: String,
+    /// Wheels the target installs.
+    pub install: Vec<String>,
+    /// Wheels present only for the re-lock's metadata.
+    pub metadata: Vec<String>,
+}
+
+/// Resolves every plugin's closure for `target`, downloads the wheels into `cache`, and
+/// returns the wheelhouse over them.
+pub async fn gather(
+    packages: &[super::PluginPackage],
+    target: &crate::python::PythonTarget,
+    cache: &std::sync::Arc<LayoutStore>,
+    copy: &crate::copy::CopyOptions,
+    progress: &std::sync::Arc<dyn crate::progress::Progress>,
+    work: &Path,
+) -> Result<(Wheelhouse, Vec<PluginWheels>)> {
+    let mut house = Wheelhouse::default();
+    let mut report = Vec::new();
+    for package in packages {
+        progress.step(&format!(
+            "resolving the dependencies of {} for Python {} on {}",
+            package.identifier(),
+            target.version,
+            target.uv_platform
+        ));
+        let closure = super::closure::closure(package, target, work)?;
+        house.add(&closure.install)?;
+        house.add(&closure.metadata)?;
+        report.push(PluginWheels {
+            identifier: package.identifier(),
+            install: closure.install.iter().map(|w| w.filename.clone()).collect(),
+            metadata: closure
+                .metadata
+                .iter()
+                .map(|w| w.filename.clone())
+                .collect(),
+        });
+    }
+    crate::python::fetch::fetch_wheels(&house.wheels(), cache, copy, progress).await?;
+    Ok((house, report))
 }

@@ -27,6 +27,23 @@ pub struct PythonTarget {
     pub uv_platform: String,
 }
 
+impl PythonTarget {
+    /// A target known only by version and platform: enough to resolve and download wheels
+    /// for it, not to install them.
+    pub fn for_resolution(version: &str, uv_platform: &str) -> PythonTarget {
+        PythonTarget {
+            version: version.to_owned(),
+            full_version: None,
+            prefix: String::new(),
+            interpreter: String::new(),
+            scripts: String::new(),
+            site_packages: String::new(),
+            include: String::new(),
+            uv_platform: uv_platform.to_owned(),
+        }
+    }
+}
+
 /// What the layers say about Pythons and the C library.
 #[derive(Default)]
 struct Findings {

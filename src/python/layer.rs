@@ -118,8 +118,8 @@ pub fn write_layer_with(
                     .map_err(io)?;
             }
             Item::Disk(file) => {
-                let source = std::fs::File::open(&file.source)
-                    .map_err(|e| Error::io(&file.source, e))?;
+                let source =
+                    std::fs::File::open(&file.source).map_err(|e| Error::io(&file.source, e))?;
                 let size = source
                     .metadata()
                     .map_err(|e| Error::io(&file.source, e))?

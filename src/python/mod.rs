@@ -2,6 +2,7 @@
 //! requirements for it with `uv`, download and hash-check the wheels, and install them —
 //! as a wheel installer does — into a new, deterministic image layer.
 
+pub mod fetch;
 pub mod interpreter;
 pub mod layer;
 pub mod resolve;
