@@ -23,6 +23,17 @@ pub struct Recipe {
     /// Python packages baked into the sandbox image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<SandboxPackages>,
+    /// Dify plugins from the marketplace, at pinned versions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plugins: Vec<RecipePlugin>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RecipePlugin {
+    /// `author/name`, e.g. `langgenius/bedrock`.
+    pub id: String,
+    pub version: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -86,6 +97,15 @@ impl Recipe {
                 return bad(e.to_string());
             }
         }
+        for plugin in &self.plugins {
+            let parts: Vec<&str> = plugin.id.split('/').collect();
+            if parts.len() != 2 || parts.iter().any(|p| p.is_empty()) || plugin.version.is_empty() {
+                return bad(format!(
+                    "plugin `{}` {}: expected id = \"AUTHOR/NAME\" and a version",
+                    plugin.id, plugin.version
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -136,6 +156,13 @@ mod tests {
                 let r = image.reference().unwrap();
                 assert!(r.tag.is_some() && r.tag.as_deref() != Some("latest"));
             }
+        }
+        for recipe in &all {
+            assert!(
+                recipe.plugins.iter().any(|p| p.id == "langgenius/bedrock"),
+                "{} lacks the Bedrock plugin",
+                recipe.name
+            );
         }
         let old = Recipe::builtin(Some("1.13.3")).unwrap();
         assert_eq!(

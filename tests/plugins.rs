@@ -351,3 +351,182 @@ fn the_daemons_own_commands_install_offline_from_the_wheelhouse() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains(missing), "{}", stderr(&out));
 }
+
+const AGENT: &str =
+    "langgenius/agent:0.0.14@26958a0e80a10655ce73812bdb7c35a66ce7b16f5ac346d298bda17ff85efd1e";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn build_bundles_verified_plugins_and_a_daemon_image_with_their_wheelhouse() {
+    use common::fixtures::{self, layer};
+    use common::{Auth, Registry, serve_dir, write_recipe};
+
+    let registry = Registry::start(Auth::None);
+    fixtures::dify_like(&registry, "langgenius", &layer(7, 256 << 10), 64 << 10).await;
+    let dir = tempfile::tempdir().unwrap();
+    // A marketplace serving the agent plugin where Dify's does.
+    let market = dir.path().join("market");
+    let download = market.join("api/v1/plugins/langgenius/agent/0.0.14");
+    std::fs::create_dir_all(&download).unwrap();
+    std::fs::copy(fixture(), download.join("download")).unwrap();
+    let (_market, market_url) = serve_dir(&market);
+    let host = registry.host();
+    let recipe = write_recipe(
+        dir.path(),
+        &[
+            ("api", format!("{host}/langgenius/dify-api:1.0")),
+            ("web", format!("{host}/langgenius/dify-web:1.0")),
+            ("sandbox", format!("{host}/langgenius/dify-sandbox:1.0")),
+            (
+                "plugin-daemon",
+                format!("{host}/langgenius/dify-plugin-daemon:1.0"),
+            ),
+        ],
+    );
+    let mut text = std::fs::read_to_string(&recipe).unwrap();
+    text.push_str("\n[[plugins]]\nid = \"langgenius/agent\"\nversion = \"0.0.14\"\n");
+    std::fs::write(&recipe, text).unwrap();
+    let bundle = dir.path().join("bundle");
+    let build = |extra: &[&Path]| {
+        let mut command = dify_bundle();
+        command
+            .args([
+                "build",
+                "--json",
+                "--insecure-registry",
+                &host,
+                "--marketplace-url",
+                &market_url,
+            ])
+            .arg("--recipe")
+            .arg(&recipe)
+            .arg("--cache-dir")
+            .arg(dir.path().join("cache"))
+            .arg("--out")
+            .arg(&bundle);
+        for file in extra {
+            command.arg("--plugin").arg(file);
+        }
+        run(&mut command)
+    };
+    let built = build(&[]);
+    assert_success(&built);
+
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("bundle.json")).unwrap()).unwrap();
+    let plugin = &manifest["plugins"][0];
+    assert_eq!(plugin["identifier"], AGENT);
+    assert_eq!(plugin["signature"]["status"], "verified");
+    assert_eq!(
+        plugin["source"],
+        format!("{market_url}/api/v1/plugins/langgenius/agent/0.0.14/download")
+    );
+    let stored = bundle.join("blobs/sha256").join(
+        plugin["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:"),
+    );
+    assert_eq!(
+        std::fs::read(&stored).unwrap(),
+        std::fs::read(fixture()).unwrap()
+    );
+
+    let daemon = manifest["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["role"] == "plugin-daemon")
+        .unwrap();
+    assert!(
+        daemon["base_digest"].is_string(),
+        "the daemon image is derived"
+    );
+    let set = manifest["python"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["image"] == "plugin-daemon")
+        .expect("the daemon's wheel set");
+    assert_eq!(set["python"]["version"], "3.12");
+    assert_eq!(set["python"]["uv_platform"], "x86_64-manylinux_2_28");
+    assert!(
+        set["wheels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["filename"] == "dify_plugin-0.0.1b75-py3-none-any.whl")
+    );
+
+    // The layer holds the wheels and the index at /app/wheelhouse.
+    let layer = bundle
+        .join("blobs/sha256")
+        .join(set["layer"].as_str().unwrap().trim_start_matches("sha256:"));
+    let listing = run(Command::new("tar").arg("-tzf").arg(&layer));
+    assert_success(&listing);
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    for path in [
+        "app/wheelhouse/simple/index.html",
+        "app/wheelhouse/simple/dify-plugin/index.html",
+        "app/wheelhouse/files/dify_plugin-0.0.1b75-py3-none-any.whl",
+    ] {
+        assert!(
+            listing.lines().any(|l| l == path),
+            "{path} not in the layer"
+        );
+    }
+    let raw = common::skopeo(&[
+        "inspect",
+        "--raw",
+        &format!("oci:{}:plugin-daemon", bundle.display()),
+    ]);
+    assert!(raw.status.success(), "{}", stderr(&raw));
+
+    // The stack runs the derived image with the daemon pointed at its wheelhouse.
+    let template = run(dify_bundle()
+        .arg("template")
+        .arg(&bundle)
+        .arg("--allow-unsigned"));
+    assert_success(&template);
+    let template: serde_json::Value = serde_json::from_slice(&template.stdout).unwrap();
+    let container = template["Resources"]["ApiTask"]["Properties"]["ContainerDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["Name"] == "plugin-daemon")
+        .unwrap()
+        .clone();
+    let env = |key: &str| {
+        container["Environment"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["Name"] == key)
+            .map(|e| e["Value"].clone())
+    };
+    assert_eq!(
+        env("PIP_MIRROR_URL"),
+        Some("file:///app/wheelhouse/simple".into())
+    );
+    assert_eq!(env("PLUGIN_IGNORE_UV_LOCK"), Some("true".into()));
+    assert_eq!(env("FORCE_VERIFYING_SIGNATURE"), Some("true".into()));
+    let digest = daemon["digest"].as_str().unwrap();
+    assert!(
+        container["Image"]
+            .to_string()
+            .contains(&format!("@{digest}"))
+    );
+    assert_success(&run(dify_bundle()
+        .args(["verify", "--allow-unsigned"])
+        .arg(&bundle)));
+
+    // A tampered local package stops the build, named.
+    let tampered = dir.path().join("tampered.difypkg");
+    let mut bytes = std::fs::read(fixture()).unwrap();
+    let at = bytes.len() / 3;
+    bytes[at] ^= 0x40;
+    std::fs::write(&tampered, &bytes).unwrap();
+    let refused = build(&[&tampered]);
+    assert!(!refused.status.success());
+    let err = stderr(&refused);
+    assert!(err.contains("tampered.difypkg"), "{err}");
+}

@@ -352,28 +352,9 @@ async fn a_wheel_that_does_not_match_its_lock_hash_is_refused_by_name() {
         b"tampered wheel bytes",
     )
     .unwrap();
-    let port = common::free_port();
-    let _server = common::Server::new(
-        Command::new("python3")
-            .args([
-                "-m",
-                "http.server",
-                "--bind",
-                "127.0.0.1",
-                &port.to_string(),
-                "--directory",
-            ])
-            .arg(served.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let (_server, base) = common::serve_dir(served.path());
     let locked = Digest::of(b"the wheel the lock names");
-    let url = format!("http://127.0.0.1:{port}/demo-1.0-py3-none-any.whl");
+    let url = format!("{base}/demo-1.0-py3-none-any.whl");
     let source: Arc<dyn Store> = Arc::new(
         UrlStore::new(HashMap::from([(locked.clone(), url)]), Default::default()).unwrap(),
     );

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::daemon::{self, DAEMON_ROLE, PluginOptions};
 use super::format::{
     ANNOTATION_BASE, ANNOTATION_ROLE, ANNOTATION_SOURCE, BUNDLE_FILE, BundleFile, BundleImage,
     BundleManifest, FORMAT_V1, SANDBOX_ROLE, SIGNATURE_FILE, Tool,
@@ -15,7 +16,7 @@ use super::sandbox::{self, Requirements, SandboxOptions, WheelSet};
 use crate::copy::{self, CopyOptions, CopyReport, Root};
 use crate::digest::{Digest, hash_file};
 use crate::error::{Error, Result};
-use crate::oci::{ANNOTATION_REF_NAME, Platform};
+use crate::oci::{ANNOTATION_REF_NAME, Platform, RawManifest};
 use crate::progress::Progress;
 use crate::recipe::Recipe;
 use crate::stack::app::StackSettings;
@@ -35,6 +36,7 @@ pub struct BuildOptions {
     pub cache_dir: PathBuf,
     /// Build-time settings of the application stack.
     pub stack: StackSettings,
+    pub plugins: PluginOptions,
 }
 
 #[derive(Debug, Serialize)]
@@ -126,24 +128,65 @@ pub async fn build(options: BuildOptions, progress: Arc<dyn Progress>) -> Result
             context: roots[position].label.clone(),
             inner: Box::new(e),
         })?;
-        let image = &mut images[position];
-        let mut annotations = roots[position].tag.clone().unwrap_or_default();
-        annotations
-            .annotations
-            .insert(ANNOTATION_BASE.to_owned(), image.digest.to_string());
-        layout
-            .put_manifest(SANDBOX_ROLE, &derived.root, Some(&annotations))
-            .await?;
-        image.base_digest = Some(image.digest.clone());
-        image.digest = derived.root.digest();
-        image.media_type = derived.root.media_type.clone();
-        image.size += derived.platforms.iter().map(|p| p.size).sum::<u64>()
-            - image.platforms.iter().map(|p| p.size).sum::<u64>()
-            + derived.root.bytes.len() as u64;
-        image.platforms = derived.platforms;
+        adopt_derived(
+            &layout,
+            &mut images[position],
+            &roots[position],
+            &derived.root,
+            derived.platforms,
+        )
+        .await?;
         referenced.extend(derived.blobs);
         wheel_sets = derived.wheel_sets;
         sandbox_seconds = Some(derived.seconds);
+    }
+
+    // Plugins: verified packages, and their dependencies in a derived plugin-daemon image.
+    let mut plugins = Vec::new();
+    let mut daemon_environment = Vec::new();
+    if !options.plugins.skip {
+        let stored = daemon::collect(
+            &layout,
+            &recipe.plugins,
+            &options.plugins,
+            &copy_options,
+            progress.as_ref(),
+        )
+        .await?;
+        let position = images.iter().position(|i| i.role == DAEMON_ROLE);
+        if let (false, Some(position)) = (stored.is_empty(), position) {
+            let derived = daemon::derive(
+                &layout,
+                &report.images[position],
+                &stored,
+                &options.plugins,
+                &options.cache_dir,
+                &copy_options,
+                progress.clone(),
+            )
+            .await
+            .map_err(|e| Error::Context {
+                context: roots[position].label.clone(),
+                inner: Box::new(e),
+            })?;
+            adopt_derived(
+                &layout,
+                &mut images[position],
+                &roots[position],
+                &derived.root,
+                derived.platforms,
+            )
+            .await?;
+            referenced.extend(derived.blobs);
+            wheel_sets.extend(derived.wheel_sets);
+            daemon_environment = derived.environment;
+        } else if !stored.is_empty() {
+            progress.note(&format!(
+                "plugins are stored, but the recipe has no `{DAEMON_ROLE}` image to carry their dependencies"
+            ));
+        }
+        referenced.extend(stored.iter().map(|p| p.record.digest.clone()));
+        plugins = stored.into_iter().map(|p| p.record).collect();
     }
 
     // The application stack, pinned to the digests just stored.
@@ -154,7 +197,7 @@ pub async fn build(options: BuildOptions, progress: Arc<dyn Progress>) -> Result
         &images,
         &options.platforms,
         &options.stack,
-        Vec::new(),
+        daemon_environment,
     )?;
     match &stack {
         Some(stack) => {
@@ -202,6 +245,7 @@ pub async fn build(options: BuildOptions, progress: Arc<dyn Progress>) -> Result
         platforms: options.platforms.iter().map(Platform::to_string).collect(),
         images,
         python: wheel_sets.clone(),
+        plugins,
         stack,
         files: list_files(&options.out, &referenced)?,
     };
@@ -219,6 +263,32 @@ pub async fn build(options: BuildOptions, progress: Arc<dyn Progress>) -> Result
         wheel_sets,
         pruned_blobs,
     })
+}
+
+/// Puts a derived image in place of the recipe's: the tag points at the derived root, the
+/// base is remembered in an annotation and in bundle.json.
+async fn adopt_derived(
+    layout: &LayoutStore,
+    image: &mut BundleImage,
+    root: &Root,
+    derived: &RawManifest,
+    platforms: Vec<crate::copy::PlatformImage>,
+) -> Result<()> {
+    let mut annotations = root.tag.clone().unwrap_or_default();
+    annotations
+        .annotations
+        .insert(ANNOTATION_BASE.to_owned(), image.digest.to_string());
+    layout
+        .put_manifest(&image.role, derived, Some(&annotations))
+        .await?;
+    image.base_digest = Some(image.digest.clone());
+    image.digest = derived.digest();
+    image.media_type = derived.media_type.clone();
+    image.size += platforms.iter().map(|p| p.size).sum::<u64>()
+        - image.platforms.iter().map(|p| p.size).sum::<u64>()
+        + derived.bytes.len() as u64;
+    image.platforms = platforms;
+    Ok(())
 }
 
 /// Removes blobs the bundle does not reference (left by a build of another recipe).

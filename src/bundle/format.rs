@@ -37,6 +37,9 @@ pub struct BundleManifest {
     /// Python wheel sets installed into derived images.
     #[serde(default)]
     pub python: Vec<crate::bundle::sandbox::WheelSet>,
+    /// Dify plugin packages, stored as blobs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plugins: Vec<BundlePlugin>,
     /// The application stack's CloudFormation template, stored as a blob.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stack: Option<StackTemplate>,
@@ -65,6 +68,19 @@ pub struct BundleImage {
     pub platforms: Vec<PlatformImage>,
     /// Manifests and blobs of this image, each counted once.
     pub size: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundlePlugin {
+    /// `author/name:version@checksum`, as the plugin daemon identifies it.
+    pub identifier: String,
+    pub checksum: String,
+    /// Where it came from: a marketplace URL or a file name.
+    pub source: String,
+    /// The package file, a blob of the bundle.
+    pub digest: Digest,
+    pub size: u64,
+    pub signature: crate::plugins::SignatureCheck,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

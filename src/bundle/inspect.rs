@@ -22,6 +22,7 @@ pub struct Inspection {
     /// Bytes not stored twice because images share blobs.
     pub shared_bytes_saved: u64,
     pub files: usize,
+    pub plugins: Vec<super::format::BundlePlugin>,
     /// The application stack's template, if the bundle has one.
     pub stack: Option<StackTemplate>,
     /// The key that signed bundle.json, as the signature says (`verify` checks it).
@@ -41,11 +42,13 @@ pub fn inspect(source: &dyn BundleSource) -> Result<Inspection> {
         .and_then(|s| String::from_utf8(s).ok())
         .and_then(|s| crate::signing::signer_of(&s));
     let images_bytes: u64 = manifest.images.iter().map(|i| i.size).sum();
-    // Blobs of images only: the stack template (and other artefacts) are not shared.
+    // Blobs of images only: the stack template and plugin packages are not shared.
     let artefacts: Vec<String> = manifest
         .stack
         .iter()
-        .map(|s| format!("{BLOBS_DIR}/{}", s.digest.hex()))
+        .map(|s| &s.digest)
+        .chain(manifest.plugins.iter().map(|p| &p.digest))
+        .map(|digest| format!("{BLOBS_DIR}/{}", digest.hex()))
         .collect();
     let stored_bytes: u64 = manifest
         .files
@@ -64,6 +67,7 @@ pub fn inspect(source: &dyn BundleSource) -> Result<Inspection> {
         files: manifest.files.len(),
         signed_by,
         stack: manifest.stack,
+        plugins: manifest.plugins,
         images: manifest.images,
     })
 }

@@ -2,6 +2,7 @@
 //! digests. Building one, verifying one, and describing one.
 
 pub mod build;
+pub mod daemon;
 pub mod derived;
 pub mod format;
 pub mod inspect;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Args;
+use dify_bundle::bundle::daemon::PluginOptions;
 use dify_bundle::bundle::sandbox::Requirements;
 use dify_bundle::bundle::{self, BuildOptions};
 use dify_bundle::oci::Platform;
@@ -57,6 +58,19 @@ pub struct BuildArgs {
     /// Where downloaded wheels are kept between builds [default: ~/.cache/dify-bundle]
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
+    /// Add a local plugin package (.difypkg); repeatable
+    #[arg(long = "plugin", value_name = "FILE")]
+    plugins: Vec<PathBuf>,
+    /// An extra trusted plugin-signing key (PKCS#1 PEM) besides Dify's official one;
+    /// repeatable. The daemon is configured to trust it too
+    #[arg(long = "plugin-pubkey", value_name = "PEM")]
+    plugin_pubkeys: Vec<PathBuf>,
+    /// Dify marketplace to download the recipe's plugins from (a mirror, for example)
+    #[arg(long, value_name = "URL", default_value = dify_bundle::plugins::marketplace::DEFAULT_URL)]
+    marketplace_url: String,
+    /// Leave plugins out (the recipe's and --plugin)
+    #[arg(long, conflicts_with = "plugins")]
+    no_plugins: bool,
     /// Build-time settings of the application stack (extra environment variables per
     /// container), baked into the signed template
     #[arg(long, value_name = "FILE")]
@@ -128,6 +142,12 @@ pub async fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     };
     let options = BuildOptions {
         stack,
+        plugins: PluginOptions {
+            marketplace: args.marketplace_url.clone(),
+            local: args.plugins.clone(),
+            keys: args.plugin_pubkeys.clone(),
+            skip: args.no_plugins,
+        },
         sandbox_requirements,
         cache_dir,
         out: args.out.clone(),

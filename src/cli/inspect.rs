@@ -54,6 +54,18 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
         }
     }
     println!();
+    for plugin in &inspection.plugins {
+        println!(
+            "plugin {}  ({}, signature {})",
+            plugin.identifier,
+            units::bytes(plugin.size),
+            if plugin.signature.is_verified() {
+                "good"
+            } else {
+                "NOT verified"
+            }
+        );
+    }
     match &inspection.stack {
         Some(stack) => println!(
             "application stack template {} ({}); `dify-bundle template` prints it",

@@ -4,6 +4,7 @@
 
 pub mod closure;
 pub mod key;
+pub mod marketplace;
 pub mod package;
 pub mod wheelhouse;
 

@@ -54,7 +54,7 @@ pub struct Runner {
 }
 
 /// The outcome of checking a package's signature.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum SignatureCheck {
     Verified {
@@ -87,6 +87,7 @@ struct Verification {
 }
 
 /// A package read into memory, every file hashed.
+#[derive(Clone)]
 pub struct PluginPackage {
     pub manifest: PluginManifest,
     /// `(path, sha256(content))` in zip order.

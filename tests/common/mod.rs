@@ -55,6 +55,28 @@ fn wait_for_port(port: u16, what: &str, child: &mut Child) {
     panic!("{what} did not listen on 127.0.0.1:{port} within 20 s");
 }
 
+/// Serves `dir` over HTTP on 127.0.0.1 (Python's http.server); returns the server and its
+/// base URL.
+pub fn serve_dir(dir: &Path) -> (Server, String) {
+    let port = free_port();
+    let mut child = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &port.to_string(),
+            "--directory",
+        ])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 -m http.server");
+    wait_for_port(port, "http.server", &mut child);
+    (Server { child }, format!("http://127.0.0.1:{port}"))
+}
+
 pub enum Auth {
     None,
     Htpasswd { user: String, password: String },

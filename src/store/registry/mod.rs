@@ -168,7 +168,7 @@ pub(crate) fn describe_reqwest(e: &reqwest::Error) -> String {
     message
 }
 
-fn transport_error(what: &str, e: &reqwest::Error) -> Error {
+pub(crate) fn transport_error(what: &str, e: &reqwest::Error) -> Error {
     Error::Http {
         what: what.to_owned(),
         message: describe_reqwest(e),
