@@ -8,6 +8,7 @@ pub mod aws;
 pub mod bundle;
 pub mod copy;
 pub mod derive;
+pub mod dify;
 pub mod digest;
 pub mod error;
 pub mod install;

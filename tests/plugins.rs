@@ -519,6 +519,61 @@ async fn build_bundles_verified_plugins_and_a_daemon_image_with_their_wheelhouse
         .args(["verify", "--allow-unsigned"])
         .arg(&bundle)));
 
+    // After a deploy: the admin account and the bundled plugins, through the console API of
+    // a stand-in Dify (which computes identifiers itself).
+    let port = common::free_port();
+    let _dify = common::Server::new(
+        Command::new("python3")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/servers/fake_dify.py"))
+            .arg(port.to_string())
+            .spawn()
+            .unwrap(),
+    );
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let install = |password: Option<&str>| {
+        let mut command = dify_bundle();
+        command
+            .args([
+                "plugin",
+                "install",
+                "--allow-unsigned",
+                "--admin-email",
+                "ops@example.com",
+            ])
+            .args(["--url", &format!("http://127.0.0.1:{port}")])
+            .arg("--bundle")
+            .arg(&bundle)
+            .env_remove("DIFY_ADMIN_PASSWORD");
+        if let Some(password) = password {
+            command.env("DIFY_ADMIN_PASSWORD", password);
+        }
+        run(&mut command)
+    };
+    let no_password = install(None);
+    assert!(!no_password.status.success());
+    assert!(stderr(&no_password).contains("DIFY_ADMIN_PASSWORD"));
+    let first = install(Some("s3cret-Passw0rd"));
+    assert_success(&first);
+    let err = stderr(&first);
+    assert!(
+        err.contains("created the admin account ops@example.com"),
+        "{err}"
+    );
+    assert!(err.contains(&format!("plugin {AGENT}: installed")), "{err}");
+    let again = install(Some("s3cret-Passw0rd"));
+    assert_success(&again);
+    let err = stderr(&again);
+    assert!(!err.contains("created the admin account"), "{err}");
+    assert!(
+        err.contains(&format!("plugin {AGENT}: already installed")),
+        "{err}"
+    );
+    let wrong = install(Some("wrong"));
+    assert!(!wrong.status.success());
+    assert!(stderr(&wrong).contains("login"), "{}", stderr(&wrong));
+
     // A tampered local package stops the build, named.
     let tampered = dir.path().join("tampered.difypkg");
     let mut bytes = std::fs::read(fixture()).unwrap();

@@ -256,3 +256,24 @@ pub async fn derive(
         environment,
     })
 }
+
+/// The plugin packages of a bundle (signature of bundle.json checked against `policy`, each
+/// package against its digest): `(identifier, bytes)`.
+pub fn read_packages(
+    source: &dyn super::source::BundleSource,
+    policy: &super::trust::TrustPolicy,
+) -> Result<Vec<(String, Vec<u8>)>> {
+    let (manifest, _) = super::trust::open(source, policy)?;
+    manifest
+        .plugins
+        .iter()
+        .map(|plugin| {
+            let bytes = super::source::read_blob_checked(
+                source,
+                &plugin.digest,
+                &format!("plugin {}", plugin.identifier),
+            )?;
+            Ok((plugin.identifier.clone(), bytes))
+        })
+        .collect()
+}

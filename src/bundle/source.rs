@@ -36,6 +36,28 @@ pub fn read_all(source: &dyn BundleSource, path: &str) -> Result<Option<Vec<u8>>
     Ok(Some(bytes))
 }
 
+/// Reads a whole (small) blob of a bundle and checks it against its digest; `what` names
+/// it in errors.
+pub fn read_blob_checked(
+    source: &dyn BundleSource,
+    digest: &crate::digest::Digest,
+    what: &str,
+) -> Result<Vec<u8>> {
+    let path = format!("{}/{}", crate::store::layout::BLOBS_DIR, digest.hex());
+    let bytes = read_all(source, &path)?.ok_or_else(|| {
+        Error::invalid(format!("{}: {what} ({path}) is missing", source.describe()))
+    })?;
+    let actual = crate::digest::Digest::of(&bytes);
+    if actual != *digest {
+        return Err(Error::DigestMismatch {
+            what: format!("{what} {path} in {}", source.describe()),
+            expected: digest.to_string(),
+            actual: actual.to_string(),
+        });
+    }
+    Ok(bytes)
+}
+
 /// A bundle directory.
 pub struct DirSource {
     root: std::path::PathBuf,

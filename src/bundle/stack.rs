@@ -3,13 +3,12 @@
 //! it), and read back with its digest checked.
 
 use super::format::{BundleImage, BundleManifest, StackTemplate};
-use super::source::{BundleSource, read_all};
+use super::source::{BundleSource, read_blob_checked};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::oci::Platform;
 use crate::stack::app::{self, AppSpec, StackSettings};
 use crate::store::LayoutStore;
-use crate::store::layout::BLOBS_DIR;
 
 /// Generates the template for `images` and stores it in `layout`. `None` when the recipe
 /// lacks one of the images the stack runs (a partial, custom recipe).
@@ -77,20 +76,5 @@ pub fn read(source: &dyn BundleSource, manifest: &BundleManifest) -> Result<Vec<
             app::ROLES.join(", ")
         ))
     })?;
-    let path = format!("{BLOBS_DIR}/{}", stack.digest.hex());
-    let bytes = read_all(source, &path)?.ok_or_else(|| {
-        Error::invalid(format!(
-            "{}: the stack template {path} is missing",
-            source.describe()
-        ))
-    })?;
-    let actual = Digest::of(&bytes);
-    if actual != stack.digest {
-        return Err(Error::DigestMismatch {
-            what: format!("stack template {path} in {}", source.describe()),
-            expected: stack.digest.to_string(),
-            actual: actual.to_string(),
-        });
-    }
-    Ok(bytes)
+    read_blob_checked(source, &stack.digest, "stack template")
 }

@@ -90,6 +90,10 @@ pub struct InstallArgs {
     /// wait [default: 30m]
     #[arg(long, value_name = "DURATION")]
     wait: Option<String>,
+    /// After the deploy, create the admin account when Dify has none (password from
+    /// DIFY_ADMIN_PASSWORD) and install the bundle's plugins through the console API
+    #[command(flatten)]
+    admin: super::plugin::AdminArgs,
     #[command(flatten)]
     trust: super::keys::TrustArgs,
     /// Blobs pushed at once
@@ -302,6 +306,8 @@ pub async fn run(args: InstallArgs) -> anyhow::Result<ExitCode> {
         (None, None) => None,
     };
     let app = app_options(&args, &config.app)?;
+    // Read the password now, so a missing one fails before anything changes.
+    let admin = args.admin.admin()?;
     let what = args.bundle.clone();
     let source = tokio::task::spawn_blocking(move || {
         super::s3::open_any(&what, tokio::runtime::Handle::current())
@@ -374,6 +380,18 @@ pub async fn run(args: InstallArgs) -> anyhow::Result<ExitCode> {
             eprintln!("Dify: {url}");
         }
         eprintln!("shell in the api container: {}", app.exec_command);
+    }
+    if let Some(admin) = &admin {
+        match report.app.as_ref().and_then(|a| a.url.clone()) {
+            Some(url) => {
+                let installer_ref = &installer;
+                let packages = tokio::task::block_in_place(|| installer_ref.plugin_packages())?;
+                super::plugin::report_plugins(&url, admin, packages).await?;
+            }
+            None => eprintln!(
+                "--admin-email: no application was deployed, so no plugins were installed into Dify"
+            ),
+        }
     }
     if args.json {
         super::print_json(&serde_json::json!({

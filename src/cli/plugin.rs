@@ -15,6 +15,52 @@ pub enum PluginCommand {
     /// Resolve and download the packages' Python dependencies into a wheelhouse with a PEP 503
     /// index, for the plugin daemon's Python and platform
     Wheelhouse(WheelhouseArgs),
+    /// Install a bundle's plugins into a running Dify through its console API (creating the
+    /// admin account first when Dify has none); the password comes from DIFY_ADMIN_PASSWORD
+    Install(InstallArgs),
+}
+
+#[derive(Args)]
+pub struct InstallArgs {
+    /// Dify's URL (the load balancer's)
+    #[arg(long)]
+    url: String,
+    /// The bundle: a directory, a folder of media parts, or s3://BUCKET/PREFIX/bundles/NAME
+    #[arg(long)]
+    bundle: String,
+    #[command(flatten)]
+    admin: AdminArgs,
+    #[command(flatten)]
+    trust: super::keys::TrustArgs,
+}
+
+#[derive(Args, Clone)]
+pub struct AdminArgs {
+    /// The admin account's email (created when Dify has no admin yet)
+    #[arg(long, value_name = "EMAIL")]
+    pub admin_email: Option<String>,
+    /// The admin account's display name
+    #[arg(long, value_name = "NAME", default_value = "admin")]
+    pub admin_name: String,
+}
+
+impl AdminArgs {
+    /// The admin, with the password from the environment.
+    pub fn admin(&self) -> anyhow::Result<Option<dify_bundle::dify::console::Admin>> {
+        let Some(email) = &self.admin_email else {
+            return Ok(None);
+        };
+        let password = std::env::var("DIFY_ADMIN_PASSWORD").map_err(|_| {
+            anyhow::anyhow!(
+                "set DIFY_ADMIN_PASSWORD to the admin password (it is never taken from the command line)"
+            )
+        })?;
+        Ok(Some(dify_bundle::dify::console::Admin {
+            email: email.clone(),
+            name: self.admin_name.clone(),
+            password,
+        }))
+    }
 }
 
 #[derive(Args)]
@@ -33,6 +79,7 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
     match command {
         PluginCommand::Verify(args) => tokio::task::spawn_blocking(move || verify(args)).await?,
         PluginCommand::Wheelhouse(args) => wheelhouse(args).await,
+        PluginCommand::Install(args) => install(args).await,
     }
 }
 
@@ -157,4 +204,49 @@ fn work_dir(cache: &std::path::Path) -> anyhow::Result<PathBuf> {
     let dir = cache.join(format!("work-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
+}
+
+async fn install(args: InstallArgs) -> anyhow::Result<ExitCode> {
+    let admin = args
+        .admin
+        .admin()?
+        .ok_or_else(|| anyhow::anyhow!("--admin-email is required"))?;
+    let policy = args.trust.policy()?;
+    let what = args.bundle.clone();
+    let source = tokio::task::spawn_blocking(move || {
+        super::s3::open_any(&what, tokio::runtime::Handle::current())
+    })
+    .await??;
+    let packages = tokio::task::spawn_blocking(move || {
+        dify_bundle::bundle::daemon::read_packages(source.as_ref(), &policy)
+    })
+    .await??;
+    report_plugins(&args.url, &admin, packages).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Installs `packages` into the Dify at `url` and says what happened to each.
+pub async fn report_plugins(
+    url: &str,
+    admin: &dify_bundle::dify::console::Admin,
+    packages: Vec<(String, Vec<u8>)>,
+) -> anyhow::Result<()> {
+    use dify_bundle::dify::console::{self, PluginOutcome};
+    let (created, outcomes) = console::install_plugins(
+        url,
+        admin,
+        packages,
+        std::time::Duration::from_secs(15 * 60),
+    )
+    .await?;
+    if created {
+        eprintln!("created the admin account {}", admin.email);
+    }
+    for (identifier, outcome) in outcomes {
+        match outcome {
+            PluginOutcome::AlreadyInstalled => eprintln!("plugin {identifier}: already installed"),
+            PluginOutcome::Installed => eprintln!("plugin {identifier}: installed"),
+        }
+    }
+    Ok(())
 }

@@ -215,6 +215,22 @@ impl Installer {
         Ok(Some(plan))
     }
 
+    /// The bundle's plugin packages, `(identifier, bytes)`, each checked against its digest.
+    pub fn plugin_packages(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        self.manifest
+            .plugins
+            .iter()
+            .map(|plugin| {
+                let bytes = crate::bundle::source::read_blob_checked(
+                    self.source.as_ref(),
+                    &plugin.digest,
+                    &format!("plugin {}", plugin.identifier),
+                )?;
+                Ok((plugin.identifier.clone(), bytes))
+            })
+            .collect()
+    }
+
     /// The application stack's template, checked against bundle.json.
     fn template(&self) -> Result<Vec<u8>> {
         crate::bundle::stack::read(self.source.as_ref(), &self.manifest)
