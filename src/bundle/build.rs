@@ -8,6 +8,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::daemon::{self, DAEMON_ROLE, PluginOptions};
+use super::derived::DerivedImage;
 use super::format::{
     ANNOTATION_BASE, ANNOTATION_ROLE, ANNOTATION_SOURCE, BUNDLE_FILE, BundleFile, BundleImage,
     BundleManifest, FORMAT_V1, SANDBOX_ROLE, SIGNATURE_FILE, Tool,
@@ -16,7 +17,7 @@ use super::sandbox::{self, Requirements, SandboxOptions, WheelSet};
 use crate::copy::{self, CopyOptions, CopyReport, Root};
 use crate::digest::{Digest, hash_file};
 use crate::error::{Error, Result};
-use crate::oci::{ANNOTATION_REF_NAME, Platform, RawManifest};
+use crate::oci::{ANNOTATION_REF_NAME, Platform};
 use crate::progress::Progress;
 use crate::recipe::Recipe;
 use crate::stack::app::StackSettings;
@@ -124,19 +125,16 @@ pub async fn build(options: BuildOptions, progress: Arc<dyn Progress>) -> Result
             progress.clone(),
         )
         .await
-        .map_err(|e| Error::Context {
-            context: roots[position].label.clone(),
-            inner: Box::new(e),
-        })?;
-        adopt_derived(
-            &layout,
-            &mut images[position],
-            &roots[position],
-            &derived.root,
-            derived.platforms,
-        )
-        .await?;
-        referenced.extend(derived.blobs);
+        .map_err(in_image(&roots[position]))?;
+        referenced.extend(
+            adopt_derived(
+                &layout,
+                &mut images[position],
+                &roots[position],
+                derived.image,
+            )
+            .await?,
+        );
         wheel_sets = derived.wheel_sets;
         sandbox_seconds = Some(derived.seconds);
     }
@@ -165,19 +163,16 @@ pub async fn build(options: BuildOptions, progress: Arc<dyn Progress>) -> Result
                 progress.clone(),
             )
             .await
-            .map_err(|e| Error::Context {
-                context: roots[position].label.clone(),
-                inner: Box::new(e),
-            })?;
-            adopt_derived(
-                &layout,
-                &mut images[position],
-                &roots[position],
-                &derived.root,
-                derived.platforms,
-            )
-            .await?;
-            referenced.extend(derived.blobs);
+            .map_err(in_image(&roots[position]))?;
+            referenced.extend(
+                adopt_derived(
+                    &layout,
+                    &mut images[position],
+                    &roots[position],
+                    derived.image,
+                )
+                .await?,
+            );
             wheel_sets.extend(derived.wheel_sets);
             daemon_environment = derived.environment;
         } else if !stored.is_empty() {
@@ -265,15 +260,29 @@ pub async fn build(options: BuildOptions, progress: Arc<dyn Progress>) -> Result
     })
 }
 
+/// Names the image an error is about.
+fn in_image(root: &Root) -> impl FnOnce(Error) -> Error + '_ {
+    move |e| Error::Context {
+        context: root.label.clone(),
+        inner: Box::new(e),
+    }
+}
+
 /// Puts a derived image in place of the recipe's: the tag points at the derived root, the
-/// base is remembered in an annotation and in bundle.json.
+/// base is remembered in an annotation and in bundle.json. Returns the blobs it added.
 async fn adopt_derived(
     layout: &LayoutStore,
     image: &mut BundleImage,
     root: &Root,
-    derived: &RawManifest,
-    platforms: Vec<crate::copy::PlatformImage>,
-) -> Result<()> {
+    derived: DerivedImage,
+) -> Result<Vec<Digest>> {
+    let DerivedImage {
+        root: derived,
+        platforms,
+        blobs,
+        ..
+    } = derived;
+    let derived = &derived;
     let mut annotations = root.tag.clone().unwrap_or_default();
     annotations
         .annotations
@@ -288,7 +297,7 @@ async fn adopt_derived(
         - image.platforms.iter().map(|p| p.size).sum::<u64>()
         + derived.bytes.len() as u64;
     image.platforms = platforms;
-    Ok(())
+    Ok(blobs)
 }
 
 /// Removes blobs the bundle does not reference (left by a build of another recipe).

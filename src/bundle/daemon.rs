@@ -7,13 +7,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::derived::{self, DerivedBuilder};
+use super::derived::{self, DerivedBuilder, DerivedImage};
 use super::format::BundlePlugin;
 use super::sandbox::WheelSet;
-use crate::copy::{CopyOptions, ImagePlan, PlatformImage};
+use crate::copy::{CopyOptions, ImagePlan};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::oci::RawManifest;
 use crate::plugins::wheelhouse::{self, IMAGE_ROOT};
 use crate::plugins::{PluginKey, PluginPackage, SignatureCheck, marketplace};
 use crate::progress::Progress;
@@ -141,10 +140,8 @@ pub async fn collect(
 
 /// What deriving the daemon image produced.
 pub struct DerivedDaemon {
-    pub root: RawManifest,
-    pub platforms: Vec<PlatformImage>,
+    pub image: DerivedImage,
     pub wheel_sets: Vec<WheelSet>,
-    pub blobs: Vec<Digest>,
     /// Settings for the daemon container.
     pub environment: Vec<(String, String)>,
 }
@@ -249,10 +246,8 @@ pub async fn derive(
         ));
     }
     Ok(DerivedDaemon {
-        root: image.root,
-        platforms: image.platforms,
+        image,
         wheel_sets,
-        blobs: image.blobs,
         environment,
     })
 }

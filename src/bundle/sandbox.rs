@@ -10,11 +10,10 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::derived::DerivedBuilder;
-use crate::copy::{CopyOptions, ImagePlan, PlatformImage};
+use super::derived::{DerivedBuilder, DerivedImage};
+use crate::copy::{CopyOptions, ImagePlan};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::oci::RawManifest;
 use crate::progress::Progress;
 use crate::python::layer::{BuiltLayer, write_layer};
 use crate::python::resolve::{LockedWheel, requested_names};
@@ -52,12 +51,8 @@ pub struct WheelSet {
 
 /// What deriving produced.
 pub struct DerivedSandbox {
-    /// Root of the derived image (an OCI index over the derived per-platform manifests).
-    pub root: RawManifest,
-    pub platforms: Vec<PlatformImage>,
+    pub image: DerivedImage,
     pub wheel_sets: Vec<WheelSet>,
-    /// Every blob the derived image adds to the bundle (layers, configs, manifests).
-    pub blobs: Vec<Digest>,
     pub seconds: f64,
 }
 
@@ -157,12 +152,9 @@ async fn derive_in(
             manifest,
         });
     }
-    let image = derived.finish(layout)?;
     Ok(DerivedSandbox {
-        root: image.root,
-        platforms: image.platforms,
+        image: derived.finish(layout)?,
         wheel_sets,
-        blobs: image.blobs,
         seconds: 0.0,
     })
 }

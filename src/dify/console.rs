@@ -45,12 +45,7 @@ async fn json_of(what: &str, response: reqwest::Response) -> Result<Value> {
 
 impl Console {
     pub fn new(base_url: &str) -> Result<Console> {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("dify-bundle/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(20))
-            .timeout(Duration::from_secs(300))
-            .build()
-            .map_err(|e| Error::invalid(format!("cannot set up the HTTP client: {e}")))?;
+        let http = crate::store::http::client(Duration::from_secs(300))?;
         Ok(Console {
             http,
             base: format!("{}/console/api", base_url.trim_end_matches('/')),

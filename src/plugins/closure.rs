@@ -53,27 +53,6 @@ struct LockedFile {
     size: Option<u64>,
 }
 
-fn uv(args: &[&str], dir: &Path, what: &str) -> Result<()> {
-    let output = Command::new("uv")
-        .args(args)
-        .arg("--no-python-downloads")
-        .current_dir(dir)
-        .output()
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::invalid(
-                "`uv` is not installed; it resolves plugin dependencies at build time. Install it with `pip install uv`, then run again",
-            ),
-            _ => Error::invalid(format!("cannot run uv: {e}")),
-        })?;
-    if !output.status.success() {
-        return Err(Error::invalid(format!(
-            "{what} failed:\n{}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        )));
-    }
-    Ok(())
-}
-
 /// Resolves the closure of `package` for `target`, using `work` as scratch space.
 pub fn closure(package: &PluginPackage, target: &PythonTarget, work: &Path) -> Result<Closure> {
     let id = package.identifier();
@@ -100,8 +79,8 @@ pub fn closure(package: &PluginPackage, target: &PythonTarget, work: &Path) -> R
     if let (Some(pyproject), Some(lock)) = (package.pyproject(), package.lock()) {
         write("pyproject.toml", pyproject)?;
         write("uv.lock", lock)?;
-        uv(
-            &[
+        resolve::run_uv(
+            Command::new("uv").current_dir(&dir).args([
                 "export",
                 "--frozen",
                 "--all-groups",
@@ -112,8 +91,7 @@ pub fn closure(package: &PluginPackage, target: &PythonTarget, work: &Path) -> R
                 "requirements.txt",
                 "--output-file",
                 "locked-requirements.txt",
-            ],
-            &dir,
+            ]),
             "uv export of the plugin's uv.lock",
         )
         .map_err(context)?;

@@ -25,12 +25,7 @@ pub async fn fetch(base: &str, id: &str, version: &str, retry: RetryPolicy) -> R
         )));
     }
     let url = download_url(base, id, version);
-    let http = reqwest::Client::builder()
-        .user_agent(concat!("dify-bundle/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(20))
-        .read_timeout(Duration::from_secs(120))
-        .build()
-        .map_err(|e| Error::invalid(format!("cannot set up the HTTP client: {e}")))?;
+    let http = crate::store::http::client(Duration::from_secs(120))?;
     let what = format!("plugin {id} {version} ({url})");
     retry
         .run(|| async {

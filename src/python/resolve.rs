@@ -78,6 +78,27 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Runs a uv command — never letting it fetch an interpreter: targets are described by
+/// flags — and reports its stderr when it fails; `what` says what it was doing.
+pub fn run_uv(command: &mut Command, what: &str) -> Result<()> {
+    let output = command
+        .arg("--no-python-downloads")
+        .output()
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::invalid(
+                "`uv` is not installed; it resolves Python dependencies at build time. Install it with `pip install uv` or `curl -LsSf https://astral.sh/uv/install.sh | sh`, then run again",
+            ),
+            _ => Error::invalid(format!("cannot run uv: {e}")),
+        })?;
+    if !output.status.success() {
+        return Err(Error::invalid(format!(
+            "{what} failed:\n{}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
 /// Runs uv to resolve `requirements` (a requirements.txt file) for `target`; `work` holds
 /// the lock file.
 pub fn resolve(
@@ -86,32 +107,31 @@ pub fn resolve(
     work: &Path,
 ) -> Result<Vec<LockedWheel>> {
     let lock = work.join("pylock.toml");
-    let output = Command::new("uv")
-        .args(["pip", "compile", "--quiet", "--no-header", "--format", "pylock.toml"])
-        // The target's interpreter is described by flags; never fetch one.
-        .arg("--no-python-downloads")
+    let mut command = Command::new("uv");
+    command
+        .args([
+            "pip",
+            "compile",
+            "--quiet",
+            "--no-header",
+            "--format",
+            "pylock.toml",
+        ])
         .args(["--python-version", &target.version])
         .args(["--python-platform", &target.uv_platform])
         .args(["--only-binary", ":all:"])
         .arg("--output-file")
         .arg(&lock)
-        .arg(requirements)
-        .output()
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::invalid(
-                "`uv` is not installed; it resolves Python requirements at build time. Install it with `pip install uv` or `curl -LsSf https://astral.sh/uv/install.sh | sh`, then run the build again",
-            ),
-            _ => Error::invalid(format!("cannot run uv: {e}")),
-        })?;
-    if !output.status.success() {
-        return Err(Error::invalid(format!(
-            "resolving {} for Python {} on {} failed (binary wheels only):\n{}",
+        .arg(requirements);
+    run_uv(
+        &mut command,
+        &format!(
+            "resolving {} for Python {} on {} (binary wheels only)",
             requirements.display(),
             target.version,
-            target.uv_platform,
-            String::from_utf8_lossy(&output.stderr).trim()
-        )));
-    }
+            target.uv_platform
+        ),
+    )?;
     let text = std::fs::read_to_string(&lock).map_err(|e| Error::io(&lock, e))?;
     parse_lock(&text, target)
 }

@@ -20,14 +20,20 @@ pub struct UrlStore {
     retry: RetryPolicy,
 }
 
+/// An HTTP client for plain web servers (package indexes, the marketplace, Dify itself):
+/// our user agent, a 20 s connect timeout, and `read_timeout` between bytes.
+pub fn client(read_timeout: Duration) -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .user_agent(concat!("dify-bundle/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(20))
+        .read_timeout(read_timeout)
+        .build()
+        .map_err(|e| Error::invalid(format!("cannot set up the HTTP client: {e}")))
+}
+
 impl UrlStore {
     pub fn new(urls: HashMap<Digest, String>, retry: RetryPolicy) -> Result<Self> {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("dify-bundle/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(20))
-            .read_timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| Error::invalid(format!("cannot set up the HTTP client: {e}")))?;
+        let http = client(Duration::from_secs(60))?;
         Ok(UrlStore { http, urls, retry })
     }
 
