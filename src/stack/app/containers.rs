@@ -105,9 +105,6 @@ impl Container {
             ("DB_DATABASE", json!("main")),
             ("PGVECTOR_DATABASE", json!("main")),
             ("VECTOR_STORE", json!("pgvector")),
-            ("REDIS_HOST", sub("${Redis.PrimaryEndPoint.Address}")),
-            ("REDIS_PORT", sub("${Redis.PrimaryEndPoint.Port}")),
-            ("REDIS_USE_SSL", json!("true")),
             ("REDIS_DB", json!("0")),
             ("BROKER_USE_SSL", json!("true")),
             ("STORAGE_TYPE", json!("s3")),
@@ -130,24 +127,39 @@ impl Container {
         ] {
             self.env(key, value);
         }
-        for (key, json_key) in [
-            ("DB_USERNAME", "username"),
-            ("DB_PASSWORD", "password"),
-            ("DB_HOST", "host"),
-            ("DB_PORT", "port"),
-            ("PGVECTOR_USER", "username"),
-            ("PGVECTOR_PASSWORD", "password"),
-            ("PGVECTOR_HOST", "host"),
-            ("PGVECTOR_PORT", "port"),
-        ] {
-            self.secret(key, field(DB_SECRET, json_key));
-        }
-        self.secret("REDIS_PASSWORD", field(REDIS_SECRET, "token"))
+        self.database(["DB_USERNAME", "DB_PASSWORD", "DB_HOST", "DB_PORT"])
+            .database([
+                "PGVECTOR_USER",
+                "PGVECTOR_PASSWORD",
+                "PGVECTOR_HOST",
+                "PGVECTOR_PORT",
+            ])
+            .redis()
             .secret("CELERY_BROKER_URL", whole(BROKER_SECRET))
             .secret("SECRET_KEY", whole(SECRET_KEY_SECRET))
             .secret("CODE_EXECUTION_API_KEY", whole(SANDBOX_SECRET))
             .secret("PLUGIN_DAEMON_KEY", whole(DAEMON_SECRET))
             .secret("INNER_API_KEY_FOR_PLUGIN", whole(INNER_SECRET))
+    }
+
+    /// The database connection from its secret, under the variable names `[user, password,
+    /// host, port]`.
+    fn database(&mut self, names: [&str; 4]) -> &mut Self {
+        for (key, json_key) in names
+            .into_iter()
+            .zip(["username", "password", "host", "port"])
+        {
+            self.secret(key, field(DB_SECRET, json_key));
+        }
+        self
+    }
+
+    /// Valkey over TLS with its auth token.
+    fn redis(&mut self) -> &mut Self {
+        self.env("REDIS_HOST", sub("${Redis.PrimaryEndPoint.Address}"))
+            .env("REDIS_PORT", sub("${Redis.PrimaryEndPoint.Port}"))
+            .env("REDIS_USE_SSL", json!("true"))
+            .secret("REDIS_PASSWORD", field(REDIS_SECRET, "token"))
     }
 
     /// Adds the operator's extra variables for this container.
@@ -275,24 +287,14 @@ pub fn api_task(extra: &ExtraEnvironment, daemon: &[(String, String)]) -> Vec<Co
         ("S3_USE_AWS", json!("true")),
         ("S3_USE_AWS_MANAGED_IAM", json!("true")),
         ("AWS_REGION", sub("${AWS::Region}")),
-        ("REDIS_HOST", sub("${Redis.PrimaryEndPoint.Address}")),
-        ("REDIS_PORT", sub("${Redis.PrimaryEndPoint.Port}")),
-        ("REDIS_USE_SSL", json!("true")),
         ("FORCE_VERIFYING_SIGNATURE", json!("true")),
         ("PYTHON_ENV_INIT_TIMEOUT", json!("640")),
     ] {
         daemon_container.env(key, value);
     }
-    for (key, json_key) in [
-        ("DB_USERNAME", "username"),
-        ("DB_PASSWORD", "password"),
-        ("DB_HOST", "host"),
-        ("DB_PORT", "port"),
-    ] {
-        daemon_container.secret(key, field(DB_SECRET, json_key));
-    }
     daemon_container
-        .secret("REDIS_PASSWORD", field(REDIS_SECRET, "token"))
+        .database(["DB_USERNAME", "DB_PASSWORD", "DB_HOST", "DB_PORT"])
+        .redis()
         .secret("SERVER_KEY", whole(DAEMON_SECRET))
         .secret("DIFY_INNER_API_KEY", whole(INNER_SECRET));
     for (key, value) in daemon {
