@@ -932,3 +932,54 @@ async fn deploys_the_application_stack_then_waits_until_healthy() {
     assert_eq!(report["app"]["healthy"], true);
     assert_eq!(report["app"]["deploys"], serde_json::json!(["NothingToDo"]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_set_runs_only_when_approved() {
+    use dify_bundle::aws::cloudformation::{CloudFormation, Deployed, StackRequest};
+    use std::sync::{Arc, Mutex};
+
+    let moto = Moto::start();
+    let cfn = CloudFormation::new(&moto.sdk_config());
+    let template = serde_json::json!({
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Resources": { "Logs": { "Type": "AWS::Logs::LogGroup", "Properties": { "RetentionInDays": 7 } } },
+    })
+    .to_string();
+    let progress = dify_bundle::progress::Silent;
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let record = seen.clone();
+    let declined = StackRequest::inline(
+        &template,
+        Some(Arc::new(move |stack: &str, changes: &[String]| {
+            record
+                .lock()
+                .unwrap()
+                .push(format!("{stack}: {}", changes.join("|")));
+            false
+        })),
+    );
+    let refused = cfn.deploy("asked", &declined, &progress).await.unwrap_err();
+    assert!(refused.to_string().contains("not approved"), "{refused}");
+    let asked = seen.lock().unwrap().clone();
+    assert_eq!(asked.len(), 1);
+    assert!(
+        asked[0].contains("AWS::Logs::LogGroup") && asked[0].contains("Logs"),
+        "{asked:?}"
+    );
+    assert!(
+        cfn.resources("asked").await.unwrap().is_empty(),
+        "nothing was created"
+    );
+
+    // Approved (the interrupted create is started over), then nothing to do.
+    let approved = StackRequest::inline(&template, Some(Arc::new(|_: &str, _: &[String]| true)));
+    match cfn.deploy("asked", &approved, &progress).await.unwrap() {
+        Deployed::Done { status, .. } => assert_eq!(status, "CREATE_COMPLETE"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(cfn.resources("asked").await.unwrap(), ["Logs"]);
+    assert!(matches!(
+        cfn.deploy("asked", &approved, &progress).await.unwrap(),
+        Deployed::NothingToDo
+    ));
+}

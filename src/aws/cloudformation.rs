@@ -33,20 +33,27 @@ pub enum TemplateSource {
     Url(String),
 }
 
+/// Asked with a stack's name and its change set, one line per change, before executing it;
+/// `false` leaves the stack as it was.
+pub type Approver = std::sync::Arc<dyn Fn(&str, &[String]) -> bool + Send + Sync>;
+
 /// What to deploy.
 pub struct StackRequest {
     pub template: TemplateSource,
     pub parameters: Vec<(String, String)>,
     /// The template creates IAM roles (CAPABILITY_IAM).
     pub iam: bool,
+    /// `None`: execute without asking.
+    pub approve: Option<Approver>,
 }
 
 impl StackRequest {
-    pub fn inline(template: &str) -> Self {
+    pub fn inline(template: &str, approve: Option<Approver>) -> Self {
         StackRequest {
             template: TemplateSource::Body(template.to_owned()),
             parameters: Vec::new(),
             iam: false,
+            approve,
         }
     }
 }
@@ -381,15 +388,41 @@ impl CloudFormation {
                 "stack {stack}: change set failed: {reason}"
             )));
         }
+        let mut lines = Vec::new();
         for change in described.changes() {
             if let Some(resource) = change.resource_change() {
-                progress.note(&format!(
-                    "  {:<8} {:<30} {}",
+                let line = format!(
+                    "  {:<8} {:<30} {}{}",
                     resource.action().map(|a| a.as_str()).unwrap_or_default(),
                     resource.resource_type().unwrap_or_default(),
-                    resource.logical_resource_id().unwrap_or_default()
-                ));
+                    resource.logical_resource_id().unwrap_or_default(),
+                    match resource.replacement().map(|r| r.as_str()) {
+                        Some("True") => "  (replaced)",
+                        Some("Conditional") => "  (may be replaced)",
+                        _ => "",
+                    }
+                );
+                progress.note(&line);
+                lines.push(line);
             }
+        }
+        if let Some(approve) = &request.approve
+            && !approve(stack, &lines)
+        {
+            let _ = self
+                .client
+                .delete_change_set()
+                .stack_name(stack)
+                .change_set_name(&change_set)
+                .send()
+                .await;
+            if existing.is_none() {
+                // A stack that was only ever reviewed: remove the empty shell.
+                let _ = self.client.delete_stack().stack_name(stack).send().await;
+            }
+            return Err(Error::invalid(format!(
+                "stack {stack}: the change set was not approved; the stack was left as it was"
+            )));
         }
         self.client
             .execute_change_set()

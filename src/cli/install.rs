@@ -233,6 +233,22 @@ fn app_options(
     }))
 }
 
+/// Asks on the terminal before a change set runs (the plan was confirmed already, so the
+/// input is a terminal).
+fn approve_change_set(stack: &str, changes: &[String]) -> bool {
+    tokio::task::block_in_place(|| {
+        eprintln!(
+            "stack {stack} will change as listed above ({} changes).",
+            changes.len()
+        );
+        eprint!("Execute this change set? [y/N] ");
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer).is_ok()
+            && matches!(answer.trim(), "y" | "Y" | "yes")
+    })
+}
+
 fn confirm() -> anyhow::Result<bool> {
     if !std::io::stdin().is_terminal() {
         bail!(
@@ -319,6 +335,11 @@ pub async fn run(args: InstallArgs) -> anyhow::Result<ExitCode> {
         ecr,
         network,
         app,
+        approve: if args.yes {
+            None
+        } else {
+            Some(Arc::new(approve_change_set))
+        },
     };
     let installer = Installer::open(Arc::from(source), policy, options, reporter.clone())
         .await

@@ -11,7 +11,9 @@ use serde::Serialize;
 
 use super::ecr::ImageTarget;
 use super::network::{self, NetworkPlan, NetworkTarget};
-use crate::aws::cloudformation::{CloudFormation, Deployed, StackRequest, TemplateSource};
+use crate::aws::cloudformation::{
+    Approver, CloudFormation, Deployed, StackRequest, TemplateSource,
+};
 use crate::aws::health::Health;
 use crate::aws::staging::{self, Staging};
 use crate::bundle::format::StackTemplate;
@@ -150,7 +152,12 @@ pub async fn plan(
     })
 }
 
-fn request(url: &str, parameters: &BTreeMap<String, String>, start: bool) -> StackRequest {
+fn request(
+    url: &str,
+    parameters: &BTreeMap<String, String>,
+    start: bool,
+    approve: &Option<Approver>,
+) -> StackRequest {
     let mut parameters: Vec<(String, String)> = parameters
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
@@ -160,6 +167,7 @@ fn request(url: &str, parameters: &BTreeMap<String, String>, start: bool) -> Sta
         template: TemplateSource::Url(url.to_owned()),
         parameters,
         iam: true,
+        approve: approve.clone(),
     }
 }
 
@@ -168,6 +176,7 @@ pub async fn apply(
     region: &str,
     plan: &AppPlan,
     template: &[u8],
+    approve: Option<Approver>,
     progress: &dyn Progress,
 ) -> Result<AppReport> {
     let mut parameters = plan.parameters.clone();
@@ -219,8 +228,12 @@ pub async fn apply(
         }
     ));
     deploys.push(
-        cfn.deploy(&plan.stack, &request(&url, &parameters, ready), progress)
-            .await?,
+        cfn.deploy(
+            &plan.stack,
+            &request(&url, &parameters, ready, &approve),
+            progress,
+        )
+        .await?,
     );
     if !ready {
         let ids = cfn.physical_ids(&plan.stack).await?;
@@ -236,8 +249,12 @@ pub async fn apply(
             plan.stack
         ));
         deploys.push(
-            cfn.deploy(&plan.stack, &request(&url, &parameters, true), progress)
-                .await?,
+            cfn.deploy(
+                &plan.stack,
+                &request(&url, &parameters, true, &approve),
+                progress,
+            )
+            .await?,
         );
     }
     let outputs = cfn.outputs(&plan.stack).await?;

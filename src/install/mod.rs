@@ -58,6 +58,8 @@ pub struct InstallOptions {
     pub network: Option<(String, NetworkTarget)>,
     /// The application stack; `None`: not deployed.
     pub app: Option<AppOptions>,
+    /// Asked before each change set is executed; `None`: execute (`--yes`).
+    pub approve: Option<crate::aws::cloudformation::Approver>,
 }
 
 pub struct Installer {
@@ -243,7 +245,15 @@ impl Installer {
         progress: Arc<dyn Progress>,
     ) -> Result<InstallReport> {
         let network = match &plan.network {
-            Some(network) => Some(network::apply(&self.config, network, progress.as_ref()).await?),
+            Some(network) => Some(
+                network::apply(
+                    &self.config,
+                    network,
+                    self.options.approve.clone(),
+                    progress.as_ref(),
+                )
+                .await?,
+            ),
             None => None,
         };
         let session = ecr::Session::open(&self.config, &self.options.ecr).await?;
@@ -267,6 +277,7 @@ impl Installer {
                     &plan.region,
                     app,
                     &self.template()?,
+                    self.options.approve.clone(),
                     progress.as_ref(),
                 )
                 .await?,

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::aws::cloudformation::{CloudFormation, Deployed, StackRequest};
+use crate::aws::cloudformation::{Approver, CloudFormation, Deployed, StackRequest};
 use crate::aws::ec2::Ec2;
 use crate::error::Result;
 use crate::progress::Progress;
@@ -119,6 +119,7 @@ pub async fn plan(
 pub async fn apply(
     config: &aws_config::SdkConfig,
     plan: &NetworkPlan,
+    approve: Option<Approver>,
     progress: &dyn Progress,
 ) -> Result<Deployed> {
     progress.step(&format!(
@@ -126,7 +127,11 @@ pub async fn apply(
         plan.stack, plan.vpc
     ));
     CloudFormation::new(config)
-        .deploy(&plan.stack, &StackRequest::inline(&plan.template), progress)
+        .deploy(
+            &plan.stack,
+            &StackRequest::inline(&plan.template, approve),
+            progress,
+        )
         .await
 }
 
