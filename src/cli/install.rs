@@ -104,7 +104,7 @@ pub struct InstallArgs {
     json: bool,
 }
 
-fn print_plan(plan: &InstallPlan) {
+fn print_plan(plan: &InstallPlan, admin: Option<&dify_bundle::dify::console::Admin>) {
     eprintln!(
         "plan for {} (Dify {}), account {} in {}:",
         plan.bundle, plan.dify_version, plan.identity.account, plan.region
@@ -153,6 +153,21 @@ fn print_plan(plan: &InstallPlan) {
                 eprintln!("       {key:<24} {value}");
             }
             eprintln!("  6. wait until the services are stable and the targets healthy");
+            match admin {
+                Some(admin) => {
+                    eprintln!(
+                        "  7. through Dify's console API as {}: create that admin if there is none; install the bundled plugins not installed yet:",
+                        admin.email
+                    );
+                    for plugin in &plan.plugins {
+                        eprintln!("       {plugin}");
+                    }
+                }
+                None => eprintln!(
+                    "  7. plugins: {} bundled (their dependencies are in the plugin-daemon image); --admin-email installs them into Dify",
+                    plan.plugins.len()
+                ),
+            }
         }
         None => eprintln!(
             "  5. application: skipped (needs a VPC: --vpc-id/--subnet-ids or --new-vpc-cidr; off with --no-app)"
@@ -347,7 +362,7 @@ pub async fn run(args: InstallArgs) -> anyhow::Result<ExitCode> {
     reporter.finish();
     let plan = installer.plan().await?;
     super::keys::report_signature(&plan.signature);
-    print_plan(&plan);
+    print_plan(&plan, admin.as_ref());
     if args.plan {
         if args.json {
             super::print_json(&plan)?;

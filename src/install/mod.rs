@@ -41,6 +41,8 @@ pub struct InstallPlan {
     pub ecr: Option<EcrPlan>,
     /// `None` when there is no VPC to deploy into, or the application step is off.
     pub app: Option<AppPlan>,
+    /// Identifiers of the bundle's plugin packages.
+    pub plugins: Vec<String>,
 }
 
 /// What `install` did.
@@ -164,6 +166,12 @@ impl Installer {
             .await?;
         Ok(InstallPlan {
             app,
+            plugins: self
+                .manifest
+                .plugins
+                .iter()
+                .map(|p| p.identifier.clone())
+                .collect(),
             bundle: self.manifest.name.clone(),
             dify_version: self.manifest.dify_version.clone(),
             signature: self.signature.clone(),
