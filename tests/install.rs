@@ -125,7 +125,7 @@ async fn plan_then_push_then_nothing_to_push() {
     assert_eq!(plan["identity"]["account"], "123456789012");
     assert!(stderr(&planned).contains("dify/dify-api:1.0"));
     let endpoints = plan["endpoints"].as_array().unwrap();
-    assert_eq!(endpoints.len(), 7);
+    assert_eq!(endpoints.len(), 9);
     assert!(
         endpoints.iter().all(|e| e["reachable"] == true),
         "{endpoints:?}"

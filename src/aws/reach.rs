@@ -108,6 +108,13 @@ pub fn installer_endpoints(region: &str, ecr_registry: &str) -> Vec<(String, Str
             "CLOUDWATCH_LOGS",
             format!("https://logs.{region}.amazonaws.com"),
         ),
+        // For waiting on the application: service stability and target health.
+        ("ecs", "ECS", format!("https://ecs.{region}.amazonaws.com")),
+        (
+            "elasticloadbalancing",
+            "ELASTIC_LOAD_BALANCING_V2",
+            format!("https://elasticloadbalancing.{region}.amazonaws.com"),
+        ),
     ];
     services
         .into_iter()
