@@ -584,4 +584,18 @@ async fn build_bundles_verified_plugins_and_a_daemon_image_with_their_wheelhouse
     assert!(!refused.status.success());
     let err = stderr(&refused);
     assert!(err.contains("tampered.difypkg"), "{err}");
+
+    // A version the marketplace does not have: named, with what to do instead.
+    let text = std::fs::read_to_string(&recipe)
+        .unwrap()
+        .replace("0.0.14", "9.9.9");
+    std::fs::write(&recipe, text).unwrap();
+    let missing = build(&[]);
+    assert!(!missing.status.success());
+    let err = stderr(&missing);
+    assert!(
+        err.contains("downloading plugin langgenius/agent 9.9.9")
+            && err.contains("--marketplace-url"),
+        "{err}"
+    );
 }

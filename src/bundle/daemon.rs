@@ -73,13 +73,16 @@ pub async fn collect(
             "downloading plugin {} {}",
             plugin.id, plugin.version
         ));
-        let bytes = marketplace::fetch(
-            &options.marketplace,
-            &plugin.id,
-            &plugin.version,
-            copy.retry,
-        )
-        .await?;
+        let bytes =
+            marketplace::fetch(&options.marketplace, &plugin.id, &plugin.version, copy.retry)
+                .await
+                .map_err(|e| Error::Context {
+                    context: format!(
+                        "downloading plugin {} {} (a mirror: --marketplace-url URL; a local package: --plugin FILE; none: --no-plugins)",
+                        plugin.id, plugin.version
+                    ),
+                    inner: Box::new(e),
+                })?;
         sources.push((
             marketplace::download_url(&options.marketplace, &plugin.id, &plugin.version),
             bytes,

@@ -313,9 +313,7 @@ pub fn api_task(extra: &ExtraEnvironment, daemon: &[(String, String)]) -> Vec<Co
 pub fn web_task(extra: &ExtraEnvironment) -> Container {
     let mut web = Container::new("web", "web");
     web.env("CONSOLE_API_URL", params::base_url())
-        .env("APP_API_URL", params::base_url())
-        .env("MARKETPLACE_API_URL", json!(""))
-        .env("MARKETPLACE_URL", json!(""));
+        .env("APP_API_URL", params::base_url());
     web.ports = vec![3000];
     web.health = Some("wget --spider -q http://localhost:3000/ || exit 1");
     web.extra(extra);
