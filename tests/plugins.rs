@@ -410,6 +410,9 @@ async fn build_bundles_verified_plugins_and_a_daemon_image_with_their_wheelhouse
     };
     let built = build(&[]);
     assert_success(&built);
+    let report = common::json(&built);
+    assert_eq!(report["plugins"], serde_json::json!([AGENT]));
+    assert!(stderr(&built).contains(&format!("plugin {AGENT}: verified")));
 
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(bundle.join("bundle.json")).unwrap()).unwrap();

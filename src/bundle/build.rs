@@ -50,6 +50,10 @@ pub struct BuildReport {
     pub wheel_sets: Vec<WheelSet>,
     /// Blobs from an earlier build that this recipe no longer needs, removed.
     pub pruned_blobs: usize,
+    /// Identifiers of the plugin packages bundled.
+    pub plugins: Vec<String>,
+    /// Digest of the application stack's template, when the recipe has every image it runs.
+    pub stack: Option<Digest>,
 }
 
 pub async fn build(options: BuildOptions, progress: Arc<dyn Progress>) -> Result<BuildReport> {
@@ -227,6 +231,8 @@ pub async fn build(options: BuildOptions, progress: Arc<dyn Progress>) -> Result
         ));
     }
 
+    let bundled_plugins: Vec<String> = plugins.iter().map(|p| p.identifier.clone()).collect();
+    let stack_digest = stack.as_ref().map(|s| s.digest.clone());
     let manifest = BundleManifest {
         format: FORMAT_V1.to_owned(),
         name: recipe.name.clone(),
@@ -257,6 +263,8 @@ pub async fn build(options: BuildOptions, progress: Arc<dyn Progress>) -> Result
         sandbox_seconds,
         wheel_sets,
         pruned_blobs,
+        plugins: bundled_plugins,
+        stack: stack_digest,
     })
 }
 

@@ -190,6 +190,12 @@ pub async fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         units::bytes(copy.bytes_present),
         units::bytes(copy.bytes_resumed),
     );
+    for plugin in &report.plugins {
+        eprintln!("plugin {plugin}: verified, with its dependencies in the plugin-daemon image");
+    }
+    if let Some(stack) = &report.stack {
+        eprintln!("application stack template {stack} (`dify-bundle template` prints it)");
+    }
     if args.json {
         super::print_json(&report)?;
     }
