@@ -127,8 +127,11 @@ impl CloudFormation {
         }
     }
 
-    /// The stack's current parameter values.
-    async fn parameters(&self, stack: &str) -> Result<BTreeMap<String, String>> {
+    /// The stack as DescribeStacks gives it; `None` when it does not exist.
+    async fn describe(&self, stack: &str) -> Result<Option<aws_sdk_cloudformation::types::Stack>> {
+        if self.status(stack).await?.is_none() {
+            return Ok(None);
+        }
         let out = self
             .client
             .describe_stacks()
@@ -136,9 +139,14 @@ impl CloudFormation {
             .send()
             .await
             .map_err(|e| failed("DescribeStacks", e))?;
-        Ok(out
-            .stacks()
-            .first()
+        Ok(out.stacks().first().cloned())
+    }
+
+    /// The stack's current parameter values.
+    async fn parameters(&self, stack: &str) -> Result<BTreeMap<String, String>> {
+        Ok(self
+            .describe(stack)
+            .await?
             .map(|s| {
                 s.parameters()
                     .iter()
@@ -155,18 +163,9 @@ impl CloudFormation {
 
     /// The stack's outputs (empty when it has none or does not exist).
     pub async fn outputs(&self, stack: &str) -> Result<BTreeMap<String, String>> {
-        if self.status(stack).await?.is_none() {
-            return Ok(BTreeMap::new());
-        }
         Ok(self
-            .client
-            .describe_stacks()
-            .stack_name(stack)
-            .send()
-            .await
-            .map_err(|e| failed("DescribeStacks", e))?
-            .stacks()
-            .first()
+            .describe(stack)
+            .await?
             .map(|s| {
                 s.outputs()
                     .iter()
