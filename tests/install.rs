@@ -862,6 +862,11 @@ async fn deploys_the_application_stack_then_waits_until_healthy() {
         }
     };
     let storage = resource("StorageBucket").await;
+    // The plugin daemon's working directory: EFS with a mount target in each subnet.
+    assert!(resource("PluginFiles").await.starts_with("fs-"));
+    for mount in ["PluginFilesMountA", "PluginFilesMountB"] {
+        assert!(resource(mount).await.starts_with("fsmt-"), "{mount}");
+    }
     let s3 = w.moto.s3();
     s3.head_object()
         .bucket(&storage)

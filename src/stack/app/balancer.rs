@@ -5,7 +5,9 @@
 
 use serde_json::{Value, json};
 
-use super::data::{ACCESS_LOG_BUCKET, DB_SECURITY_GROUP, REDIS_SECURITY_GROUP};
+use super::data::{
+    ACCESS_LOG_BUCKET, DB_SECURITY_GROUP, PLUGIN_FILES_SECURITY_GROUP, REDIS_SECURITY_GROUP,
+};
 use super::params::{
     ALLOWED_CIDR, CERTIFICATE_ARN, HAS_CERTIFICATE, MAX_ALLOWED_CIDRS, SUBNET_IDS, VPC_ID,
     allowed_cidr, has_allowed_cidr,
@@ -167,6 +169,16 @@ pub fn security_groups(t: &mut Template) {
             5432,
             API_SECURITY_GROUP,
             "PostgreSQL from the api task",
+        )],
+    );
+    security_group(
+        t,
+        PLUGIN_FILES_SECURITY_GROUP,
+        "plugin files",
+        vec![from_group(
+            2049,
+            API_SECURITY_GROUP,
+            "NFS from the api task",
         )],
     );
     security_group(

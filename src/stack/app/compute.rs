@@ -8,8 +8,8 @@ use super::balancer::{
     API_SECURITY_GROUP, API_TARGET, DAEMON_TARGET, RULES, Target, WEB_SECURITY_GROUP, WEB_TARGET,
     rule_id,
 };
-use super::containers::{Container, log_group};
-use super::data::STORAGE_BUCKET;
+use super::containers::{Container, PLUGIN_VOLUME, log_group};
+use super::data::{self, STORAGE_BUCKET};
 use super::params::{
     self, API_MAX_TASKS, API_MIN_TASKS, CPU_ARCHITECTURE, LOG_RETENTION_DAYS, STARTED, SUBNET_IDS,
     USE_SPOT, WEB_MAX_TASKS, WEB_MIN_TASKS,
@@ -193,6 +193,27 @@ pub struct Task<'a> {
     pub digests: Vec<String>,
 }
 
+/// The task's volumes: the plugin daemon's EFS working directory when a container mounts it.
+fn volumes(containers: &[Container]) -> Vec<Value> {
+    let mounted = containers
+        .iter()
+        .any(|c| c.mounts.iter().any(|(v, _)| *v == PLUGIN_VOLUME));
+    if !mounted {
+        return Vec::new();
+    }
+    vec![json!({
+        "Name": PLUGIN_VOLUME,
+        "EFSVolumeConfiguration": {
+            "FilesystemId": reference(data::PLUGIN_FILES),
+            "TransitEncryption": "ENABLED",
+            "AuthorizationConfig": {
+                "AccessPointId": reference(data::PLUGIN_FILES_ACCESS_POINT),
+                "IAM": "DISABLED",
+            },
+        },
+    })]
+}
+
 pub fn task(t: &mut Template, task: &Task) {
     let definitions: Vec<Value> = task
         .containers
@@ -210,6 +231,7 @@ pub fn task(t: &mut Template, task: &Task) {
             "Cpu": reference(task.cpu),
             "Memory": reference(task.memory),
             "RuntimePlatform": { "OperatingSystemFamily": "LINUX", "CpuArchitecture": reference(CPU_ARCHITECTURE) },
+            "Volumes": volumes(task.containers),
             "ExecutionRoleArn": get_att("ExecutionRole", "Arn"),
             "TaskRoleArn": get_att(task.role, "Arn"),
             "ContainerDefinitions": definitions,
@@ -224,6 +246,8 @@ pub struct Service {
     pub targets: &'static [&'static Target],
     pub min: &'static str,
     pub max: &'static str,
+    /// Resources that must exist before its tasks start.
+    pub after: &'static [&'static str],
 }
 
 pub const SERVICES: [Service; 2] = [
@@ -234,6 +258,7 @@ pub const SERVICES: [Service; 2] = [
         targets: &[&API_TARGET, &DAEMON_TARGET],
         min: API_MIN_TASKS,
         max: API_MAX_TASKS,
+        after: &data::PLUGIN_FILES_MOUNTS,
     },
     Service {
         id: WEB_SERVICE,
@@ -242,6 +267,7 @@ pub const SERVICES: [Service; 2] = [
         targets: &[&WEB_TARGET],
         min: WEB_MIN_TASKS,
         max: WEB_MAX_TASKS,
+        after: &[],
     },
 ];
 
@@ -292,7 +318,8 @@ pub fn service(t: &mut Template, service: &Service) {
             "LoadBalancers": balancers,
         }),
     )
-    .depends_on(&rules);
+    .depends_on(&rules)
+    .depends_on(service.after);
     let target_id = format!("{}Scaling", service.id);
     t.resource(
         &target_id,

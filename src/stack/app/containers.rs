@@ -53,7 +53,14 @@ pub struct Container {
     pub health: Option<&'static str>,
     pub environment: BTreeMap<String, Value>,
     pub secrets: BTreeMap<String, Value>,
+    /// `(volume, path in the container)`.
+    pub mounts: Vec<(&'static str, &'static str)>,
 }
+
+/// The EFS volume holding the plugin daemon's working directory (each plugin's venv), so a
+/// new task finds the plugins installed instead of installing them all again.
+pub const PLUGIN_VOLUME: &str = "plugin-cwd";
+pub const PLUGIN_WORKING_PATH: &str = "/app/storage/cwd";
 
 /// Secrets of the stack, by purpose: logical IDs of `AWS::SecretsManager::Secret`s.
 pub const DB_SECRET: &str = "DatabaseSecret";
@@ -81,6 +88,7 @@ impl Container {
             health: None,
             environment: BTreeMap::new(),
             secrets: BTreeMap::new(),
+            mounts: Vec::new(),
         };
         for (key, value) in OFFLINE_SWITCHES {
             container.env(key, json!(value));
@@ -215,6 +223,11 @@ impl Container {
             "Environment": environment,
             "Secrets": secrets,
             "PortMappings": ports,
+            "MountPoints": self
+                .mounts
+                .iter()
+                .map(|(volume, path)| json!({ "SourceVolume": volume, "ContainerPath": path }))
+                .collect::<Vec<Value>>(),
             "LogConfiguration": {
                 "LogDriver": "awslogs",
                 "Options": {
@@ -279,7 +292,7 @@ pub fn api_task(extra: &ExtraEnvironment, daemon: &[(String, String)]) -> Vec<Co
         ("SERVER_PORT", json!("5002")),
         ("PLUGIN_REMOTE_INSTALLING_HOST", json!("localhost")),
         ("PLUGIN_REMOTE_INSTALLING_PORT", json!("5003")),
-        ("PLUGIN_WORKING_PATH", json!("/app/storage/cwd")),
+        ("PLUGIN_WORKING_PATH", json!(PLUGIN_WORKING_PATH)),
         ("DIFY_INNER_API_URL", json!("http://localhost:5001")),
         ("PLUGIN_STORAGE_TYPE", json!("aws_s3")),
         ("PLUGIN_STORAGE_OSS_BUCKET", sub("${StorageBucket}")),
@@ -301,6 +314,7 @@ pub fn api_task(extra: &ExtraEnvironment, daemon: &[(String, String)]) -> Vec<Co
         daemon_container.env(key, json!(value));
     }
     daemon_container.ports = vec![5002, 5003];
+    daemon_container.mounts = vec![(PLUGIN_VOLUME, PLUGIN_WORKING_PATH)];
 
     let mut containers = vec![api, worker, beat, sandbox, daemon_container];
     for container in &mut containers {

@@ -14,6 +14,10 @@ use crate::stack::{Template, get_att, if_, no_value, reference, sub};
 pub const STORAGE_BUCKET: &str = "StorageBucket";
 pub const ACCESS_LOG_BUCKET: &str = "AccessLogBucket";
 pub const DB_SECURITY_GROUP: &str = "DatabaseSecurityGroup";
+pub const PLUGIN_FILES_SECURITY_GROUP: &str = "PluginFilesSecurityGroup";
+pub const PLUGIN_FILES: &str = "PluginFiles";
+pub const PLUGIN_FILES_ACCESS_POINT: &str = "PluginFilesAccessPoint";
+pub const PLUGIN_FILES_MOUNTS: [&str; 2] = ["PluginFilesMountA", "PluginFilesMountB"];
 pub const REDIS_SECURITY_GROUP: &str = "RedisSecurityGroup";
 
 /// Aurora PostgreSQL engine: 15.7 or later can scale to zero.
@@ -289,6 +293,44 @@ pub fn cache(t: &mut Template) {
             "CacheSubnetGroupName": reference("RedisSubnets"),
             "SecurityGroupIds": [get_att(REDIS_SECURITY_GROUP, "GroupId")],
             "Port": 6379,
+        }),
+    );
+}
+
+/// The plugin daemon's working directory on EFS (encrypted, reachable only from the api
+/// task): plugin venvs survive task restarts, so the daemon does not reinstall them.
+pub fn plugin_files(t: &mut Template) {
+    t.resource(
+        PLUGIN_FILES,
+        "AWS::EFS::FileSystem",
+        json!({
+            "Encrypted": true,
+            "PerformanceMode": "generalPurpose",
+            "ThroughputMode": "elastic",
+            "FileSystemTags": [{ "Key": "Name", "Value": sub("${AWS::StackName}-plugin-cwd") }],
+        }),
+    );
+    for (n, mount) in PLUGIN_FILES_MOUNTS.iter().enumerate() {
+        t.resource(
+            mount,
+            "AWS::EFS::MountTarget",
+            json!({
+                "FileSystemId": reference(PLUGIN_FILES),
+                "SubnetId": { "Fn::Select": [n, reference(SUBNET_IDS)] },
+                "SecurityGroups": [get_att(PLUGIN_FILES_SECURITY_GROUP, "GroupId")],
+            }),
+        );
+    }
+    t.resource(
+        PLUGIN_FILES_ACCESS_POINT,
+        "AWS::EFS::AccessPoint",
+        json!({
+            "FileSystemId": reference(PLUGIN_FILES),
+            "PosixUser": { "Uid": "0", "Gid": "0" },
+            "RootDirectory": {
+                "Path": "/plugin-cwd",
+                "CreationInfo": { "OwnerUid": "0", "OwnerGid": "0", "Permissions": "755" },
+            },
         }),
     );
 }

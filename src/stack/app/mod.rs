@@ -100,6 +100,7 @@ pub fn template(spec: &AppSpec) -> Result<Template> {
     balancer::security_groups(&mut t);
     data::database(&mut t);
     data::cache(&mut t);
+    data::plugin_files(&mut t);
     balancer::load_balancer(&mut t);
 
     let api = containers::api_task(&spec.environment, &spec.daemon_environment);
@@ -553,6 +554,47 @@ pub(crate) mod tests {
             resources(&t, "AWS::ApplicationAutoScaling::ScalableTarget").len(),
             2
         );
+    }
+
+    #[test]
+    fn plugin_venvs_live_on_encrypted_efs_reachable_only_from_the_api_task() {
+        let t = example();
+        let daemon = container(&t, "plugin-daemon");
+        assert_eq!(
+            daemon["MountPoints"],
+            json!([{ "SourceVolume": "plugin-cwd", "ContainerPath": "/app/storage/cwd" }])
+        );
+        assert_eq!(
+            env(daemon, "PLUGIN_WORKING_PATH"),
+            Some(&json!("/app/storage/cwd"))
+        );
+        for name in ["api", "worker", "beat", "sandbox", "web"] {
+            assert_eq!(container(&t, name)["MountPoints"], json!([]), "{name}");
+        }
+        let volume = &t["Resources"]["ApiTask"]["Properties"]["Volumes"][0];
+        assert_eq!(
+            volume["EFSVolumeConfiguration"]["TransitEncryption"],
+            "ENABLED"
+        );
+        assert_eq!(
+            t["Resources"]["WebTask"]["Properties"]["Volumes"],
+            json!([])
+        );
+        assert_eq!(
+            t["Resources"]["PluginFiles"]["Properties"]["Encrypted"],
+            true
+        );
+        let mounts = resources(&t, "AWS::EFS::MountTarget");
+        assert_eq!(mounts.len(), 2, "one per subnet");
+        let nfs = &t["Resources"]["PluginFilesSecurityGroup"]["Properties"]["SecurityGroupIngress"];
+        assert_eq!(nfs.as_array().unwrap().len(), 1);
+        assert_eq!(nfs[0]["FromPort"], 2049);
+        assert_eq!(
+            nfs[0]["SourceSecurityGroupId"]["Fn::GetAtt"][0],
+            "ApiTaskSecurityGroup"
+        );
+        let after = t["Resources"]["ApiService"]["DependsOn"].to_string();
+        assert!(after.contains("PluginFilesMountA") && after.contains("PluginFilesMountB"));
     }
 
     #[test]
