@@ -108,14 +108,10 @@ impl CloudFormation {
         }
     }
 
-    /// The stack's status, or `None` when it does not exist.
-    pub async fn status(&self, stack: &str) -> Result<Option<String>> {
+    /// The stack as DescribeStacks gives it; `None` when it does not exist.
+    async fn describe(&self, stack: &str) -> Result<Option<aws_sdk_cloudformation::types::Stack>> {
         match self.client.describe_stacks().stack_name(stack).send().await {
-            Ok(out) => Ok(out
-                .stacks()
-                .first()
-                .and_then(|s| s.stack_status())
-                .map(|s| s.as_str().to_owned())),
+            Ok(out) => Ok(out.stacks().first().cloned()),
             Err(e)
                 if DisplayErrorContext(&e)
                     .to_string()
@@ -127,19 +123,12 @@ impl CloudFormation {
         }
     }
 
-    /// The stack as DescribeStacks gives it; `None` when it does not exist.
-    async fn describe(&self, stack: &str) -> Result<Option<aws_sdk_cloudformation::types::Stack>> {
-        if self.status(stack).await?.is_none() {
-            return Ok(None);
-        }
-        let out = self
-            .client
-            .describe_stacks()
-            .stack_name(stack)
-            .send()
-            .await
-            .map_err(|e| failed("DescribeStacks", e))?;
-        Ok(out.stacks().first().cloned())
+    /// The stack's status, or `None` when it does not exist.
+    pub async fn status(&self, stack: &str) -> Result<Option<String>> {
+        Ok(self
+            .describe(stack)
+            .await?
+            .and_then(|s| s.stack_status().map(|s| s.as_str().to_owned())))
     }
 
     /// The stack's current parameter values.
@@ -274,6 +263,18 @@ impl CloudFormation {
         Ok(failures)
     }
 
+    /// Deletes a change set that will not run (best effort: an unexecuted change set costs
+    /// nothing and is replaced by the next deploy).
+    async fn discard(&self, stack: &str, change_set: &str) {
+        let _ = self
+            .client
+            .delete_change_set()
+            .stack_name(stack)
+            .change_set_name(change_set)
+            .send()
+            .await;
+    }
+
     /// Creates or updates `stack` through a change set.
     pub async fn deploy(
         &self,
@@ -373,13 +374,7 @@ impl CloudFormation {
         if no_changes
             || (existing.is_some() && described.changes().is_empty() && same_parameters().await)
         {
-            let _ = self
-                .client
-                .delete_change_set()
-                .stack_name(stack)
-                .change_set_name(&change_set)
-                .send()
-                .await;
+            self.discard(stack, &change_set).await;
             return Ok(Deployed::NothingToDo);
         }
         if described.status() == Some(&ChangeSetStatus::Failed) {
@@ -408,13 +403,7 @@ impl CloudFormation {
         if let Some(approve) = &request.approve
             && !approve(stack, &lines)
         {
-            let _ = self
-                .client
-                .delete_change_set()
-                .stack_name(stack)
-                .change_set_name(&change_set)
-                .send()
-                .await;
+            self.discard(stack, &change_set).await;
             if existing.is_none() {
                 // A stack that was only ever reviewed: remove the empty shell.
                 let _ = self.client.delete_stack().stack_name(stack).send().await;

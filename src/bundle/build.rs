@@ -130,15 +130,14 @@ pub async fn build(options: BuildOptions, progress: Arc<dyn Progress>) -> Result
         )
         .await
         .map_err(in_image(&roots[position]))?;
-        referenced.extend(
-            adopt_derived(
-                &layout,
-                &mut images[position],
-                &roots[position],
-                derived.image,
-            )
-            .await?,
-        );
+        adopt_derived(
+            &layout,
+            &mut images[position],
+            &roots[position],
+            derived.image,
+            &mut referenced,
+        )
+        .await?;
         wheel_sets = derived.wheel_sets;
         sandbox_seconds = Some(derived.seconds);
     }
@@ -168,15 +167,14 @@ pub async fn build(options: BuildOptions, progress: Arc<dyn Progress>) -> Result
             )
             .await
             .map_err(in_image(&roots[position]))?;
-            referenced.extend(
-                adopt_derived(
-                    &layout,
-                    &mut images[position],
-                    &roots[position],
-                    derived.image,
-                )
-                .await?,
-            );
+            adopt_derived(
+                &layout,
+                &mut images[position],
+                &roots[position],
+                derived.image,
+                &mut referenced,
+            )
+            .await?;
             wheel_sets.extend(derived.wheel_sets);
             daemon_environment = derived.environment;
         } else if !stored.is_empty() {
@@ -277,13 +275,14 @@ fn in_image(root: &Root) -> impl FnOnce(Error) -> Error + '_ {
 }
 
 /// Puts a derived image in place of the recipe's: the tag points at the derived root, the
-/// base is remembered in an annotation and in bundle.json. Returns the blobs it added.
+/// base is remembered in an annotation and in bundle.json; its blobs join `referenced`.
 async fn adopt_derived(
     layout: &LayoutStore,
     image: &mut BundleImage,
     root: &Root,
     derived: DerivedImage,
-) -> Result<Vec<Digest>> {
+    referenced: &mut BTreeSet<Digest>,
+) -> Result<()> {
     let DerivedImage {
         root: derived,
         platforms,
@@ -305,7 +304,8 @@ async fn adopt_derived(
         - image.platforms.iter().map(|p| p.size).sum::<u64>()
         + derived.bytes.len() as u64;
     image.platforms = platforms;
-    Ok(blobs)
+    referenced.extend(blobs);
+    Ok(())
 }
 
 /// Removes blobs the bundle does not reference (left by a build of another recipe).

@@ -255,13 +255,12 @@ pub async fn derive(
     })
 }
 
-/// The plugin packages of a bundle (signature of bundle.json checked against `policy`, each
-/// package against its digest): `(identifier, bytes)`.
+/// The plugin packages of a bundle whose bundle.json is `manifest` (opened through
+/// `trust::open`), each checked against its digest: `(identifier, bytes)`.
 pub fn read_packages(
     source: &dyn super::source::BundleSource,
-    policy: &super::trust::TrustPolicy,
+    manifest: &super::format::BundleManifest,
 ) -> Result<Vec<(String, Vec<u8>)>> {
-    let (manifest, _) = super::trust::open(source, policy)?;
     manifest
         .plugins
         .iter()

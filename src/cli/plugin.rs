@@ -218,7 +218,8 @@ async fn install(args: InstallArgs) -> anyhow::Result<ExitCode> {
     })
     .await??;
     let packages = tokio::task::spawn_blocking(move || {
-        dify_bundle::bundle::daemon::read_packages(source.as_ref(), &policy)
+        let (manifest, _) = dify_bundle::bundle::open(source.as_ref(), &policy)?;
+        dify_bundle::bundle::daemon::read_packages(source.as_ref(), &manifest)
     })
     .await??;
     report_plugins(&args.url, &admin, packages).await?;

@@ -51,6 +51,8 @@ pub struct AppPlan {
     /// has made a new VPC.
     pub parameters: BTreeMap<String, String>,
     #[serde(skip)]
+    template: Vec<u8>,
+    #[serde(skip)]
     network: (String, NetworkTarget),
     #[serde(skip)]
     wait: Duration,
@@ -78,18 +80,28 @@ impl AppReport {
 
 const PENDING: &str = "(from the endpoints stack)";
 
-#[allow(clippy::too_many_arguments)]
+/// The template as the bundle holds it: its record in bundle.json and its (checked) bytes.
+pub struct BundledTemplate<'a> {
+    pub record: &'a StackTemplate,
+    pub bytes: Vec<u8>,
+}
+
 pub async fn plan(
     config: &aws_config::SdkConfig,
     account: &str,
     region: &str,
-    template: &StackTemplate,
-    template_parameters: &[String],
+    template: BundledTemplate<'_>,
     images: &[ImageTarget],
     network: (&str, &NetworkTarget, &NetworkPlan),
     options: &AppOptions,
 ) -> Result<AppPlan> {
     let (network_stack, target, network_plan) = network;
+    let parsed: serde_json::Value = serde_json::from_slice(&template.bytes)
+        .map_err(|e| Error::invalid(format!("the bundle's stack template: {e}")))?;
+    let template_parameters: Vec<String> = parsed["Parameters"]
+        .as_object()
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default();
     let mut parameters = BTreeMap::new();
     match network::vpc_and_subnets(config, network_stack, target).await? {
         Some((vpc, subnets)) => {
@@ -140,8 +152,9 @@ pub async fn plan(
     Ok(AppPlan {
         stack: options.stack.clone(),
         status,
-        template_digest: template.digest.to_string(),
-        template_bytes: template.size,
+        template_digest: template.record.digest.to_string(),
+        template_bytes: template.record.size,
+        template: template.bytes,
         staging_bucket: options
             .staging_bucket
             .clone()
@@ -175,7 +188,6 @@ pub async fn apply(
     config: &aws_config::SdkConfig,
     region: &str,
     plan: &AppPlan,
-    template: &[u8],
     approve: Option<Approver>,
     progress: &dyn Progress,
 ) -> Result<AppReport> {
@@ -199,7 +211,7 @@ pub async fn apply(
             staging.bucket()
         ));
     }
-    let url = staging.put_template(&plan.stack, template).await?;
+    let url = staging.put_template(&plan.stack, &plan.template).await?;
     let cfn = CloudFormation::new(config);
     let storage =
         |ids: &BTreeMap<String, String>| ids.get(STORAGE_BUCKET).filter(|b| !b.is_empty()).cloned();

@@ -203,20 +203,16 @@ impl Installer {
                 crate::stack::app::ROLES.join(", ")
             ))
         })?;
-        let bytes = self.template()?;
-        let parsed: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::invalid(format!("the bundle's stack template: {e}")))?;
-        let names: Vec<String> = parsed["Parameters"]
-            .as_object()
-            .map(|p| p.keys().cloned().collect())
-            .unwrap_or_default();
+        let bytes = crate::bundle::stack::read(self.source.as_ref(), &self.manifest)?;
         let images = ecr::targets(&self.manifest, &self.options.ecr.layout)?;
         let plan = app::plan(
             &self.config,
             account,
             region,
-            template,
-            &names,
+            app::BundledTemplate {
+                record: template,
+                bytes,
+            },
             &images,
             (stack, target, network_plan),
             options,
@@ -227,23 +223,7 @@ impl Installer {
 
     /// The bundle's plugin packages, `(identifier, bytes)`, each checked against its digest.
     pub fn plugin_packages(&self) -> Result<Vec<(String, Vec<u8>)>> {
-        self.manifest
-            .plugins
-            .iter()
-            .map(|plugin| {
-                let bytes = crate::bundle::source::read_blob_checked(
-                    self.source.as_ref(),
-                    &plugin.digest,
-                    &format!("plugin {}", plugin.identifier),
-                )?;
-                Ok((plugin.identifier.clone(), bytes))
-            })
-            .collect()
-    }
-
-    /// The application stack's template, checked against bundle.json.
-    fn template(&self) -> Result<Vec<u8>> {
-        crate::bundle::stack::read(self.source.as_ref(), &self.manifest)
+        crate::bundle::daemon::read_packages(self.source.as_ref(), &self.manifest)
     }
 
     /// Carries out the plan: the network, then ECR, then the application.
@@ -284,7 +264,6 @@ impl Installer {
                     &self.config,
                     &plan.region,
                     app,
-                    &self.template()?,
                     self.options.approve.clone(),
                     progress.as_ref(),
                 )
