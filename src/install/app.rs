@@ -1,8 +1,6 @@
 //! The application step: the bundle's signed template, its parameters worked out from the
 //! install settings, the network and the ECR layout; staged in S3, deployed by change set,
-//! then waited on until Dify answers. The plugin daemon needs a placeholder object in the
-//! storage bucket before it starts, so a first deploy creates everything with no task
-//! running, puts the placeholder, and starts the services.
+//! then waited on until Dify answers.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -19,14 +17,12 @@ use crate::aws::staging::{self, Staging};
 use crate::bundle::format::StackTemplate;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
-use crate::stack::app::balancer::{API_TARGET, DAEMON_TARGET, WEB_TARGET};
-use crate::stack::app::compute::{API_SERVICE, CLUSTER, WEB_SERVICE};
-use crate::stack::app::data::STORAGE_BUCKET;
+use crate::stack::app::balancer::{API_TARGET, DAEMON_TARGET, SANDBOX_TARGET, WEB_TARGET};
+use crate::stack::app::compute::{
+    API_SERVICE, BEAT_SERVICE, CLUSTER, SANDBOX_SERVICE, WEB_SERVICE,
+};
 use crate::stack::app::params::{self, MAX_ALLOWED_CIDRS};
 use crate::stack::app::{OUTPUT_URL, ROLES};
-
-/// The object the plugin daemon expects in its storage bucket.
-pub const PLUGIN_PLACEHOLDER: &str = "plugins";
 
 pub struct AppOptions {
     pub stack: String,
@@ -61,7 +57,7 @@ pub struct AppPlan {
 #[derive(Clone, Debug, Serialize)]
 pub struct AppReport {
     pub stack: String,
-    /// What each deploy did (two on a first install: created, then started).
+    /// What each deploy did.
     pub deploys: Vec<Deployed>,
     pub outputs: BTreeMap<String, String>,
     pub url: Option<String>,
@@ -148,6 +144,7 @@ pub async fn plan(
         }
         parameters.insert(key.clone(), value.clone());
     }
+    params::validate(&parameters)?;
     let status = CloudFormation::new(config).status(&options.stack).await?;
     Ok(AppPlan {
         stack: options.stack.clone(),
@@ -213,62 +210,18 @@ pub async fn apply(
     }
     let url = staging.put_template(&plan.stack, &plan.template).await?;
     let cfn = CloudFormation::new(config);
-    let storage =
-        |ids: &BTreeMap<String, String>| ids.get(STORAGE_BUCKET).filter(|b| !b.is_empty()).cloned();
-    let mut deploys = Vec::new();
-    // A stack left in ROLLBACK_COMPLETE is replaced, bucket included: start over.
-    let replaced = cfn.status(&plan.stack).await?.as_deref() == Some("ROLLBACK_COMPLETE");
-    let existing = if replaced {
-        None
-    } else {
-        storage(&cfn.physical_ids(&plan.stack).await?)
-    };
-    let ready = match &existing {
-        Some(bucket) => {
-            staging::ensure_object(config, bucket, PLUGIN_PLACEHOLDER).await?;
-            true
-        }
-        None => false,
-    };
     progress.step(&format!(
-        "deploying stack {} (Dify, internal load balancer){}",
-        plan.stack,
-        if ready {
-            ""
-        } else {
-            " — created first with no task running"
-        }
+        "deploying stack {} (Dify, internal load balancer)",
+        plan.stack
     ));
-    deploys.push(
+    let deploys = vec![
         cfn.deploy(
             &plan.stack,
-            &request(&url, &parameters, ready, &approve),
+            &request(&url, &parameters, true, &approve),
             progress,
         )
         .await?,
-    );
-    if !ready {
-        let ids = cfn.physical_ids(&plan.stack).await?;
-        let bucket = storage(&ids).ok_or_else(|| {
-            Error::invalid(format!(
-                "stack {} has no {STORAGE_BUCKET}; run install again",
-                plan.stack
-            ))
-        })?;
-        staging::ensure_object(config, &bucket, PLUGIN_PLACEHOLDER).await?;
-        progress.step(&format!(
-            "starting the services of stack {} (plugin storage is ready)",
-            plan.stack
-        ));
-        deploys.push(
-            cfn.deploy(
-                &plan.stack,
-                &request(&url, &parameters, true, &approve),
-                progress,
-            )
-            .await?,
-        );
-    }
+    ];
     let outputs = cfn.outputs(&plan.stack).await?;
     let ids = cfn.physical_ids(&plan.stack).await?;
     let id = |name: &str| ids.get(name).cloned().unwrap_or_default();
@@ -293,8 +246,18 @@ pub async fn apply(
         health
             .wait(
                 &id(CLUSTER),
-                &[id(API_SERVICE), id(WEB_SERVICE)],
-                &[id(API_TARGET.id), id(DAEMON_TARGET.id), id(WEB_TARGET.id)],
+                &[
+                    id(API_SERVICE),
+                    id(BEAT_SERVICE),
+                    id(SANDBOX_SERVICE),
+                    id(WEB_SERVICE),
+                ],
+                &[
+                    id(API_TARGET.id),
+                    id(DAEMON_TARGET.id),
+                    id(SANDBOX_TARGET.id),
+                    id(WEB_TARGET.id),
+                ],
                 plan.wait,
                 progress,
             )

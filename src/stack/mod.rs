@@ -22,6 +22,9 @@ pub struct Template {
     pub mappings: BTreeMap<String, Value>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub conditions: BTreeMap<String, Value>,
+    /// Checked by CloudFormation against the parameters before any change is made.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub rules: BTreeMap<String, Value>,
     pub resources: BTreeMap<String, Resource>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub outputs: BTreeMap<String, Output>,
@@ -39,6 +42,10 @@ pub struct Parameter {
     pub allowed_values: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allowed_pattern: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_value: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_value: Option<u32>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -70,7 +77,9 @@ impl Resource {
         self
     }
 
-    /// Keeps the data when the stack (or this resource) goes away.
+    /// What happens to the resource when the stack deletes or replaces it: `Retain` or
+    /// `Snapshot` for data that must outlive the stack, `Delete` written out where losing it
+    /// is intended.
     pub fn keep(&mut self, policy: &'static str) -> &mut Self {
         self.deletion_policy = Some(policy);
         self.update_replace_policy = Some(policy);
@@ -130,8 +139,14 @@ impl Template {
             default: default.map(str::to_owned),
             allowed_values: Vec::new(),
             allowed_pattern: None,
+            min_value: None,
+            max_value: None,
         };
         put(&mut self.parameters, name, parameter)
+    }
+
+    pub fn rule(&mut self, name: &str, rule: Value) {
+        self.rules.insert(name.to_owned(), rule);
     }
 
     pub fn condition(&mut self, name: &str, rule: Value) {

@@ -1,10 +1,12 @@
 //! The internal Application Load Balancer and the security groups around it: HTTP (or HTTPS
 //! with a certificate) reachable only from the allowed client networks — never `::/0` —,
-//! Dify's path rules, one target group per service port, and tasks, database and cache each
-//! reachable only from what needs them.
+//! Dify's path rules, one target group per service port, two internal ports (the api for the
+//! web task's server-side rendering, the sandbox for the api task), and tasks, database and
+//! cache each reachable only from what needs them.
 
 use serde_json::{Value, json};
 
+use super::containers::{INTERNAL_API_PORT, SANDBOX_PORT};
 use super::data::{
     ACCESS_LOG_BUCKET, DB_SECURITY_GROUP, PLUGIN_FILES_SECURITY_GROUP, REDIS_SECURITY_GROUP,
 };
@@ -17,6 +19,7 @@ use crate::stack::{Template, get_att, if_, reference, sub};
 pub const ALB_SECURITY_GROUP: &str = "LoadBalancerSecurityGroup";
 pub const API_SECURITY_GROUP: &str = "ApiTaskSecurityGroup";
 pub const WEB_SECURITY_GROUP: &str = "WebTaskSecurityGroup";
+pub const SANDBOX_SECURITY_GROUP: &str = "SandboxTaskSecurityGroup";
 
 /// A target group: logical ID, port, health check path.
 pub struct Target {
@@ -38,6 +41,13 @@ pub const DAEMON_TARGET: Target = Target {
     port: 5002,
     health: "/health/check",
 };
+pub const SANDBOX_TARGET: Target = Target {
+    id: "SandboxTargetGroup",
+    container: "sandbox",
+    port: SANDBOX_PORT,
+    // langgenius/dify-sandbox internal/controller/router.go l.19 (0.2.14, 0.2.15).
+    health: "/health",
+};
 pub const WEB_TARGET: Target = Target {
     id: "WebTargetGroup",
     container: "web",
@@ -47,7 +57,7 @@ pub const WEB_TARGET: Target = Target {
 
 /// Listener rules in priority order: (priority, target, path patterns). A rule takes at
 /// most five patterns.
-pub const RULES: [(u32, &Target, &[&str]); 5] = [
+pub const RULES: [(u32, &Target, &[&str]); 6] = [
     (
         10,
         &API_TARGET,
@@ -60,6 +70,9 @@ pub const RULES: [(u32, &Target, &[&str]); 5] = [
     ),
     (20, &DAEMON_TARGET, &["/e", "/e/*"]),
     (30, &API_TARGET, &["/mcp", "/mcp/*", "/.well-known/*"]),
+    // The CLI surface of 1.16+ (api/controllers/openapi/__init__.py: `url_prefix="/openapi/v1"`,
+    // langgenius/dify 1.16.1); in 1.13.3 the api answers 404 as web would.
+    (31, &API_TARGET, &["/openapi", "/openapi/*"]),
     (100, &WEB_TARGET, &["/*"]),
 ];
 
@@ -114,15 +127,14 @@ fn client_ingress(t: &mut Template) {
 }
 
 fn security_group(t: &mut Template, name: &str, description: &str, ingress: Vec<Value>) {
-    t.resource(
-        name,
-        "AWS::EC2::SecurityGroup",
-        json!({
-            "GroupDescription": sub(&format!("${{AWS::StackName}} {description}")),
-            "VpcId": reference(VPC_ID),
-            "SecurityGroupIngress": ingress,
-        }),
-    );
+    let mut properties = json!({
+        "GroupDescription": sub(&format!("${{AWS::StackName}} {description}")),
+        "VpcId": reference(VPC_ID),
+    });
+    if !ingress.is_empty() {
+        properties["SecurityGroupIngress"] = json!(ingress);
+    }
+    t.resource(name, "AWS::EC2::SecurityGroup", properties);
 }
 
 fn from_group(port: u16, group: &str, description: &str) -> Value {
@@ -133,6 +145,21 @@ fn from_group(port: u16, group: &str, description: &str) -> Value {
         "SourceSecurityGroupId": get_att(group, "GroupId"),
         "Description": description,
     })
+}
+
+/// An ingress rule of its own (needed where the source is the group itself, or where two
+/// groups would refer to each other).
+fn ingress_rule(
+    t: &mut Template,
+    id: &str,
+    group: &str,
+    port: u16,
+    source: &str,
+    description: &str,
+) {
+    let mut rule = from_group(port, source, description);
+    rule["GroupId"] = get_att(group, "GroupId");
+    t.resource(id, "AWS::EC2::SecurityGroupIngress", rule);
 }
 
 pub fn security_groups(t: &mut Template) {
@@ -151,6 +178,17 @@ pub fn security_groups(t: &mut Template) {
             ),
         ],
     );
+    // Plugin daemons of several tasks check each other's health on their server port
+    // (langgenius/dify-plugin-daemon internal/cluster/vote.go l.116, 0.6.10:
+    // `http://<node ip>:<port>/health/check`).
+    ingress_rule(
+        t,
+        "ApiTaskIngress5002FromApiTask",
+        API_SECURITY_GROUP,
+        5002,
+        API_SECURITY_GROUP,
+        "plugin daemon cluster health checks between api tasks",
+    );
     security_group(
         t,
         WEB_SECURITY_GROUP,
@@ -161,6 +199,48 @@ pub fn security_groups(t: &mut Template) {
             "web from the load balancer",
         )],
     );
+    // The sandbox runs user code. Its group admits only the load balancer on 8194, and no
+    // other group admits it: not the database, Valkey, EFS, the api task (inner API, plugin
+    // daemon) nor the load balancer's client ports. Its only egress is HTTPS, which the task
+    // needs to pull its image, ship logs and read its API key through the VPC endpoints; the
+    // task has no task role, so code reaching an endpoint or the task metadata endpoint
+    // (169.254.170.2, outside any security group) finds no credentials.
+    t.resource(
+        SANDBOX_SECURITY_GROUP,
+        "AWS::EC2::SecurityGroup",
+        json!({
+            "GroupDescription": sub("${AWS::StackName} sandbox task"),
+            "VpcId": reference(VPC_ID),
+            "SecurityGroupIngress": [from_group(
+                SANDBOX_PORT,
+                ALB_SECURITY_GROUP,
+                "sandbox from the load balancer's internal port",
+            )],
+            "SecurityGroupEgress": [{
+                "IpProtocol": "tcp",
+                "FromPort": 443,
+                "ToPort": 443,
+                "CidrIp": "0.0.0.0/0",
+                "Description": "HTTPS only: ECR, CloudWatch Logs, Secrets Manager endpoints and the S3 gateway",
+            }],
+        }),
+    );
+    ingress_rule(
+        t,
+        "LoadBalancerIngressSandboxFromApiTask",
+        ALB_SECURITY_GROUP,
+        SANDBOX_PORT,
+        API_SECURITY_GROUP,
+        "the sandbox's internal port, for the api task",
+    );
+    ingress_rule(
+        t,
+        "LoadBalancerIngressApiFromWebTask",
+        ALB_SECURITY_GROUP,
+        INTERNAL_API_PORT,
+        WEB_SECURITY_GROUP,
+        "the api's internal port, for the web task's server-side rendering",
+    );
     security_group(
         t,
         DB_SECURITY_GROUP,
@@ -168,7 +248,7 @@ pub fn security_groups(t: &mut Template) {
         vec![from_group(
             5432,
             API_SECURITY_GROUP,
-            "PostgreSQL from the api task",
+            "PostgreSQL from the api and beat tasks",
         )],
     );
     security_group(
@@ -188,7 +268,7 @@ pub fn security_groups(t: &mut Template) {
         vec![from_group(
             6379,
             API_SECURITY_GROUP,
-            "Valkey from the api task",
+            "Valkey from the api and beat tasks",
         )],
     );
 }
@@ -212,7 +292,7 @@ pub fn load_balancer(t: &mut Template) {
         }),
     )
     .depends_on(&["AccessLogBucketPolicy"]);
-    for target in [&API_TARGET, &DAEMON_TARGET, &WEB_TARGET] {
+    for target in [&API_TARGET, &DAEMON_TARGET, &SANDBOX_TARGET, &WEB_TARGET] {
         t.resource(
             target.id,
             "AWS::ElasticLoadBalancingV2::TargetGroup",
@@ -266,6 +346,22 @@ pub fn load_balancer(t: &mut Template) {
         }),
     )
     .only_if(HAS_CERTIFICATE);
+    // Internal ports: plain HTTP inside the VPC, admitted only from one task's security group.
+    for (id, port, target) in [
+        ("InternalApiListener", INTERNAL_API_PORT, &API_TARGET),
+        ("SandboxListener", SANDBOX_PORT, &SANDBOX_TARGET),
+    ] {
+        t.resource(
+            id,
+            "AWS::ElasticLoadBalancingV2::Listener",
+            json!({
+                "LoadBalancerArn": reference("LoadBalancer"),
+                "Port": port,
+                "Protocol": "HTTP",
+                "DefaultActions": [{ "Type": "forward", "TargetGroupArn": reference(target.id) }],
+            }),
+        );
+    }
     for (priority, target, paths) in RULES {
         t.resource(
             &rule_id(priority),

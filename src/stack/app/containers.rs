@@ -30,24 +30,79 @@ pub enum EnvValue {
 /// `web`), or `all`.
 pub type ExtraEnvironment = BTreeMap<String, BTreeMap<String, EnvValue>>;
 
-pub const CONTAINERS: [&str; 6] = ["api", "worker", "beat", "sandbox", "plugin-daemon", "web"];
+pub const CONTAINERS: [&str; 7] = [
+    "migrate",
+    "api",
+    "worker",
+    "beat",
+    "sandbox",
+    "plugin-daemon",
+    "web",
+];
 
-/// Outbound calls Dify makes by default, switched off: a closed VPC has nowhere to send them.
-pub const OFFLINE_SWITCHES: [(&str, &str); 8] = [
+/// Outbound calls the Dify API (api, worker, beat) makes by default, switched off: a closed
+/// VPC has nowhere to send them. Each is read by every supported version (1.13.3 and 1.16.1
+/// `api/configs/feature/__init__.py` and `hosted_service/__init__.py`, langgenius/dify).
+pub const OFFLINE_SWITCHES: [(&str, &str); 5] = [
     ("MARKETPLACE_ENABLED", "false"),
     ("CHECK_UPDATE_URL", ""),
     ("HOSTED_FETCH_APP_TEMPLATES_MODE", "builtin"),
     ("HOSTED_FETCH_PIPELINE_TEMPLATES_MODE", "builtin"),
     ("ENABLE_CHECK_UPGRADABLE_PLUGIN_TASK", "false"),
-    ("DISABLE_TELEMETRY", "true"),
-    ("NEXT_TELEMETRY_DISABLED", "1"),
-    ("PIP_MIRROR_AUTO_DETECT", "false"),
 ];
+
+/// Switches of the Dify API that exist only from 1.16.1 (langgenius/dify 1.16.1
+/// `api/configs/feature/__init__.py`: `CREATORS_PLATFORM_FEATURES_ENABLED` l.364, default
+/// true, publishes to creators.dify.ai; `DISABLE_TELEMETRY` l.830, the otel.dify.ai heartbeat;
+/// `ENABLE_COLLABORATION_MODE` l.1507, default true). Collaboration is off: it needs the
+/// browser to reach a Socket.IO endpoint (`NEXT_PUBLIC_SOCKET_URL`, web/docker/entrypoint.sh
+/// l.22) with sticky sessions across api tasks; off, the editor works as in 1.13 (one editor).
+pub const OFFLINE_SWITCHES_1_16: [(&str, &str); 3] = [
+    ("CREATORS_PLATFORM_FEATURES_ENABLED", "false"),
+    ("DISABLE_TELEMETRY", "true"),
+    ("ENABLE_COLLABORATION_MODE", "false"),
+];
+
+/// The web front end's switches: website importers that call Jina, Firecrawl or WaterCrawl on
+/// the internet (web/docker/entrypoint.sh l.37-39 in 1.13.3, l.41-43 in 1.16.1: `${…:-true}`),
+/// and Next.js telemetry.
+pub const WEB_SWITCHES: [(&str, &str); 4] = [
+    ("ENABLE_WEBSITE_JINAREADER", "false"),
+    ("ENABLE_WEBSITE_FIRECRAWL", "false"),
+    ("ENABLE_WEBSITE_WATERCRAWL", "false"),
+    ("NEXT_TELEMETRY_DISABLED", "1"),
+];
+
+/// The Dify version the template is generated for, as far as settings depend on it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DifyVersion(pub u32, pub u32, pub u32);
+
+impl DifyVersion {
+    /// `1.17.1` → (1, 17, 1); anything unparsable counts as the newest.
+    pub fn parse(text: &str) -> DifyVersion {
+        let mut parts = text
+            .trim_start_matches('v')
+            .split(['.', '-', '+'])
+            .map(|p| p.parse::<u32>().ok());
+        match (
+            parts.next().flatten(),
+            parts.next().flatten(),
+            parts.next().flatten(),
+        ) {
+            (Some(a), Some(b), c) => DifyVersion(a, b, c.unwrap_or(0)),
+            _ => DifyVersion(u32::MAX, 0, 0),
+        }
+    }
+
+    pub fn at_least(self, major: u32, minor: u32, patch: u32) -> bool {
+        self >= DifyVersion(major, minor, patch)
+    }
+}
 
 /// One container definition in the making.
 pub struct Container {
     pub name: &'static str,
-    /// The image role (`api` for api, worker and beat).
+    /// The image role (`api` for migrate, api, worker and beat).
     pub role: &'static str,
     pub ports: Vec<u16>,
     pub health: Option<&'static str>,
@@ -55,6 +110,12 @@ pub struct Container {
     pub secrets: BTreeMap<String, Value>,
     /// `(volume, path in the container)`.
     pub mounts: Vec<(&'static str, &'static str)>,
+    /// `false` for a one-shot container whose exit does not stop the task.
+    pub essential: bool,
+    /// Replaces the image's entry point and command.
+    pub entry_point: Option<Vec<&'static str>>,
+    /// Containers of the same task that must have exited successfully before this one starts.
+    pub after_success: Vec<&'static str>,
 }
 
 /// The EFS volume holding the plugin daemon's working directory (each plugin's venv), so a
@@ -71,6 +132,24 @@ pub const SANDBOX_SECRET: &str = "SandboxApiKey";
 pub const DAEMON_SECRET: &str = "PluginDaemonKey";
 pub const INNER_SECRET: &str = "PluginInnerApiKey";
 
+/// The one-shot container that runs the schema migrations before any api-image container of
+/// its task starts (they wait for it with `Condition: SUCCESS`).
+pub const MIGRATE: &str = "migrate";
+
+/// Runs `flask upgrade-db` until this container itself has run it. The command takes a Redis
+/// lock without waiting and, when another task holds it, prints "Database migration skipped"
+/// and exits 0 while that task is still migrating; it prints "Database migration successful!"
+/// (a no-op upgrade when the schema is current) or exits 1 on failure (langgenius/dify
+/// `api/commands/system.py` `upgrade_db`, 1.13.3 l.125-155 and 1.16.1 l.146-167). So a task
+/// never starts its api, worker or beat on a schema another task is still changing. The
+/// image's own "pure migration mode" (`MIGRATION_ENABLED=true MODE=migration`,
+/// `api/docker/entrypoint.sh`) would stop at "skipped".
+const MIGRATE_SCRIPT: &str = "for attempt in $(seq 1 120); do \
+out=$(flask upgrade-db 2>&1); code=$?; echo \"$out\"; \
+[ $code -eq 0 ] || exit $code; \
+case \"$out\" in *'migration skipped'*) sleep 5 ;; *) exit 0 ;; esac; \
+done; echo 'another task held the migration lock for 10 minutes' >&2; exit 1";
+
 fn whole(secret: &str) -> Value {
     json!({ "Ref": secret })
 }
@@ -79,9 +158,13 @@ fn field(secret: &str, key: &str) -> Value {
     sub(&format!("${{{secret}}}:{key}::"))
 }
 
+/// The URL the api answers at inside its own task (the plugin daemon shares the task's
+/// network namespace).
+const API_IN_TASK: &str = "http://localhost:5001";
+
 impl Container {
     fn new(name: &'static str, role: &'static str) -> Self {
-        let mut container = Container {
+        Container {
             name,
             role,
             ports: Vec::new(),
@@ -89,11 +172,10 @@ impl Container {
             environment: BTreeMap::new(),
             secrets: BTreeMap::new(),
             mounts: Vec::new(),
-        };
-        for (key, value) in OFFLINE_SWITCHES {
-            container.env(key, json!(value));
+            essential: true,
+            entry_point: None,
+            after_success: Vec::new(),
         }
-        container
     }
 
     fn env(&mut self, key: &str, value: Value) -> &mut Self {
@@ -106,27 +188,59 @@ impl Container {
         self
     }
 
-    /// The database, pgvector (in the same database: no custom resource needed to create
-    /// another one) and the cache, as the api image reads them.
-    fn dify_backend(&mut self) -> &mut Self {
+    /// The settings every api-image container (migrate, api, worker, beat) reads: the
+    /// database, pgvector (in the same database: no custom resource needed to create another
+    /// one), the cache, storage, the sandbox and plugin daemon, the public URLs.
+    fn dify_backend(&mut self, version: DifyVersion) -> &mut Self {
+        for (key, value) in OFFLINE_SWITCHES {
+            self.env(key, json!(value));
+        }
+        if version.at_least(1, 16, 1) {
+            for (key, value) in OFFLINE_SWITCHES_1_16 {
+                self.env(key, json!(value));
+            }
+        }
         for (key, value) in [
             ("DB_DATABASE", json!("main")),
+            // TLS to Aurora: psycopg2 takes `sslmode` from the URI query, which Dify builds
+            // from DB_EXTRAS (api/configs/middleware/__init__.py, `SQLALCHEMY_DATABASE_URI`,
+            // 1.13.3 l.158-168, 1.16.1 l.181-191). `require` encrypts; `verify-full` would need
+            // the RDS CA bundle, which the api image does not carry.
+            ("DB_EXTRAS", json!("sslmode=require")),
+            // Aurora restarts, fails over and is patched: test pooled connections before use
+            // (`SQLALCHEMY_POOL_PRE_PING`, default false, middleware/__init__.py l.190 in 1.13.3).
+            ("SQLALCHEMY_POOL_PRE_PING", json!("true")),
             ("PGVECTOR_DATABASE", json!("main")),
             ("VECTOR_STORE", json!("pgvector")),
             ("REDIS_DB", json!("0")),
-            ("BROKER_USE_SSL", json!("true")),
+            // Verify Valkey's certificate (Amazon-issued, in the image's CA store): Dify's own
+            // default is CERT_NONE (configs/middleware/cache/redis_config.py l.40-43, 1.13.3;
+            // used by extensions/ext_redis.py and ext_celery.py).
+            ("REDIS_SSL_CERT_REQS", json!("CERT_REQUIRED")),
             ("STORAGE_TYPE", json!("s3")),
             ("S3_BUCKET_NAME", sub("${StorageBucket}")),
             ("S3_REGION", sub("${AWS::Region}")),
             ("S3_USE_AWS_MANAGED_IAM", json!("true")),
-            ("CODE_EXECUTION_ENDPOINT", json!("http://localhost:8194")),
+            // The sandbox runs in its own task, behind the load balancer's internal port.
+            (
+                "CODE_EXECUTION_ENDPOINT",
+                sub(&format!("http://${{LoadBalancer.DNSName}}:{SANDBOX_PORT}")),
+            ),
             ("PLUGIN_DAEMON_URL", json!("http://localhost:5002")),
+            // Packages up to the daemon's own limit (compose sets 52428800 on api and worker,
+            // docker/docker-compose.yaml 1.13.3 l.609 and 1.16.1 l.237; the api's default is
+            // 15728640, configs/feature/__init__.py l.253).
+            ("PLUGIN_MAX_PACKAGE_SIZE", json!("52428800")),
             ("CONSOLE_WEB_URL", params::base_url()),
             ("CONSOLE_API_URL", params::base_url()),
             ("SERVICE_API_URL", params::base_url()),
             ("APP_WEB_URL", params::base_url()),
             ("TRIGGER_URL", params::base_url()),
             ("FILES_URL", params::base_url()),
+            // URLs handed to the plugin daemon (same task) point at the api directly, not
+            // through the load balancer (configs/feature/__init__.py `INTERNAL_FILES_URL`,
+            // 1.13.3 l.337, 1.16.1 l.427; compose's example is http://api:5001).
+            ("INTERNAL_FILES_URL", json!(API_IN_TASK)),
             (
                 "ENDPOINT_URL_TEMPLATE",
                 json!({ "Fn::Join": ["", [params::base_url(), "/e/{hook_id}"]] }),
@@ -168,6 +282,12 @@ impl Container {
             .env("REDIS_PORT", sub("${Redis.PrimaryEndPoint.Port}"))
             .env("REDIS_USE_SSL", json!("true"))
             .secret("REDIS_PASSWORD", field(REDIS_SECRET, "token"))
+    }
+
+    /// Waits for the migrations of its task.
+    fn after_migrations(&mut self) -> &mut Self {
+        self.after_success.push(MIGRATE);
+        self
     }
 
     /// Adds the operator's extra variables for this container.
@@ -219,7 +339,7 @@ impl Container {
                 "${{AWS::AccountId}}.dkr.ecr.${{AWS::Region}}.${{AWS::URLSuffix}}/${{{}}}@sha256:{digest_hex}",
                 params::repository(self.role)
             )),
-            "Essential": true,
+            "Essential": self.essential,
             "Environment": environment,
             "Secrets": secrets,
             "PortMappings": ports,
@@ -246,6 +366,16 @@ impl Container {
                 "StartPeriod": 300,
             });
         }
+        if let Some(entry_point) = &self.entry_point {
+            definition["EntryPoint"] = json!(entry_point);
+        }
+        if !self.after_success.is_empty() {
+            definition["DependsOn"] = self
+                .after_success
+                .iter()
+                .map(|c| json!({ "ContainerName": c, "Condition": "SUCCESS" }))
+                .collect();
+        }
         definition
     }
 }
@@ -262,38 +392,54 @@ pub fn ssm_arn(name: &str) -> Value {
     ))
 }
 
-/// The api task's containers.
-pub fn api_task(extra: &ExtraEnvironment, daemon: &[(String, String)]) -> Vec<Container> {
+/// The port the load balancer forwards to the sandbox on, reachable only from the api task.
+pub const SANDBOX_PORT: u16 = 8194;
+/// The port the load balancer forwards to the api on for the web task's server-side calls.
+pub const INTERNAL_API_PORT: u16 = 5001;
+
+fn migrate(version: DifyVersion) -> Container {
+    let mut migrate = Container::new(MIGRATE, "api");
+    migrate.dify_backend(version);
+    migrate.essential = false;
+    migrate.entry_point = Some(vec!["/bin/bash", "-c", MIGRATE_SCRIPT]);
+    migrate
+}
+
+/// The api task's containers: migrate, api, worker and the plugin daemon.
+pub fn api_task(
+    version: DifyVersion,
+    extra: &ExtraEnvironment,
+    daemon: &[(String, String)],
+) -> Vec<Container> {
     let mut api = Container::new("api", "api");
-    api.dify_backend().env("MODE", json!("api"));
+    api.dify_backend(version)
+        .env("MODE", json!("api"))
+        .after_migrations();
     api.ports = vec![5001];
     api.health = Some("curl -f http://localhost:5001/health || exit 1");
 
     let mut worker = Container::new("worker", "api");
     worker
-        .dify_backend()
+        .dify_backend(version)
         .env("MODE", json!("worker"))
-        .env("MIGRATION_ENABLED", json!("true"));
-
-    let mut beat = Container::new("beat", "api");
-    beat.dify_backend().env("MODE", json!("beat"));
-
-    let mut sandbox = Container::new("sandbox", "sandbox");
-    sandbox
-        .env("GIN_MODE", json!("release"))
-        .env("WORKER_TIMEOUT", json!("15"))
-        .env("ENABLE_NETWORK", json!("true"))
-        .secret("API_KEY", whole(SANDBOX_SECRET));
-    sandbox.ports = vec![8194];
+        // The entrypoint's default is one (`-c ${CELERY_WORKER_AMOUNT:-1}`,
+        // api/docker/entrypoint.sh l.31, 1.13.3 and 1.16.1); compose sets 4 (1.16.1
+        // docker/.env.example l.69).
+        .env("CELERY_WORKER_AMOUNT", json!("4"))
+        .after_migrations();
 
     let mut daemon_container = Container::new("plugin-daemon", "plugin-daemon");
     for (key, value) in [
         ("DB_DATABASE", json!("dify_plugin")),
+        // TLS to Aurora (`DB_SSL_MODE`, validated `oneof=disable require`, default disable:
+        // langgenius/dify-plugin-daemon internal/types/app/config.go and default.go, 0.5.3
+        // and 0.6.10).
+        ("DB_SSL_MODE", json!("require")),
         ("SERVER_PORT", json!("5002")),
         ("PLUGIN_REMOTE_INSTALLING_HOST", json!("localhost")),
         ("PLUGIN_REMOTE_INSTALLING_PORT", json!("5003")),
         ("PLUGIN_WORKING_PATH", json!(PLUGIN_WORKING_PATH)),
-        ("DIFY_INNER_API_URL", json!("http://localhost:5001")),
+        ("DIFY_INNER_API_URL", json!(API_IN_TASK)),
         ("PLUGIN_STORAGE_TYPE", json!("aws_s3")),
         ("PLUGIN_STORAGE_OSS_BUCKET", sub("${StorageBucket}")),
         ("PLUGIN_INSTALLED_PATH", json!("plugins")),
@@ -301,10 +447,19 @@ pub fn api_task(extra: &ExtraEnvironment, daemon: &[(String, String)]) -> Vec<Co
         ("S3_USE_AWS_MANAGED_IAM", json!("true")),
         ("AWS_REGION", sub("${AWS::Region}")),
         ("FORCE_VERIFYING_SIGNATURE", json!("true")),
-        ("PYTHON_ENV_INIT_TIMEOUT", json!("640")),
+        // Below the hard 10-minute context of the dependency install (dify-plugin-daemon
+        // internal/core/local_runtime/setup_python_environment.go: l.98 in 0.5.3, l.166 in
+        // 0.6.10), so this inactivity limit can fire first.
+        ("PYTHON_ENV_INIT_TIMEOUT", json!("540")),
+        // No probing of pypi.org (0.6.10 config.go `PIP_MIRROR_AUTO_DETECT`, default true;
+        // 0.5.3 has no such probe and ignores it).
+        ("PIP_MIRROR_AUTO_DETECT", json!("false")),
     ] {
         daemon_container.env(key, value);
     }
+    // REDIS_SSL_CERT_REQS stays unset on the daemon: empty already verifies against the system
+    // CAs, and CERT_REQUIRED refuses to start without a CA file (config.go `RedisTLSConfig`,
+    // 0.5.3 l.315-334, 0.6.10 l.392-411).
     daemon_container
         .database(["DB_USERNAME", "DB_PASSWORD", "DB_HOST", "DB_PORT"])
         .redis()
@@ -313,23 +468,74 @@ pub fn api_task(extra: &ExtraEnvironment, daemon: &[(String, String)]) -> Vec<Co
     for (key, value) in daemon {
         daemon_container.env(key, json!(value));
     }
-    daemon_container.ports = vec![5002, 5003];
+    daemon_container.ports = vec![5002];
     daemon_container.mounts = vec![(PLUGIN_VOLUME, PLUGIN_WORKING_PATH)];
 
-    let mut containers = vec![api, worker, beat, sandbox, daemon_container];
+    let mut containers = vec![migrate(version), api, worker, daemon_container];
     for container in &mut containers {
         container.extra(extra);
     }
     containers
 }
 
+/// The beat task: migrate, then beat. Its own service runs exactly one.
+pub fn beat_task(version: DifyVersion, extra: &ExtraEnvironment) -> Vec<Container> {
+    let mut beat = Container::new("beat", "api");
+    beat.dify_backend(version)
+        .env("MODE", json!("beat"))
+        .after_migrations();
+    let mut containers = vec![migrate(version), beat];
+    for container in &mut containers {
+        container.extra(extra);
+    }
+    containers
+}
+
+/// The sandbox task's one container. User code runs here, in a task of its own with no task
+/// role and a security group that admits nothing from it (see `balancer::security_groups`).
+/// `ENABLE_NETWORK` must stay true: Dify asks for `enable_network: True` on every run
+/// (langgenius/dify api/core/helper/code_executor/code_executor.py l.85 in 1.13.3, l.89 in
+/// 1.16.1) and dify-sandbox refuses such a run when its configuration disables the network
+/// (langgenius/dify-sandbox internal/service/check.go `checkOptions`, 0.2.14 and 0.2.15).
+pub fn sandbox_task(extra: &ExtraEnvironment) -> Container {
+    let mut sandbox = Container::new("sandbox", "sandbox");
+    sandbox
+        .env("GIN_MODE", json!("release"))
+        .env("WORKER_TIMEOUT", json!("15"))
+        .env("ENABLE_NETWORK", json!("true"))
+        .secret("API_KEY", whole(SANDBOX_SECRET));
+    sandbox.ports = vec![SANDBOX_PORT];
+    sandbox.health = Some("curl -f http://localhost:8194/health || exit 1");
+    sandbox.extra(extra);
+    sandbox
+}
+
 /// The web task's one container.
-pub fn web_task(extra: &ExtraEnvironment) -> Container {
+pub fn web_task(version: DifyVersion, extra: &ExtraEnvironment) -> Container {
     let mut web = Container::new("web", "web");
+    for (key, value) in WEB_SWITCHES {
+        web.env(key, json!(value));
+    }
     web.env("CONSOLE_API_URL", params::base_url())
-        .env("APP_API_URL", params::base_url());
+        .env("APP_API_URL", params::base_url())
+        // Next.js standalone listens on $HOSTNAME, which Fargate sets to the task's own name
+        // (web/Dockerfile sets PORT=3000 and no HOSTNAME: 1.13.3 l.47-51, 1.16.1 l.53-59).
+        .env("HOSTNAME", json!("0.0.0.0"));
+    if version.at_least(1, 16, 0) {
+        // Server-side rendering calls the api at `SERVER_CONSOLE_API_URL || CONSOLE_API_URL`
+        // (web/config/server.ts l.7, 1.16.1): through the load balancer's internal port,
+        // which admits only the web task, whatever the public URL, certificate or client
+        // networks are.
+        web.env(
+            "SERVER_CONSOLE_API_URL",
+            sub(&format!(
+                "http://${{LoadBalancer.DNSName}}:{INTERNAL_API_PORT}"
+            )),
+        );
+    }
     web.ports = vec![3000];
-    web.health = Some("wget --spider -q http://localhost:3000/ || exit 1");
+    // 127.0.0.1, not localhost: BusyBox wget may try ::1 first.
+    web.health = Some("wget -q --spider http://127.0.0.1:3000/ || exit 1");
     web.extra(extra);
     web
 }

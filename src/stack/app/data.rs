@@ -1,6 +1,12 @@
 //! Where Dify keeps its state: the storage and access-log buckets (private, TLS only), one
 //! Secrets Manager secret per purpose, Aurora PostgreSQL Serverless v2 and Valkey with TLS and
 //! an auth token. Nothing secret is ever written into the template or into SSM in plain text.
+//!
+//! What a stack delete leaves: the storage bucket (users' files, plugin packages, the
+//! per-tenant keys under `privkeys/`), the access logs, a final Aurora snapshot, and the two
+//! secrets that snapshot and bucket are useless without (the database password, `SECRET_KEY`).
+//! Everything else is rebuilt by a new stack: Valkey (queue and sessions), the plugin venvs on
+//! EFS (reinstalled from the packages in the bucket), the other keys.
 
 use serde_json::{Value, json};
 
@@ -19,6 +25,10 @@ pub const PLUGIN_FILES: &str = "PluginFiles";
 pub const PLUGIN_FILES_ACCESS_POINT: &str = "PluginFilesAccessPoint";
 pub const PLUGIN_FILES_MOUNTS: [&str; 2] = ["PluginFilesMountA", "PluginFilesMountB"];
 pub const REDIS_SECURITY_GROUP: &str = "RedisSecurityGroup";
+pub const DATABASE: &str = "Database";
+pub const DATABASE_WRITER: &str = "DatabaseWriter";
+pub const DATABASE_SECRET_ATTACHMENT: &str = "DatabaseSecretAttachment";
+pub const REDIS: &str = "Redis";
 
 /// Aurora PostgreSQL engine: 15.7 or later can scale to zero.
 pub const AURORA_ENGINE_VERSION: &str = "15.10";
@@ -61,7 +71,7 @@ fn tls_only(bucket: &str) -> Value {
         "Principal": "*",
         "Action": "s3:*",
         "Resource": [get_att(bucket, "Arn"), sub(&format!("${{{bucket}.Arn}}/*"))],
-        "Condition": { "Bool": { "aws:SecureTransport": "false" } },
+        "Condition": { "Bool": { "aws:SecureTransport": false } },
     })
 }
 
@@ -88,7 +98,23 @@ fn private_bucket(t: &mut Template, name: &str, extra: Value) {
 }
 
 pub fn buckets(t: &mut Template) {
-    private_bucket(t, STORAGE_BUCKET, json!({}));
+    // The only copy of users' files: overwritten or deleted objects stay recoverable for 30
+    // days.
+    private_bucket(
+        t,
+        STORAGE_BUCKET,
+        json!({
+            "VersioningConfiguration": { "Status": "Enabled" },
+            "LifecycleConfiguration": {
+                "Rules": [{
+                    "Id": "old-versions",
+                    "Status": "Enabled",
+                    "NoncurrentVersionExpiration": { "NoncurrentDays": 30 },
+                    "AbortIncompleteMultipartUpload": { "DaysAfterInitiation": 7 },
+                }]
+            },
+        }),
+    );
     t.resource(
         "StorageBucketPolicy",
         "AWS::S3::BucketPolicy",
@@ -168,28 +194,44 @@ pub fn secrets(t: &mut Template) {
         }
         spec
     };
-    for (name, description, spec) in [
+    // Kept on delete: a restored snapshot keeps its master password, and SECRET_KEY signs and
+    // encrypts what Dify stored. The others are regenerated harmlessly by a new stack.
+    for (name, description, spec, keep) in [
         (
             DB_SECRET,
             "Aurora master user (host and port added once the cluster exists)",
             generated(Some((r#"{"username":"postgres"}"#, "password")), 32),
+            "Retain",
         ),
         (
             REDIS_SECRET,
             "Valkey auth token",
             generated(Some(("{}", "token")), 64),
+            "Delete",
         ),
-        (SECRET_KEY_SECRET, "Dify SECRET_KEY", generated(None, 48)),
-        (SANDBOX_SECRET, "Sandbox API key", generated(None, 40)),
+        (
+            SECRET_KEY_SECRET,
+            "Dify SECRET_KEY",
+            generated(None, 48),
+            "Retain",
+        ),
+        (
+            SANDBOX_SECRET,
+            "Sandbox API key",
+            generated(None, 40),
+            "Delete",
+        ),
         (
             DAEMON_SECRET,
             "Plugin daemon server key",
             generated(None, 40),
+            "Delete",
         ),
         (
             INNER_SECRET,
             "Inner API key between Dify and the plugin daemon",
             generated(None, 40),
+            "Delete",
         ),
     ] {
         t.resource(
@@ -199,7 +241,8 @@ pub fn secrets(t: &mut Template) {
                 "Description": sub(&format!("${{AWS::StackName}}: {description}")),
                 "GenerateSecretString": spec,
             }),
-        );
+        )
+        .keep(keep);
     }
     // The broker URL embeds the token: built by CloudFormation from the token secret, so
     // the token is never written anywhere in plain text.
@@ -212,7 +255,8 @@ pub fn secrets(t: &mut Template) {
                 "rediss://:{{{{resolve:secretsmanager:${{{REDIS_SECRET}}}:SecretString:token}}}}@${{Redis.PrimaryEndPoint.Address}}:${{Redis.PrimaryEndPoint.Port}}/1?ssl_cert_reqs=required"
             )),
         }),
-    );
+    )
+    .keep("Delete");
 }
 
 pub fn database(t: &mut Template) {
@@ -225,7 +269,7 @@ pub fn database(t: &mut Template) {
         }),
     );
     t.resource(
-        "Database",
+        DATABASE,
         "AWS::RDS::DBCluster",
         json!({
             "Engine": "aurora-postgresql",
@@ -246,18 +290,21 @@ pub fn database(t: &mut Template) {
         }),
     )
     .keep("Snapshot");
+    // The data is the cluster's; the instance is only compute.
     t.resource(
-        "DatabaseWriter",
+        DATABASE_WRITER,
         "AWS::RDS::DBInstance",
         json!({
-            "DBClusterIdentifier": reference("Database"),
+            "DBClusterIdentifier": reference(DATABASE),
             "DBInstanceClass": "db.serverless",
             "Engine": "aurora-postgresql",
             "PubliclyAccessible": false,
+            "AutoMinorVersionUpgrade": true,
         }),
-    );
+    )
+    .keep("Delete");
     t.resource(
-        "DatabaseSecretAttachment",
+        DATABASE_SECRET_ATTACHMENT,
         "AWS::SecretsManager::SecretTargetAttachment",
         json!({
             "SecretId": reference(DB_SECRET),
@@ -276,8 +323,9 @@ pub fn cache(t: &mut Template) {
             "SubnetIds": reference(SUBNET_IDS),
         }),
     );
+    // The queue and sessions only.
     t.resource(
-        "Redis",
+        REDIS,
         "AWS::ElastiCache::ReplicationGroup",
         json!({
             "ReplicationGroupDescription": sub("${AWS::StackName} Valkey"),
@@ -294,7 +342,8 @@ pub fn cache(t: &mut Template) {
             "SecurityGroupIds": [get_att(REDIS_SECURITY_GROUP, "GroupId")],
             "Port": 6379,
         }),
-    );
+    )
+    .keep("Delete");
 }
 
 /// The plugin daemon's working directory on EFS (encrypted, reachable only from the api
@@ -309,7 +358,9 @@ pub fn plugin_files(t: &mut Template) {
             "ThroughputMode": "elastic",
             "FileSystemTags": [{ "Key": "Name", "Value": sub("${AWS::StackName}-plugin-cwd") }],
         }),
-    );
+    )
+    // A cache of plugin venvs, rebuilt from the packages in the storage bucket.
+    .keep("Delete");
     for (n, mount) in PLUGIN_FILES_MOUNTS.iter().enumerate() {
         t.resource(
             mount,

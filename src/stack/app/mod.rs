@@ -103,25 +103,44 @@ pub fn template(spec: &AppSpec) -> Result<Template> {
     data::plugin_files(&mut t);
     balancer::load_balancer(&mut t);
 
-    let api = containers::api_task(&spec.environment, &spec.daemon_environment);
-    let web = [containers::web_task(&spec.environment)];
-    let all: Vec<&containers::Container> = api.iter().chain(web.iter()).collect();
+    let version = containers::DifyVersion::parse(&spec.dify_version);
+    let api = containers::api_task(version, &spec.environment, &spec.daemon_environment);
+    let beat = containers::beat_task(version, &spec.environment);
+    let sandbox = [containers::sandbox_task(&spec.environment)];
+    let web = [containers::web_task(version, &spec.environment)];
+    let all: Vec<&containers::Container> = api
+        .iter()
+        .chain(beat.iter())
+        .chain(sandbox.iter())
+        .chain(web.iter())
+        .collect();
     compute::roles(&mut t, &ROLES, &all);
     compute::cluster(&mut t);
+    let fixed = |units: u32| serde_json::json!(units.to_string());
     for (id, containers, role, cpu, memory) in [
         (
             "ApiTask",
             &api[..],
-            "ApiTaskRole",
-            params::API_CPU,
-            params::API_MEMORY,
+            Some("ApiTaskRole"),
+            reference(params::API_CPU),
+            reference(params::API_MEMORY),
         ),
+        // Beat only enqueues periodic tasks; migrate runs first in the same memory.
+        (
+            "BeatTask",
+            &beat[..],
+            Some("ApiTaskRole"),
+            fixed(512),
+            fixed(1024),
+        ),
+        // No task role: user code finds no AWS credentials.
+        ("SandboxTask", &sandbox[..], None, fixed(512), fixed(1024)),
         (
             "WebTask",
             &web[..],
-            "WebTaskRole",
-            params::WEB_CPU,
-            params::WEB_MEMORY,
+            Some("WebTaskRole"),
+            reference(params::WEB_CPU),
+            reference(params::WEB_MEMORY),
         ),
     ] {
         let digests = containers
@@ -163,8 +182,18 @@ fn outputs(t: &mut Template) {
     t.output("Cluster", "ECS cluster", reference(compute::CLUSTER));
     t.output(
         "ApiService",
-        "ECS service of api, worker, beat, sandbox and plugin daemon",
+        "ECS service of api, worker and plugin daemon",
         get_att(compute::API_SERVICE, "Name"),
+    );
+    t.output(
+        "BeatService",
+        "ECS service of the one Celery beat",
+        get_att(compute::BEAT_SERVICE, "Name"),
+    );
+    t.output(
+        "SandboxService",
+        "ECS service of the code sandbox",
+        get_att(compute::SANDBOX_SERVICE, "Name"),
     );
     t.output(
         "WebService",
@@ -258,14 +287,16 @@ pub(crate) mod tests {
         let t = example();
         let spec = example_spec();
         let expected = [
+            ("migrate", "api", vec![]),
             ("api", "api", vec![5001]),
             ("worker", "api", vec![]),
             ("beat", "api", vec![]),
             ("sandbox", "sandbox", vec![8194]),
-            ("plugin-daemon", "plugin-daemon", vec![5002, 5003]),
+            ("plugin-daemon", "plugin-daemon", vec![5002]),
             ("web", "web", vec![3000]),
         ];
-        assert_eq!(containers(&t).len(), expected.len());
+        // migrate runs in the api task and in the beat task.
+        assert_eq!(containers(&t).len(), expected.len() + 1);
         for (name, role, ports) in expected {
             let c = container(&t, name);
             let digest = &spec.images.iter().find(|(r, _)| r == role).unwrap().1;
@@ -287,10 +318,13 @@ pub(crate) mod tests {
             assert_eq!(c["LogConfiguration"]["LogDriver"], "awslogs");
         }
         let api_task = &t["Resources"]["ApiTask"]["Properties"];
-        assert_eq!(
-            api_task["ContainerDefinitions"].as_array().unwrap().len(),
-            5
-        );
+        let names: Vec<&str> = api_task["ContainerDefinitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["Name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["migrate", "api", "worker", "plugin-daemon"]);
         assert_eq!(api_task["Memory"], json!({"Ref": "ApiMemory"}));
         assert_eq!(t["Parameters"]["ApiMemory"]["Default"], "4096");
         assert_eq!(
@@ -299,17 +333,133 @@ pub(crate) mod tests {
         );
     }
 
+    fn task_containers<'a>(t: &'a Value, task: &str) -> Vec<&'a Value> {
+        t["Resources"][task]["Properties"]["ContainerDefinitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .collect()
+    }
+
+    fn example_for(version: &str) -> Value {
+        let spec = AppSpec {
+            dify_version: version.into(),
+            ..example_spec()
+        };
+        serde_json::from_str(&template(&spec).unwrap().to_json()).unwrap()
+    }
+
     #[test]
-    fn modes_migrations_and_offline_switches() {
+    fn migrations_finish_before_any_api_image_container_starts() {
+        let t = example();
+        for task in ["ApiTask", "BeatTask"] {
+            let containers = task_containers(&t, task);
+            let migrate = containers
+                .iter()
+                .find(|c| c["Name"] == "migrate")
+                .unwrap_or_else(|| panic!("{task} has no migrate container"));
+            assert_eq!(migrate["Essential"], false);
+            let script = migrate["EntryPoint"][2].as_str().unwrap();
+            assert_eq!(migrate["EntryPoint"][0], "/bin/bash");
+            assert!(script.contains("flask upgrade-db"), "{script}");
+            assert!(script.contains("migration skipped"), "{script}");
+            for c in &containers {
+                let name = c["Name"].as_str().unwrap();
+                assert!(env(c, "MIGRATION_ENABLED").is_none(), "{name}");
+                if name == "migrate" || c["Image"] != migrate["Image"] {
+                    continue;
+                }
+                assert_eq!(
+                    c["DependsOn"],
+                    json!([{ "ContainerName": "migrate", "Condition": "SUCCESS" }]),
+                    "{task}/{name} must wait for the migrations"
+                );
+            }
+        }
+        // The whole script, as bash runs it: loops while another task holds the lock.
+        let script = task_containers(&t, "ApiTask")[0]["EntryPoint"][2]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let dir = tempfile::tempdir().unwrap();
+        let flask = dir.path().join("flask");
+        for (outputs, expected) in [
+            (vec!["Database migration successful!"], Some(0)),
+            (
+                vec![
+                    "Database migration skipped",
+                    "Database migration successful!",
+                ],
+                Some(0),
+            ),
+            (vec!["FAIL"], Some(1)),
+        ] {
+            let state = dir.path().join("calls");
+            let _ = std::fs::remove_file(&state);
+            let cases: String = outputs
+                .iter()
+                .enumerate()
+                .map(|(i, o)| {
+                    if *o == "FAIL" {
+                        format!("{}) echo 'Database migration failed'; exit 1;;\n", i + 1)
+                    } else {
+                        format!("{}) echo '{o}';;\n", i + 1)
+                    }
+                })
+                .collect();
+            std::fs::write(
+                &flask,
+                format!(
+                    "#!/bin/bash\nn=$(( $(cat {s} 2>/dev/null || echo 0) + 1 )); echo $n > {s}\ncase $n in\n{cases}esac\n",
+                    s = state.display()
+                ),
+            )
+            .unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&flask, std::fs::Permissions::from_mode(0o755)).unwrap();
+            let out = std::process::Command::new("/bin/bash")
+                .args(["-c", &script.replace("sleep 5", "sleep 0")])
+                .env("PATH", format!("{}:/usr/bin:/bin", dir.path().display()))
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), expected, "{outputs:?}");
+            let calls: usize = std::fs::read_to_string(&state)
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            assert_eq!(calls, outputs.len(), "{outputs:?}");
+        }
+    }
+
+    #[test]
+    fn exactly_one_beat_in_its_own_service() {
+        let t = example();
+        let beat = &t["Resources"]["BeatService"]["Properties"];
+        assert_eq!(beat["TaskDefinition"], json!({"Ref": "BeatTask"}));
+        assert_eq!(beat["DesiredCount"]["Fn::If"][1], 1);
+        // A deployment stops the old beat before it starts the new one.
+        assert_eq!(beat["DeploymentConfiguration"]["MaximumPercent"], 100);
+        assert_eq!(beat["DeploymentConfiguration"]["MinimumHealthyPercent"], 0);
+        assert!(t["Resources"]["BeatServiceScaling"].is_null());
+        let beats = containers(&t)
+            .into_iter()
+            .filter(|c| env(c, "MODE") == Some(&json!("beat")))
+            .count();
+        assert_eq!(beats, 1);
+        assert!(
+            task_containers(&t, "ApiTask")
+                .iter()
+                .all(|c| c["Name"] != "beat")
+        );
+    }
+
+    #[test]
+    fn modes_and_settings_as_the_dify_api_reads_them() {
         let t = example();
         for (name, mode) in [("api", "api"), ("worker", "worker"), ("beat", "beat")] {
             let c = container(&t, name);
             assert_eq!(env(c, "MODE"), Some(&json!(mode)));
-            assert_eq!(
-                env(c, "MIGRATION_ENABLED").is_some(),
-                name == "worker",
-                "only the worker migrates"
-            );
             for key in [
                 "DB_HOST",
                 "DB_PASSWORD",
@@ -330,15 +480,24 @@ pub(crate) mod tests {
                     "{name}: {key} must come from its own secret"
                 );
             }
-            assert_eq!(env(c, "VECTOR_STORE"), Some(&json!("pgvector")));
-            assert_eq!(env(c, "STORAGE_TYPE"), Some(&json!("s3")));
+            for (key, value) in [
+                ("VECTOR_STORE", "pgvector"),
+                ("STORAGE_TYPE", "s3"),
+                ("PLUGIN_DAEMON_URL", "http://localhost:5002"),
+                ("INTERNAL_FILES_URL", "http://localhost:5001"),
+                ("SQLALCHEMY_POOL_PRE_PING", "true"),
+                ("PLUGIN_MAX_PACKAGE_SIZE", "52428800"),
+                ("DB_EXTRAS", "sslmode=require"),
+                ("REDIS_SSL_CERT_REQS", "CERT_REQUIRED"),
+                ("CREATORS_PLATFORM_FEATURES_ENABLED", "false"),
+                ("ENABLE_COLLABORATION_MODE", "false"),
+                ("DISABLE_TELEMETRY", "true"),
+            ] {
+                assert_eq!(env(c, key), Some(&json!(value)), "{name}: {key}");
+            }
             assert_eq!(
                 env(c, "CODE_EXECUTION_ENDPOINT"),
-                Some(&json!("http://localhost:8194"))
-            );
-            assert_eq!(
-                env(c, "PLUGIN_DAEMON_URL"),
-                Some(&json!("http://localhost:5002"))
+                Some(&json!({"Fn::Sub": "http://${LoadBalancer.DNSName}:8194"}))
             );
             for key in [
                 "CONSOLE_WEB_URL",
@@ -350,7 +509,30 @@ pub(crate) mod tests {
             ] {
                 assert!(env(c, key).is_some(), "{name}: {key}");
             }
+            // Read by no supported version: BROKER_USE_SSL is derived from the URL's scheme.
+            for key in [
+                "BROKER_USE_SSL",
+                "SERVER_CONSOLE_API_URL",
+                "NEXT_TELEMETRY_DISABLED",
+            ] {
+                assert!(env(c, key).is_none(), "{name}: {key}");
+            }
+            for (key, value) in containers::OFFLINE_SWITCHES {
+                assert_eq!(env(c, key), Some(&json!(value)), "{name}: {key}");
+            }
         }
+        assert_eq!(
+            env(container(&t, "worker"), "CELERY_WORKER_AMOUNT"),
+            Some(&json!("4"))
+        );
+        // 1.13.3 has none of the 1.16 switches.
+        let old = example_for("1.13.3");
+        for name in ["api", "worker", "beat", "migrate"] {
+            for (key, _) in containers::OFFLINE_SWITCHES_1_16 {
+                assert!(env(container(&old, name), key).is_none(), "{name}: {key}");
+            }
+        }
+        assert!(env(container(&old, "web"), "SERVER_CONSOLE_API_URL").is_none());
         // One secret per purpose: five different secrets behind the five keys.
         let api = container(&t, "api");
         let sources: std::collections::BTreeSet<String> = [
@@ -365,16 +547,25 @@ pub(crate) mod tests {
         .collect();
         assert_eq!(sources.len(), 5);
         let daemon = container(&t, "plugin-daemon");
-        assert_eq!(env(daemon, "DB_DATABASE"), Some(&json!("dify_plugin")));
-        assert_eq!(
-            env(daemon, "FORCE_VERIFYING_SIGNATURE"),
-            Some(&json!("true"))
-        );
-        assert_eq!(env(daemon, "PLUGIN_STORAGE_TYPE"), Some(&json!("aws_s3")));
-        assert_eq!(
-            env(daemon, "PLUGIN_WORKING_PATH"),
-            Some(&json!("/app/storage/cwd"))
-        );
+        for (key, value) in [
+            ("DB_DATABASE", "dify_plugin"),
+            ("DB_SSL_MODE", "require"),
+            ("FORCE_VERIFYING_SIGNATURE", "true"),
+            ("PLUGIN_STORAGE_TYPE", "aws_s3"),
+            ("PLUGIN_WORKING_PATH", "/app/storage/cwd"),
+            ("PIP_MIRROR_AUTO_DETECT", "false"),
+        ] {
+            assert_eq!(env(daemon, key), Some(&json!(value)), "daemon: {key}");
+        }
+        let timeout: u32 = env(daemon, "PYTHON_ENV_INIT_TIMEOUT")
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(timeout < 600, "within the daemon's 10-minute install limit");
+        // The daemon refuses CERT_REQUIRED without a CA file; empty verifies already.
+        assert!(env(daemon, "REDIS_SSL_CERT_REQS").is_none());
         assert_eq!(
             secret(daemon, "SERVER_KEY"),
             secret(api, "PLUGIN_DAEMON_KEY")
@@ -389,10 +580,9 @@ pub(crate) mod tests {
             secret(api, "CODE_EXECUTION_API_KEY")
         );
         assert_eq!(env(sandbox, "GIN_MODE"), Some(&json!("release")));
+        // Dify always asks for the network; the sandbox must not refuse it.
+        assert_eq!(env(sandbox, "ENABLE_NETWORK"), Some(&json!("true")));
         for c in containers(&t) {
-            for (key, value) in containers::OFFLINE_SWITCHES {
-                assert_eq!(env(c, key), Some(&json!(value)), "{}: {key}", c["Name"]);
-            }
             // Nothing secret in plain text.
             for e in c["Environment"].as_array().unwrap() {
                 let name = e["Name"].as_str().unwrap();
@@ -405,6 +595,89 @@ pub(crate) mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn web_listens_on_every_address_and_renders_through_an_internal_port() {
+        let t = example();
+        let web = container(&t, "web");
+        assert_eq!(env(web, "HOSTNAME"), Some(&json!("0.0.0.0")));
+        let check = web["HealthCheck"]["Command"][1].as_str().unwrap();
+        assert!(check.contains("http://127.0.0.1:3000/"), "{check}");
+        assert_eq!(
+            env(web, "SERVER_CONSOLE_API_URL"),
+            Some(&json!({"Fn::Sub": "http://${LoadBalancer.DNSName}:5001"}))
+        );
+        for (key, value) in containers::WEB_SWITCHES {
+            assert_eq!(env(web, key), Some(&json!(value)), "web: {key}");
+        }
+        assert!(env(web, "MARKETPLACE_ENABLED").is_none());
+        // Port 5001 forwards to the api and admits the web task only; 8194 the api task only.
+        let listener = &t["Resources"]["InternalApiListener"]["Properties"];
+        assert_eq!(listener["Port"], 5001);
+        assert_eq!(
+            listener["DefaultActions"][0]["TargetGroupArn"],
+            json!({"Ref": "ApiTargetGroup"})
+        );
+        for (rule, port, source) in [
+            (
+                "LoadBalancerIngressApiFromWebTask",
+                5001,
+                "WebTaskSecurityGroup",
+            ),
+            (
+                "LoadBalancerIngressSandboxFromApiTask",
+                8194,
+                "ApiTaskSecurityGroup",
+            ),
+        ] {
+            let p = &t["Resources"][rule]["Properties"];
+            assert_eq!(p["FromPort"], port);
+            assert_eq!(p["SourceSecurityGroupId"]["Fn::GetAtt"][0], source);
+            assert_eq!(p["GroupId"]["Fn::GetAtt"][0], "LoadBalancerSecurityGroup");
+        }
+        for (_, r) in resources(&t, "AWS::EC2::SecurityGroupIngress") {
+            if r["Properties"]["CidrIp"].is_object() {
+                assert!(
+                    ![5001, 8194].contains(&r["Properties"]["FromPort"].as_u64().unwrap()),
+                    "client networks reach an internal port"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn sandbox_code_reaches_nothing_inside() {
+        let t = example();
+        let task = &t["Resources"]["SandboxTask"]["Properties"];
+        assert_eq!(task["TaskRoleArn"], json!({"Ref": "AWS::NoValue"}));
+        assert_eq!(task_containers(&t, "SandboxTask").len(), 1);
+        let service = &t["Resources"]["SandboxService"]["Properties"];
+        assert_eq!(
+            service["NetworkConfiguration"]["AwsvpcConfiguration"]["SecurityGroups"][0]["Fn::GetAtt"]
+                [0],
+            "SandboxTaskSecurityGroup"
+        );
+        assert_eq!(service["EnableExecuteCommand"], false);
+        let group = &t["Resources"]["SandboxTaskSecurityGroup"]["Properties"];
+        assert_eq!(
+            group["SecurityGroupEgress"],
+            json!([{
+                "IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "CidrIp": "0.0.0.0/0",
+                "Description": "HTTPS only: ECR, CloudWatch Logs, Secrets Manager endpoints and the S3 gateway",
+            }])
+        );
+        // No other group admits the sandbox's group.
+        let text = t["Resources"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(id, _)| {
+                id.as_str() != "SandboxTaskSecurityGroup" && id.as_str() != "SandboxService"
+            })
+            .map(|(_, r)| r.to_string())
+            .collect::<String>();
+        assert!(!text.contains("SandboxTaskSecurityGroup"));
     }
 
     #[test]
@@ -429,7 +702,15 @@ pub(crate) mod tests {
                 })
                 .unwrap_or_else(|| panic!("no rule for {path}"))
         };
-        for base in ["/console/api", "/api", "/v1", "/files", "/triggers", "/mcp"] {
+        for base in [
+            "/console/api",
+            "/api",
+            "/v1",
+            "/files",
+            "/triggers",
+            "/mcp",
+            "/openapi",
+        ] {
             assert_eq!(route(base), "ApiTargetGroup", "{base}");
             assert_eq!(route(&format!("{base}/*")), "ApiTargetGroup", "{base}/*");
         }
@@ -452,6 +733,7 @@ pub(crate) mod tests {
         for (id, port, path) in [
             ("ApiTargetGroup", 5001, "/health"),
             ("PluginDaemonTargetGroup", 5002, "/health/check"),
+            ("SandboxTargetGroup", 8194, "/health"),
             ("WebTargetGroup", 3000, "/"),
         ] {
             let p = &t["Resources"][id]["Properties"];
@@ -484,7 +766,12 @@ pub(crate) mod tests {
     #[test]
     fn nothing_public_no_lambda_no_cloudfront_and_logs_expire() {
         let t = example();
-        let text = t.to_string();
+        let mut without_egress = t.clone();
+        without_egress["Resources"]["SandboxTaskSecurityGroup"]["Properties"]
+            .as_object_mut()
+            .unwrap()
+            .remove("SecurityGroupEgress");
+        let text = without_egress.to_string();
         for banned in [
             "::/0",
             "0.0.0.0/0",
@@ -496,11 +783,13 @@ pub(crate) mod tests {
             assert!(!text.contains(banned), "{banned} in the template");
         }
         for (_, group) in resources(&t, "AWS::EC2::SecurityGroupIngress") {
+            let p = &group["Properties"];
             assert!(
-                group["Properties"]["CidrIp"]["Ref"]
-                    .as_str()
-                    .unwrap()
-                    .starts_with("AllowedCidr")
+                p["SourceSecurityGroupId"].is_object()
+                    || p["CidrIp"]["Ref"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with("AllowedCidr")
             );
         }
         let logs = resources(&t, "AWS::Logs::LogGroup");
@@ -541,10 +830,10 @@ pub(crate) mod tests {
             assert!(t["Outputs"][output].is_object(), "output {output}");
         }
         let services = resources(&t, "AWS::ECS::Service");
-        assert_eq!(services.len(), 2);
-        for (_, s) in services {
+        assert_eq!(services.len(), 4);
+        for (id, s) in services {
             let p = &s["Properties"];
-            assert_eq!(p["EnableExecuteCommand"], true);
+            assert_eq!(p["EnableExecuteCommand"], id != "SandboxService");
             assert_eq!(
                 p["NetworkConfiguration"]["AwsvpcConfiguration"]["AssignPublicIp"],
                 "DISABLED"
@@ -689,5 +978,222 @@ pub(crate) mod tests {
                 .to_string()
                 .contains("needs a `api` image")
         );
+    }
+
+    #[test]
+    fn the_template_stands_alone() {
+        let t = example();
+        for service in ["ApiService", "BeatService"] {
+            let after = t["Resources"][service]["DependsOn"].to_string();
+            for needed in ["DatabaseWriter", "DatabaseSecretAttachment"] {
+                assert!(after.contains(needed), "{service} before {needed}");
+            }
+        }
+        // Tasks run only in the two subnets that have a mount target.
+        for (id, s) in resources(&t, "AWS::ECS::Service") {
+            assert_eq!(
+                s["Properties"]["NetworkConfiguration"]["AwsvpcConfiguration"]["Subnets"],
+                json!([
+                    {"Fn::Select": [0, {"Ref": "SubnetIds"}]},
+                    {"Fn::Select": [1, {"Ref": "SubnetIds"}]},
+                ]),
+                "{id}"
+            );
+        }
+        // Nothing waits for a placeholder object: the default Start is true.
+        assert_eq!(t["Parameters"]["Start"]["Default"], "true");
+        let rules = t["Rules"].as_object().unwrap();
+        let certificate = &rules["CertificateNeedsPublicUrl"];
+        assert_eq!(
+            certificate["RuleCondition"],
+            json!({"Fn::Not": [{"Fn::Equals": [{"Ref": "CertificateArn"}, ""]}]})
+        );
+        assert_eq!(
+            certificate["Assertions"][0]["Assert"],
+            json!({"Fn::Not": [{"Fn::Equals": [{"Ref": "PublicUrl"}, ""]}]})
+        );
+        // Every CPU value of both tasks has a memory rule; every memory it allows is allowed.
+        for (cpu, memory) in params::SIZES {
+            for units in params::FARGATE_CPUS {
+                let rule = &rules[&format!("{memory}For{units}Cpu")];
+                assert_eq!(
+                    rule["RuleCondition"],
+                    json!({"Fn::Equals": [{"Ref": cpu}, units.to_string()]})
+                );
+                let allowed = &rule["Assertions"][0]["Assert"]["Fn::Contains"][0];
+                for m in params::fargate_memory(units) {
+                    assert!(allowed.as_array().unwrap().contains(&json!(m.to_string())));
+                    assert!(
+                        t["Parameters"][memory]["AllowedValues"]
+                            .as_array()
+                            .unwrap()
+                            .contains(&json!(m.to_string()))
+                    );
+                }
+            }
+        }
+        // min ≤ max: with min n, every max below n is refused.
+        for (min, max) in params::COUNTS {
+            for n in 2..=params::MAX_TASKS {
+                let rule = &rules[&format!("{max}AtLeast{n}")];
+                assert_eq!(
+                    rule["RuleCondition"],
+                    json!({"Fn::Equals": [{"Ref": min}, n.to_string()]})
+                );
+                let below = rule["Assertions"][0]["Assert"]["Fn::Not"][0]["Fn::Contains"][0]
+                    .as_array()
+                    .unwrap()
+                    .len();
+                assert_eq!(below as u32, n - 1);
+            }
+            assert_eq!(t["Parameters"][max]["MaxValue"], params::MAX_TASKS);
+            assert_eq!(t["Parameters"][min]["MinValue"], 1);
+        }
+    }
+
+    #[test]
+    fn the_plan_refuses_what_the_template_rules_refuse() {
+        let given = |pairs: &[(&str, &str)]| -> std::collections::BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let cert = "arn:aws:acm:us-east-1:111122223333:certificate/x";
+        for (bad, needle) in [
+            (
+                given(&[("CertificateArn", cert), ("PublicUrl", "")]),
+                "PublicUrl",
+            ),
+            (given(&[("ApiCpu", "4096"), ("ApiMemory", "4096")]), "8192"),
+            (given(&[("WebCpu", "512"), ("WebMemory", "512")]), "1024"),
+            (
+                given(&[("ApiMinTasks", "3"), ("ApiMaxTasks", "2")]),
+                "above",
+            ),
+            (given(&[("WebMaxTasks", "0")]), "1 to 10"),
+            (given(&[("ApiMemory", "lots")]), "whole number"),
+        ] {
+            let err = params::validate(&bad).unwrap_err().to_string();
+            assert!(err.contains(needle), "{bad:?}: {err}");
+        }
+        for good in [
+            given(&[]),
+            given(&[
+                ("CertificateArn", cert),
+                ("PublicUrl", "https://dify.example.internal"),
+            ]),
+            // A PublicUrl kept from an earlier install is checked by CloudFormation.
+            given(&[("CertificateArn", cert)]),
+            given(&[("ApiCpu", "2048"), ("ApiMemory", "16384")]),
+            given(&[("ApiMinTasks", "2"), ("ApiMaxTasks", "2")]),
+        ] {
+            assert!(params::validate(&good).is_ok(), "{good:?}");
+        }
+    }
+
+    /// Changing any of these replaces a resource that holds data, or generates a secret
+    /// anew (CloudFormation's "update requires: replacement" properties, AWS resource
+    /// reference for each type). A change here must be deliberate: it loses data on every
+    /// existing stack unless an upgrade path moves it.
+    #[test]
+    fn data_resources_and_secrets_are_frozen() {
+        let t = example();
+        let frozen = json!({
+            "Database": {
+                "DeletionPolicy": "Snapshot", "UpdateReplacePolicy": "Snapshot",
+                "Engine": "aurora-postgresql", "DatabaseName": "main", "StorageEncrypted": true,
+                "MasterUsername": {"Fn::Sub": "{{resolve:secretsmanager:${DatabaseSecret}:SecretString:username}}"},
+                "DBSubnetGroupName": {"Ref": "DatabaseSubnets"},
+            },
+            "DatabaseSubnets": { "SubnetIds": {"Ref": "SubnetIds"} },
+            "StorageBucket": { "DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain" },
+            "AccessLogBucket": { "DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain" },
+            "PluginFiles": {
+                "DeletionPolicy": "Delete", "UpdateReplacePolicy": "Delete",
+                "Encrypted": true, "PerformanceMode": "generalPurpose",
+            },
+            "Redis": {
+                "DeletionPolicy": "Delete", "UpdateReplacePolicy": "Delete",
+                "Engine": "valkey", "Port": 6379, "AtRestEncryptionEnabled": true,
+                "CacheSubnetGroupName": {"Ref": "RedisSubnets"},
+            },
+            "DatabaseSecret": {
+                "DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain",
+                "GenerateSecretString": {
+                    "PasswordLength": 32, "ExcludePunctuation": true,
+                    "SecretStringTemplate": "{\"username\":\"postgres\"}", "GenerateStringKey": "password",
+                },
+            },
+            "DifySecretKey": {
+                "DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain",
+                "GenerateSecretString": { "PasswordLength": 48, "ExcludePunctuation": true },
+            },
+            "RedisAuthSecret": {
+                "DeletionPolicy": "Delete", "UpdateReplacePolicy": "Delete",
+                "GenerateSecretString": {
+                    "PasswordLength": 64, "ExcludePunctuation": true,
+                    "SecretStringTemplate": "{}", "GenerateStringKey": "token",
+                },
+            },
+            "SandboxApiKey": {
+                "DeletionPolicy": "Delete", "UpdateReplacePolicy": "Delete",
+                "GenerateSecretString": { "PasswordLength": 40, "ExcludePunctuation": true },
+            },
+            "PluginDaemonKey": {
+                "DeletionPolicy": "Delete", "UpdateReplacePolicy": "Delete",
+                "GenerateSecretString": { "PasswordLength": 40, "ExcludePunctuation": true },
+            },
+            "PluginInnerApiKey": {
+                "DeletionPolicy": "Delete", "UpdateReplacePolicy": "Delete",
+                "GenerateSecretString": { "PasswordLength": 40, "ExcludePunctuation": true },
+            },
+        });
+        for (id, properties) in frozen.as_object().unwrap() {
+            let resource = &t["Resources"][id];
+            for (key, value) in properties.as_object().unwrap() {
+                let actual = if key.ends_with("Policy") && key != "GenerateSecretString" {
+                    &resource[key]
+                } else {
+                    &resource["Properties"][key]
+                };
+                assert_eq!(actual, value, "{id}.{key} changed");
+            }
+        }
+        // Properties that would replace these resources and are not listed above must stay
+        // absent (KmsKeyId, a bucket name, a file system's throughput is in place).
+        for (id, key) in [
+            ("Database", "KmsKeyId"),
+            ("Database", "DBClusterIdentifier"),
+            ("StorageBucket", "BucketName"),
+            ("AccessLogBucket", "BucketName"),
+            ("PluginFiles", "KmsKeyId"),
+            ("Redis", "KmsKeyId"),
+            ("Redis", "ReplicationGroupId"),
+        ] {
+            assert!(
+                t["Resources"][id]["Properties"][key].is_null(),
+                "{id}.{key}"
+            );
+        }
+        // Every secret, bucket, database, cache, file system and log group says what a stack
+        // delete does to it.
+        for (id, r) in t["Resources"].as_object().unwrap() {
+            let kind = r["Type"].as_str().unwrap();
+            if [
+                "AWS::SecretsManager::Secret",
+                "AWS::S3::Bucket",
+                "AWS::RDS::DBCluster",
+                "AWS::RDS::DBInstance",
+                "AWS::ElastiCache::ReplicationGroup",
+                "AWS::EFS::FileSystem",
+                "AWS::Logs::LogGroup",
+            ]
+            .contains(&kind)
+            {
+                assert!(r["DeletionPolicy"].is_string(), "{id}");
+                assert_eq!(r["DeletionPolicy"], r["UpdateReplacePolicy"], "{id}");
+            }
+        }
     }
 }
