@@ -14,10 +14,18 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-pip_packages=('moto[server]==5.2.5' awscrt cfn-lint uv cryptography)
+pip_packages=('moto[server]==5.2.5' awscrt cfn-lint==1.51.0 uv cryptography)
 export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
 python3 -m pip install -q "${pip_packages[@]}" \
   || python3 -m pip install -q --break-system-packages "${pip_packages[@]}"
+
+# checkov pins an older botocore than moto and awscli want: a venv of its own, pinned.
+checkov_venv="$HOME/.cache/dify-bundle/checkov-3.3.30"
+if [ ! -x "$checkov_venv/bin/checkov" ]; then
+  python3 -m venv "$checkov_venv"
+  "$checkov_venv/bin/pip" install -q checkov==3.3.30
+fi
+export CHECKOV="$checkov_venv/bin/checkov"
 
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/dify-bundle/target}

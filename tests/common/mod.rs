@@ -236,7 +236,12 @@ pub fn generate_key(dir: &Path) -> PathBuf {
 
 /// Writes a recipe file listing `(role, image)` pairs.
 pub fn write_recipe(dir: &Path, images: &[(&str, String)]) -> PathBuf {
-    let mut text = String::from("name = \"test-bundle\"\ndify_version = \"0.0.0-test\"\n");
+    write_versioned_recipe(dir, "0.0.0-test", images)
+}
+
+/// Writes a recipe file for Dify `version` listing `(role, image)` pairs.
+pub fn write_versioned_recipe(dir: &Path, version: &str, images: &[(&str, String)]) -> PathBuf {
+    let mut text = format!("name = \"test-bundle\"\ndify_version = \"{version}\"\n");
     for (role, image) in images {
         text.push_str(&format!(
             "\n[[images]]\nrole = \"{role}\"\nimage = \"{image}\"\n"
@@ -245,6 +250,43 @@ pub fn write_recipe(dir: &Path, images: &[(&str, String)]) -> PathBuf {
     let path = dir.join("recipe.toml");
     std::fs::write(&path, text).expect("write recipe");
     path
+}
+
+/// A signed bundle of Dify-like images (api, web, sandbox, plugin-daemon) for Dify
+/// `version`, built from `source` into `work/bundle`; returns the bundle and the key stem
+/// (`.key`, `.pub`).
+pub async fn dify_like_bundle(source: &Registry, work: &Path, version: &str) -> (PathBuf, PathBuf) {
+    fixtures::dify_like(
+        source,
+        "langgenius",
+        &fixtures::layer(41, 1 << 20),
+        256 << 10,
+    )
+    .await;
+    let stem = generate_key(work);
+    let host = source.host();
+    let recipe = write_versioned_recipe(
+        work,
+        version,
+        &[
+            ("api", format!("{host}/langgenius/dify-api:1.0")),
+            ("web", format!("{host}/langgenius/dify-web:1.0")),
+            ("sandbox", format!("{host}/langgenius/dify-sandbox:1.0")),
+            (
+                "plugin-daemon",
+                format!("{host}/langgenius/dify-plugin-daemon:1.0"),
+            ),
+        ],
+    );
+    let bundle = work.join("bundle");
+    assert_success(&run(dify_bundle()
+        .args(["build", "--insecure-registry", &host, "--sign-key"])
+        .arg(stem.with_extension("key"))
+        .arg("--recipe")
+        .arg(&recipe)
+        .arg("--out")
+        .arg(&bundle)));
+    (bundle, stem)
 }
 
 pub fn skopeo(args: &[&str]) -> Output {

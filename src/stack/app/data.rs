@@ -29,6 +29,7 @@ pub const DATABASE: &str = "Database";
 pub const DATABASE_WRITER: &str = "DatabaseWriter";
 pub const DATABASE_SECRET_ATTACHMENT: &str = "DatabaseSecretAttachment";
 pub const REDIS: &str = "Redis";
+const MONITORING_ROLE: &str = "DatabaseMonitoringRole";
 
 /// Aurora PostgreSQL engine: 15.7 or later can scale to zero.
 pub const AURORA_ENGINE_VERSION: &str = "15.10";
@@ -99,12 +100,16 @@ fn private_bucket(t: &mut Template, name: &str, extra: Value) {
 
 pub fn buckets(t: &mut Template) {
     // The only copy of users' files: overwritten or deleted objects stay recoverable for 30
-    // days.
+    // days; every request is logged to the access-log bucket.
     private_bucket(
         t,
         STORAGE_BUCKET,
         json!({
             "VersioningConfiguration": { "Status": "Enabled" },
+            "LoggingConfiguration": {
+                "DestinationBucketName": reference(ACCESS_LOG_BUCKET),
+                "LogFilePrefix": "s3/",
+            },
             "LifecycleConfiguration": {
                 "Rules": [{
                     "Id": "old-versions",
@@ -171,6 +176,17 @@ pub fn buckets(t: &mut Template) {
                 "Version": "2012-10-17",
                 "Statement": [
                     tls_only(ACCESS_LOG_BUCKET),
+                    {
+                        "Sid": "StorageAccessLogs",
+                        "Effect": "Allow",
+                        "Principal": { "Service": "logging.s3.amazonaws.com" },
+                        "Action": "s3:PutObject",
+                        "Resource": sub(&format!("${{{ACCESS_LOG_BUCKET}.Arn}}/s3/*")),
+                        "Condition": {
+                            "ArnLike": { "aws:SourceArn": get_att(STORAGE_BUCKET, "Arn") },
+                            "StringEquals": { "aws:SourceAccount": reference("AWS::AccountId") },
+                        },
+                    },
                     {
                         "Sid": "LoadBalancerLogs",
                         "Effect": "Allow",
@@ -300,9 +316,28 @@ pub fn database(t: &mut Template) {
             "Engine": "aurora-postgresql",
             "PubliclyAccessible": false,
             "AutoMinorVersionUpgrade": true,
+            // Enhanced monitoring: the instance's OS metrics, published by RDS itself.
+            "MonitoringInterval": 60,
+            "MonitoringRoleArn": get_att(MONITORING_ROLE, "Arn"),
         }),
     )
     .keep("Delete");
+    t.resource(
+        MONITORING_ROLE,
+        "AWS::IAM::Role",
+        json!({
+            "AssumeRolePolicyDocument": {
+                "Version": "2012-10-17",
+                "Statement": [{
+                    "Effect": "Allow",
+                    "Principal": { "Service": "monitoring.rds.amazonaws.com" },
+                    "Action": "sts:AssumeRole",
+                    "Condition": { "StringEquals": { "aws:SourceAccount": reference("AWS::AccountId") } },
+                }],
+            },
+            "ManagedPolicyArns": [sub("arn:${AWS::Partition}:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole")],
+        }),
+    );
     t.resource(
         DATABASE_SECRET_ATTACHMENT,
         "AWS::SecretsManager::SecretTargetAttachment",
