@@ -451,11 +451,14 @@ pub fn api_task(
         // internal/core/local_runtime/setup_python_environment.go: l.98 in 0.5.3, l.166 in
         // 0.6.10), so this inactivity limit can fire first.
         ("PYTHON_ENV_INIT_TIMEOUT", json!("540")),
-        // No probing of pypi.org (0.6.10 config.go `PIP_MIRROR_AUTO_DETECT`, default true;
-        // 0.5.3 has no such probe and ignores it).
-        ("PIP_MIRROR_AUTO_DETECT", json!("false")),
     ] {
         daemon_container.env(key, value);
+    }
+    if version.at_least(1, 16, 1) {
+        // No probing of pypi.org: `PIP_MIRROR_AUTO_DETECT`, default true, first in daemon
+        // 0.6.3 (internal/types/app/config.go), the daemon Dify 1.16.1 pairs with
+        // (docker/docker-compose.yaml l.573); 0.5.3 (Dify 1.13.3) has no such setting.
+        daemon_container.env("PIP_MIRROR_AUTO_DETECT", json!("false"));
     }
     // REDIS_SSL_CERT_REQS stays unset on the daemon: empty already verifies against the system
     // CAs, and CERT_REQUIRED refuses to start without a CA file (config.go `RedisTLSConfig`,

@@ -533,6 +533,7 @@ pub(crate) mod tests {
             }
         }
         assert!(env(container(&old, "web"), "SERVER_CONSOLE_API_URL").is_none());
+        assert!(env(container(&old, "plugin-daemon"), "PIP_MIRROR_AUTO_DETECT").is_none());
         // One secret per purpose: five different secrets behind the five keys.
         let api = container(&t, "api");
         let sources: std::collections::BTreeSet<String> = [
