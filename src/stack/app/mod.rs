@@ -1163,15 +1163,28 @@ pub(crate) mod tests {
         }
         // Properties that would replace these resources and are not listed above must stay
         // absent (KmsKeyId, a bucket name, a file system's throughput is in place).
-        for (id, key) in [
+        let mut absent = vec![
             ("Database", "KmsKeyId"),
             ("Database", "DBClusterIdentifier"),
+            ("Database", "SnapshotIdentifier"),
+            ("Database", "SourceDBClusterIdentifier"),
+            ("Database", "EngineMode"),
+            ("DatabaseSubnets", "DBSubnetGroupName"),
             ("StorageBucket", "BucketName"),
+            ("StorageBucket", "ObjectLockEnabled"),
             ("AccessLogBucket", "BucketName"),
             ("PluginFiles", "KmsKeyId"),
+            ("PluginFiles", "AvailabilityZoneName"),
             ("Redis", "KmsKeyId"),
             ("Redis", "ReplicationGroupId"),
-        ] {
+            ("Redis", "SnapshotArns"),
+        ];
+        for (id, r) in t["Resources"].as_object().unwrap() {
+            if r["Type"] == "AWS::SecretsManager::Secret" {
+                absent.push((id.as_str(), "Name"));
+            }
+        }
+        for (id, key) in absent {
             assert!(
                 t["Resources"][id]["Properties"][key].is_null(),
                 "{id}.{key}"
