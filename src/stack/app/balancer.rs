@@ -33,12 +33,15 @@ pub const API_TARGET: Target = Target {
     id: "ApiTargetGroup",
     container: "api",
     port: 5001,
+    // langgenius/dify api/extensions/ext_app_metrics.py l.19 (1.13.3): no database involved.
     health: "/health",
 };
 pub const DAEMON_TARGET: Target = Target {
     id: "PluginDaemonTargetGroup",
     container: "plugin-daemon",
     port: 5002,
+    // langgenius/dify-plugin-daemon internal/server/http_server.go (l.35 in 0.5.3, l.44 in
+    // 0.6.10).
     health: "/health/check",
 };
 pub const SANDBOX_TARGET: Target = Target {

@@ -64,13 +64,13 @@ pub const OFFLINE_SWITCHES_1_16: [(&str, &str); 3] = [
 ];
 
 /// The web front end's switches: website importers that call Jina, Firecrawl or WaterCrawl on
-/// the internet (web/docker/entrypoint.sh l.37-39 in 1.13.3, l.41-43 in 1.16.1: `${…:-true}`),
-/// and Next.js telemetry.
-pub const WEB_SWITCHES: [(&str, &str); 4] = [
+/// the internet (web/docker/entrypoint.sh l.37-39 in 1.13.3, l.41-43 in 1.16.1: `${…:-true}`).
+/// Next.js telemetry is off in the image already (web/Dockerfile `NEXT_TELEMETRY_DISABLED=1`,
+/// l.52 in 1.13.3, l.59 in 1.16.1).
+pub const WEB_SWITCHES: [(&str, &str); 3] = [
     ("ENABLE_WEBSITE_JINAREADER", "false"),
     ("ENABLE_WEBSITE_FIRECRAWL", "false"),
     ("ENABLE_WEBSITE_WATERCRAWL", "false"),
-    ("NEXT_TELEMETRY_DISABLED", "1"),
 ];
 
 /// The Dify version the template is generated for, as far as settings depend on it.
