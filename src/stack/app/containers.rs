@@ -436,8 +436,11 @@ pub fn api_task(
         // and 0.6.10).
         ("DB_SSL_MODE", json!("require")),
         ("SERVER_PORT", json!("5002")),
-        ("PLUGIN_REMOTE_INSTALLING_HOST", json!("localhost")),
-        ("PLUGIN_REMOTE_INSTALLING_PORT", json!("5003")),
+        // Remote plugin debugging listens on a port of its own that nothing outside the task
+        // reaches, and the console would show developers `localhost`: off (config.go
+        // `PLUGIN_REMOTE_INSTALLING_ENABLED`, default true; with it off the daemon needs no
+        // HOST/PORT: `Validate`, l.234 in 0.5.3, l.291 in 0.6.10).
+        ("PLUGIN_REMOTE_INSTALLING_ENABLED", json!("false")),
         ("PLUGIN_WORKING_PATH", json!(PLUGIN_WORKING_PATH)),
         ("DIFY_INNER_API_URL", json!(API_IN_TASK)),
         ("PLUGIN_STORAGE_TYPE", json!("aws_s3")),

@@ -555,9 +555,11 @@ pub(crate) mod tests {
             ("PLUGIN_STORAGE_TYPE", "aws_s3"),
             ("PLUGIN_WORKING_PATH", "/app/storage/cwd"),
             ("PIP_MIRROR_AUTO_DETECT", "false"),
+            ("PLUGIN_REMOTE_INSTALLING_ENABLED", "false"),
         ] {
             assert_eq!(env(daemon, key), Some(&json!(value)), "daemon: {key}");
         }
+        assert!(env(daemon, "PLUGIN_REMOTE_INSTALLING_PORT").is_none());
         let timeout: u32 = env(daemon, "PYTHON_ENV_INIT_TIMEOUT")
             .unwrap()
             .as_str()
