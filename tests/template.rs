@@ -123,7 +123,8 @@ fn checkov(template: &Path) -> BTreeSet<Finding> {
     let program = std::env::var("CHECKOV").unwrap_or_else(|_| "checkov".into());
     let out = run(Command::new(&program)
         .args(["--framework", "cloudformation", "--output", "json"])
-        // No download of guidelines or policies: loopback only.
+        // No download of guidelines or policies: with this flag checkov 3.3.30 opens no
+        // network connection at all (checked with strace -e connect).
         .arg("--skip-download")
         .arg("--file")
         .arg(template));

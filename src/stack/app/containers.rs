@@ -145,9 +145,9 @@ pub const MIGRATE: &str = "migrate";
 /// image's own "pure migration mode" (`MIGRATION_ENABLED=true MODE=migration`,
 /// `api/docker/entrypoint.sh`) would stop at "skipped".
 const MIGRATE_SCRIPT: &str = "for attempt in $(seq 1 120); do \
-out=$(flask upgrade-db 2>&1); code=$?; echo \"$out\"; \
+flask upgrade-db 2>&1 | tee /tmp/upgrade-db.log; code=${PIPESTATUS[0]}; \
 [ $code -eq 0 ] || exit $code; \
-case \"$out\" in *'migration skipped'*) sleep 5 ;; *) exit 0 ;; esac; \
+grep -q 'migration skipped' /tmp/upgrade-db.log || exit 0; sleep 5; \
 done; echo 'another task held the migration lock for 10 minutes' >&2; exit 1";
 
 fn whole(secret: &str) -> Value {
