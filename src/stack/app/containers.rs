@@ -1,6 +1,7 @@
-//! The containers of the two tasks — api (api, worker, beat, sandbox, plugin-daemon) and web
-//! — with their environment: Dify's settings, secrets injected by ECS (never plain text),
-//! the offline switches on every container, and the operator's extra variables.
+//! The containers of the four tasks — api (migrate, api, worker, plugin-daemon), beat
+//! (migrate, beat), sandbox and web — with their environment as the Dify version of the bundle
+//! reads it: Dify's settings, secrets injected by ECS (never plain text), the offline switches,
+//! and the operator's extra variables. Every upstream behaviour relied on is cited next to it.
 
 use std::collections::BTreeMap;
 
