@@ -513,7 +513,8 @@ pub fn sandbox_task(extra: &ExtraEnvironment) -> Container {
         .secret("API_KEY", whole(SANDBOX_SECRET));
     sandbox.ports = vec![SANDBOX_PORT];
     // The image installs curl (langgenius/dify-sandbox docker/templates/production.dockerfile
-    // l.18 in 0.2.14, l.21 in 0.2.15); `/health` answers without the API key (internal/controller/router.go l.19).
+    // l.18 in 0.2.14, l.21 in 0.2.15); `/health` answers without the API key
+    // (internal/controller/router.go l.19).
     sandbox.health = Some("curl -f http://localhost:8194/health || exit 1");
     sandbox.extra(extra);
     sandbox
