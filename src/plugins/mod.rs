@@ -2,6 +2,7 @@
 //! does (signature, checksum, identifier), the keys that vouch for them, each plugin's
 //! dependency closure, and the wheelhouse the daemon installs from inside the closed VPC.
 
+pub mod archive;
 pub mod closure;
 pub mod key;
 pub mod marketplace;
