@@ -6,7 +6,10 @@
 //!   point at PyPI): the re-lock is universal and covers every dependency group, `dev`
 //!   included, so every package of the lock must be in the index. Packages the target
 //!   installs get their target wheels (resolved by uv from `uv export` of the lock); the
-//!   others — needed only on other platforms or Pythons — one wheel each, for their metadata.
+//!   others — needed only on other platforms or Pythons — one wheel each, for their metadata;
+//! - `pyproject.toml` without `uv.lock` (daemon 0.5.3 prefers it even beside a
+//!   requirements.txt, and its `uv sync` then locks universally): the universal resolution of
+//!   the project and all its groups, installed wheels for the target, one wheel of the rest.
 
 use std::path::Path;
 use std::process::Command;
@@ -104,12 +107,150 @@ pub fn closure(package: &PluginPackage, target: &PythonTarget, work: &Path) -> R
             }
         }
         closure.metadata = metadata_wheels(&text, &closure.install).map_err(context)?;
-    } else if package.pyproject().is_some() && package.requirements().is_none() {
-        return Err(context(Error::invalid(
-            "it has a pyproject.toml but no uv.lock and no requirements.txt; its dependencies cannot be pinned",
-        )));
+    } else if let Some(pyproject) = package.pyproject() {
+        // No uv.lock: daemon 0.5.3 still takes pyproject.toml first, even beside a
+        // requirements.txt (`installDependencies`, internal/core/local_runtime/
+        // setup_python_environment.go, tag 0.5.3), and its `uv sync --no-dev -i MIRROR` locks the
+        // project universally — every dependency group, every platform — against the mirror.
+        // So the index must hold that universal resolution: resolved here the same way.
+        write("pyproject.toml", pyproject)?;
+        let groups = dependency_groups(pyproject).map_err(context)?;
+        let universal = dir.join("pylock.universal.toml");
+        let mut command = Command::new("uv");
+        command
+            .current_dir(&dir)
+            .args(["pip", "compile", "--quiet", "--no-header", "--universal"])
+            .args(["--format", "pylock.toml", "--only-binary", ":all:"])
+            .args(["--python-version", &target.version]);
+        for group in &groups {
+            command.args(["--group", group]);
+        }
+        command
+            .arg("--output-file")
+            .arg(&universal)
+            .arg("pyproject.toml");
+        resolve::run_uv(
+            &mut command,
+            "universal resolution of the plugin's pyproject.toml (what the daemon's uv sync locks)",
+        )
+        .map_err(context)?;
+        let text = std::fs::read_to_string(&universal).map_err(|e| Error::io(&universal, e))?;
+        let lock: UniversalLock = toml::from_str(&text).map_err(|e| {
+            context(Error::invalid(format!(
+                "universal pylock.toml from uv does not parse: {e}"
+            )))
+        })?;
+        let pins: String = lock
+            .packages
+            .iter()
+            .filter_map(|p| {
+                let version = p.version.as_deref()?;
+                Some(match &p.marker {
+                    Some(marker) => format!("{}=={version} ; {marker}\n", p.name),
+                    None => format!("{}=={version}\n", p.name),
+                })
+            })
+            .collect();
+        write("universal-requirements.txt", pins.as_bytes())?;
+        let installed = resolve::resolve(&dir.join("universal-requirements.txt"), target, &dir)
+            .map_err(context)?;
+        for wheel in installed {
+            if !closure.install.iter().any(|w| w.sha256 == wheel.sha256) {
+                closure.install.push(wheel);
+            }
+        }
+        closure.metadata = universal_metadata_wheels(lock, &closure.install).map_err(context)?;
     }
     Ok(closure)
+}
+
+/// The `[dependency-groups]` a pyproject.toml declares (a re-lock covers them all).
+fn dependency_groups(pyproject: &[u8]) -> Result<Vec<String>> {
+    let text = String::from_utf8_lossy(pyproject);
+    let table: toml::Table = toml::from_str(&text)
+        .map_err(|e| Error::invalid(format!("pyproject.toml does not parse: {e}")))?;
+    Ok(table
+        .get("dependency-groups")
+        .and_then(|g| g.as_table())
+        .map(|g| g.keys().cloned().collect())
+        .unwrap_or_default())
+}
+
+/// A universal pylock.toml (PEP 751) as uv writes it: every package, with a marker where it
+/// applies to some environments only, and every wheel of it.
+#[derive(Deserialize)]
+struct UniversalLock {
+    #[serde(default)]
+    packages: Vec<UniversalPackage>,
+}
+
+#[derive(Deserialize)]
+struct UniversalPackage {
+    name: String,
+    version: Option<String>,
+    marker: Option<String>,
+    #[serde(default)]
+    wheels: Vec<UniversalWheel>,
+}
+
+#[derive(Deserialize)]
+struct UniversalWheel {
+    name: Option<String>,
+    url: Option<String>,
+    size: Option<u64>,
+    #[serde(default)]
+    hashes: std::collections::BTreeMap<String, String>,
+}
+
+/// One wheel of every universally resolved package that `installed` does not cover.
+fn universal_metadata_wheels(
+    lock: UniversalLock,
+    installed: &[LockedWheel],
+) -> Result<Vec<LockedWheel>> {
+    let covered: Vec<String> = installed.iter().map(|w| normalise(&w.name)).collect();
+    let mut out = Vec::new();
+    for package in lock.packages {
+        if covered.contains(&normalise(&package.name)) {
+            continue;
+        }
+        let version = package.version.unwrap_or_default();
+        let pick = package
+            .wheels
+            .iter()
+            .find(|w| {
+                w.name
+                    .as_deref()
+                    .is_some_and(|n| n.ends_with("-none-any.whl"))
+            })
+            .or_else(|| package.wheels.first())
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "{} {version} has no wheel (source distributions cannot be built offline)",
+                    package.name
+                ))
+            })?;
+        let url = pick.url.clone().ok_or_else(|| {
+            Error::invalid(format!("{} {version}: no URL in the lock", package.name))
+        })?;
+        let sha256 = pick
+            .hashes
+            .get("sha256")
+            .ok_or_else(|| Error::invalid(format!("{} {version}: no sha256", package.name)))
+            .and_then(|h| Digest::from_hex(h))?;
+        let filename = pick
+            .name
+            .clone()
+            .unwrap_or_else(|| url.rsplit('/').next().unwrap_or_default().to_owned());
+        out.push(LockedWheel {
+            name: package.name,
+            version,
+            filename,
+            url,
+            size: pick.size.unwrap_or(0),
+            sha256,
+        });
+    }
+    Ok(out)
 }
 
 /// One wheel for every package of a uv.lock that `installed` does not cover: a pure-Python
