@@ -163,6 +163,11 @@ mod tests {
                 "{} lacks the Bedrock plugin",
                 recipe.name
             );
+            assert!(
+                recipe.plugins.iter().any(|p| p.id == "langgenius/agent"),
+                "{} lacks the agent strategies the classic Agent node needs",
+                recipe.name
+            );
         }
         let old = Recipe::builtin(Some("1.13.3")).unwrap();
         assert_eq!(

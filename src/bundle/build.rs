@@ -84,6 +84,20 @@ pub async fn build(options: BuildOptions, progress: Arc<dyn Progress>) -> Result
         concurrency: options.concurrency,
         retry: options.registries.retry,
     };
+    // Plugins first: a version the marketplace lacks, or a package that fails its signature,
+    // stops the build before any image is downloaded.
+    let stored = if options.plugins.skip {
+        Vec::new()
+    } else {
+        daemon::collect(
+            &layout,
+            &recipe.plugins,
+            &options.plugins,
+            &copy_options,
+            progress.as_ref(),
+        )
+        .await?
+    };
     let report = copy::copy(&roots, layout.clone(), &copy_options, progress.clone()).await?;
     let mut images: Vec<BundleImage> = recipe
         .images
@@ -146,14 +160,6 @@ pub async fn build(options: BuildOptions, progress: Arc<dyn Progress>) -> Result
     let mut plugins = Vec::new();
     let mut daemon_environment = Vec::new();
     if !options.plugins.skip {
-        let stored = daemon::collect(
-            &layout,
-            &recipe.plugins,
-            &options.plugins,
-            &copy_options,
-            progress.as_ref(),
-        )
-        .await?;
         let position = images.iter().position(|i| i.role == DAEMON_ROLE);
         if let (false, Some(position)) = (stored.is_empty(), position) {
             let derived = daemon::derive(
