@@ -35,6 +35,114 @@ fn the_official_package_verifies_and_prints_its_identifier() {
     assert_eq!(json["manifest"]["author"], "langgenius");
 }
 
+/// Every package the marketplace serves today, as the daemon stored them (`author/name:
+/// version@checksum` is the name the daemon gave each copy).
+#[test]
+fn every_current_marketplace_package_verifies_with_the_official_key() {
+    let cases = [
+        (
+            "langgenius-openai_0.0.29.difypkg",
+            "langgenius/openai:0.0.29@",
+            "langgenius",
+        ),
+        (
+            "langgenius-chart_0.0.2.difypkg",
+            "langgenius/chart:0.0.2@",
+            "langgenius",
+        ),
+        (
+            "kurokobo-knowledge_toolbox_0.0.1.difypkg",
+            "kurokobo/knowledge_toolbox:0.0.1@",
+            "community",
+        ),
+        (
+            "langgenius-openai_api_compatible_0.0.45.difypkg",
+            "langgenius/openai_api_compatible:0.0.45@",
+            "langgenius",
+        ),
+    ];
+    for (file, identifier, category) in cases {
+        let out = verify(&real_fixture(file), &[]);
+        assert_success(&out);
+        let printed = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        assert!(printed.starts_with(identifier), "{file}: {printed}");
+        assert_eq!(printed.len(), identifier.len() + 64, "{printed}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("signature: good, by the official key"),
+            "{err}"
+        );
+        assert!(err.contains(&format!("category {category}")), "{err}");
+    }
+}
+
+/// A package signed the way the daemon's signer signs (verification record last, hashed
+/// before the time), then re-signed as the marketplace re-signs (a second record), verifies
+/// only with the vendor's key, and loses its signature when one record is dropped.
+#[test]
+fn packages_signed_as_the_daemon_signs_verify_with_their_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = dir.path().join("vendor");
+    let sign = |from: &Path, to: &Path, category: Option<&str>| {
+        let mut command = Command::new("python3");
+        command
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/servers/sign_plugin.py"))
+            .arg(from)
+            .arg(to)
+            .arg(&prefix);
+        if let Some(category) = category {
+            command.arg(category);
+        }
+        assert_success(&run(&mut command));
+    };
+    let once = dir.path().join("once.difypkg");
+    let twice = dir.path().join("twice.difypkg");
+    sign(&fixture(), &once, Some("partner"));
+    sign(&once, &twice, Some("partner"));
+    let public = prefix.with_extension("public.pem");
+    for (signed, records) in [(&once, 1), (&twice, 2)] {
+        let names: Vec<String> = {
+            let bytes = std::fs::read(signed).unwrap();
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            text.matches(".verification.dify.json")
+                .map(str::to_owned)
+                .collect()
+        };
+        // Each record's name appears in its local header and in the central directory.
+        assert_eq!(names.len(), records * 2, "{}", signed.display());
+        assert_eq!(verify(signed, &[]).status.code(), Some(1));
+        let out = verify(signed, &["--pubkey", public.to_str().unwrap()]);
+        assert_success(&out);
+        assert!(
+            stderr(&out).contains("category partner"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    // Re-zipped without the second record: refused by the vendor's key too.
+    let bytes = std::fs::read(&twice).unwrap();
+    let dropped = dir.path().join("dropped.difypkg");
+    assert_success(&run(Command::new("python3")
+        .arg("-c")
+        .arg(DROP_DUPLICATES)
+        .arg(&twice)
+        .arg(&dropped)));
+    assert!(bytes.len() > std::fs::read(&dropped).unwrap().len());
+    let refused = verify(&dropped, &["--pubkey", public.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("does not match"),
+        "{}",
+        stderr(&refused)
+    );
+    // Signed with no record at all (0.6.10's signer allows it): verifies, no category.
+    let bare = dir.path().join("bare.difypkg");
+    sign(&fixture(), &bare, None);
+    let out = verify(&bare, &["--pubkey", public.to_str().unwrap()]);
+    assert_success(&out);
+    assert!(!stderr(&out).contains("category"), "{}", stderr(&out));
+}
+
 #[test]
 fn a_tampered_copy_is_refused_naming_the_reason() {
     let dir = tempfile::tempdir().unwrap();
@@ -188,9 +296,25 @@ fn locked_plugin(dir: &Path, python: &str, python_bin: &Path) -> PathBuf {
     package
 }
 
+/// Which daemon's choices to play.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Daemon {
+    /// 0.5.3 (Dify 1.13.3): pyproject.toml first whenever there is one, `uv sync --no-dev
+    /// -i MIRROR -v` without `--frozen`; uv gets only `VIRTUAL_ENV` and `PATH`
+    /// (`installDependencies`, internal/core/local_runtime/setup_python_environment.go and
+    /// environment_python.go, langgenius/dify-plugin-daemon tag 0.5.3).
+    V0_5_3,
+    /// 0.6.10 (Dify 1.17.1): with `PIP_MIRROR_URL` set, requirements.txt first (`uv pip install
+    /// -i MIRROR -r requirements.txt -vvv`), else `uv sync --no-dev` (no `--frozen` with
+    /// `PLUGIN_IGNORE_UV_LOCK=true`); uv gets `VIRTUAL_ENV`, `PATH` and
+    /// `UV_CACHE_DIR=$PLUGIN_WORKING_PATH/.uv-cache` (`buildUVCommandEnv`, same files, tag 0.6.10).
+    V0_6_10,
+}
+
 /// Runs the plugin daemon's own install commands for `package` in a fresh working directory,
 /// with the environment the daemon gives uv and with no way out to the network.
 fn daemon_install(
+    daemon: Daemon,
     package: &Path,
     index: &Path,
     python: &str,
@@ -198,7 +322,7 @@ fn daemon_install(
     work: &Path,
 ) -> std::process::Output {
     let dir = work.join(format!(
-        "cwd-{}",
+        "cwd-{}-{daemon:?}",
         package.file_stem().unwrap().to_string_lossy()
     ));
     let _ = std::fs::remove_dir_all(&dir);
@@ -208,14 +332,22 @@ fn daemon_install(
         .unwrap()
         .extract(&dir)
         .unwrap();
+    // The uv executable itself, not a version manager's shim (a shim would obey the
+    // package's own `.python-version`): found as the daemon finds it without `UV_PATH`.
     let uv_dir = String::from_utf8_lossy(
-        &run(Command::new("sh").args(["-c", "dirname $(command -v uv)"])).stdout,
+        &run(Command::new("python3").args([
+            "-c",
+            "import os; from uv._find_uv import find_uv_bin; print(os.path.dirname(find_uv_bin()))",
+        ]))
+        .stdout,
     )
     .trim()
     .to_owned();
-    let cache = work.join(format!("uv-cache-{}", std::process::id()));
+    // 0.6.10 points uv at a cache in its working path; 0.5.3 sets none and uv falls back to
+    // the container user's empty ~/.cache/uv, which an empty directory stands in for.
+    let cache = work.join(format!("uv-cache-{daemon:?}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&cache);
-    let daemon = |args: &[&str]| {
+    let uv = |args: &[&str]| {
         let mut command = Command::new("uv");
         command
             .args(args)
@@ -233,14 +365,26 @@ fn daemon_install(
             .env("ALL_PROXY", "http://127.0.0.1:9");
         run(&mut command)
     };
-    assert_success(&daemon(&["venv", ".venv", "--python", python]));
+    assert_success(&uv(&["venv", ".venv", "--python", python]));
     let mirror = format!("file://{}", index.display());
-    // PIP_MIRROR_URL set, so requirements.txt is preferred when there is one; otherwise
-    // `uv sync --no-dev` without --frozen (PLUGIN_IGNORE_UV_LOCK=true).
-    if dir.join("requirements.txt").is_file() {
-        daemon(&["pip", "install", "-i", &mirror, "-r", "requirements.txt"])
+    let requirements = dir.join("requirements.txt").is_file();
+    let pyproject = dir.join("pyproject.toml").is_file();
+    let use_requirements = match daemon {
+        Daemon::V0_5_3 => !pyproject && requirements,
+        Daemon::V0_6_10 => requirements,
+    };
+    if use_requirements {
+        uv(&[
+            "pip",
+            "install",
+            "-i",
+            &mirror,
+            "-r",
+            "requirements.txt",
+            "-vvv",
+        ])
     } else {
-        daemon(&["sync", "--no-dev", "-i", &mirror])
+        uv(&["sync", "--no-dev", "-i", &mirror, "-v"])
     }
 }
 
@@ -311,22 +455,26 @@ fn the_daemons_own_commands_install_offline_from_the_wheelhouse() {
     let index = house.join("simple");
 
     for package in [&requirements, &locked] {
-        let out = daemon_install(package, &index, &python, &python_bin, dir.path());
+        let out = daemon_install(
+            Daemon::V0_6_10,
+            package,
+            &index,
+            &python,
+            &python_bin,
+            dir.path(),
+        );
         assert_success(&out);
     }
-    let venv_python = |name: &str| {
-        dir.path()
-            .join(format!("cwd-{name}"))
-            .join(".venv/bin/python")
-    };
+    let venv_python = dir.path().join("cwd-demo_0.1.0-V0_6_10/.venv/bin/python");
     assert_success(&run(
-        Command::new(venv_python("demo_0.1.0")).args(["-c", "import tabulate"])
+        Command::new(venv_python).args(["-c", "import tabulate"])
     ));
 
     // One wheel less and the install fails, naming the missing package.
     let broken = dir.path().join("broken");
     without(&house, "colorama", &broken);
     let out = daemon_install(
+        Daemon::V0_6_10,
         &locked,
         &broken.join("simple"),
         &python,
@@ -342,6 +490,7 @@ fn the_daemons_own_commands_install_offline_from_the_wheelhouse() {
     };
     without(&house, missing, &broken);
     let out = daemon_install(
+        Daemon::V0_6_10,
         &requirements,
         &broken.join("simple"),
         &python,
@@ -350,6 +499,88 @@ fn the_daemons_own_commands_install_offline_from_the_wheelhouse() {
     );
     assert!(!out.status.success());
     assert!(stderr(&out).contains(missing), "{}", stderr(&out));
+}
+
+/// Copies a zip keeping only the first record of each name (argv: IN OUT).
+const DROP_DUPLICATES: &str = r#"
+import sys, zipfile, warnings
+warnings.simplefilter("ignore")
+src = zipfile.ZipFile(sys.argv[1])
+out = zipfile.ZipFile(sys.argv[2], "w")
+seen = set()
+for info in src.infolist():
+    if info.filename not in seen:
+        seen.add(info.filename)
+        out.writestr(info, src.read(info))
+out.comment = src.comment
+out.close()
+"#;
+
+fn real_fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/plugins")
+        .join(name)
+}
+
+/// A current marketplace package that ships both pyproject.toml and requirements.txt (no
+/// uv.lock) installs offline from the wheelhouse we build by either daemon's choice: 0.5.3's
+/// universal `uv sync` of the project and 0.6.10's `uv pip install -r requirements.txt`.
+#[test]
+fn both_daemons_install_a_package_with_both_files_offline() {
+    let (python, python_bin) = daemon_python();
+    assert_eq!(
+        python, "3.12",
+        "the daemon's Python 3.12 is needed (dify_plugin requires it); pyenv provides it here"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let package = real_fixture("langgenius-openai_api_compatible_0.0.45.difypkg");
+    let house = dir.path().join("wheelhouse");
+    let built = run(dify_bundle()
+        .args(["plugin", "wheelhouse", "--json", "--python", &python])
+        .args(["--platform", &local_platform()])
+        .arg("--cache-dir")
+        .arg(dir.path().join("cache"))
+        .arg("--out")
+        .arg(&house)
+        .arg(&package));
+    assert_success(&built);
+    let index = house.join("simple");
+    for daemon in [Daemon::V0_5_3, Daemon::V0_6_10] {
+        let out = daemon_install(daemon, &package, &index, &python, &python_bin, dir.path());
+        assert_success(&out);
+        let venv = dir.path().join(format!(
+            "cwd-langgenius-openai_api_compatible_0.0.45-{daemon:?}/.venv/bin/python"
+        ));
+        let imported = run(Command::new(venv).args([
+            "-c",
+            "import dify_plugin, openai, importlib.metadata as m; print(m.version('dify_plugin'))",
+        ]));
+        assert_success(&imported);
+        let version = String::from_utf8_lossy(&imported.stdout).trim().to_owned();
+        match daemon {
+            // requirements.txt pins dify_plugin 0.7.2.
+            Daemon::V0_6_10 => assert_eq!(version, "0.7.2", "{daemon:?}"),
+            // uv sync re-locked pyproject.toml (`dify_plugin>=0.5.0`) against the index alone,
+            // dev group included, and took the newest it holds.
+            Daemon::V0_5_3 => {
+                assert_ne!(version, "0.7.2", "{daemon:?} took requirements.txt");
+                assert!(stderr(&out).contains("Resolved"), "{}", stderr(&out));
+            }
+        }
+    }
+    // 0.5.3's re-lock needs the dev group's packages too: without one it fails, naming it.
+    let broken = dir.path().join("broken");
+    without(&house, "pytest", &broken);
+    let out = daemon_install(
+        Daemon::V0_5_3,
+        &package,
+        &broken.join("simple"),
+        &python,
+        &python_bin,
+        dir.path(),
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("pytest"), "{}", stderr(&out));
 }
 
 const AGENT: &str =
@@ -600,5 +831,60 @@ async fn build_bundles_verified_plugins_and_a_daemon_image_with_their_wheelhouse
         err.contains("downloading plugin langgenius/agent 9.9.9")
             && err.contains("--marketplace-url"),
         "{err}"
+    );
+}
+
+/// A plugin version the marketplace does not serve stops the build before any image is
+/// downloaded, naming the plugin, the version and what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_plugin_version_stops_the_build_before_any_image() {
+    use common::fixtures::{self, layer};
+    use common::{Auth, Registry, serve_dir, write_recipe};
+
+    let registry = Registry::start(Auth::None);
+    fixtures::dify_like(&registry, "langgenius", &layer(9, 64 << 10), 16 << 10).await;
+    let dir = tempfile::tempdir().unwrap();
+    let market = dir.path().join("market");
+    std::fs::create_dir_all(market.join("api/v1/plugins/langgenius/agent/0.0.14")).unwrap();
+    std::fs::copy(
+        fixture(),
+        market.join("api/v1/plugins/langgenius/agent/0.0.14/download"),
+    )
+    .unwrap();
+    let (_market, market_url) = serve_dir(&market);
+    let host = registry.host();
+    let recipe = write_recipe(
+        dir.path(),
+        &[
+            ("api", format!("{host}/langgenius/dify-api:1.0")),
+            ("web", format!("{host}/langgenius/dify-web:1.0")),
+        ],
+    );
+    let mut text = std::fs::read_to_string(&recipe).unwrap();
+    text.push_str("\n[[plugins]]\nid = \"langgenius/agent\"\nversion = \"9.9.9\"\n");
+    std::fs::write(&recipe, text).unwrap();
+    let bundle = dir.path().join("bundle");
+    let out = run(dify_bundle()
+        .args([
+            "build",
+            "--no-sandbox-packages",
+            "--insecure-registry",
+            &host,
+        ])
+        .args(["--marketplace-url", &market_url])
+        .arg("--recipe")
+        .arg(&recipe)
+        .arg("--out")
+        .arg(&bundle));
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("langgenius/agent 9.9.9"), "{err}");
+    assert!(err.contains("--plugin FILE"), "{err}");
+    assert!(err.contains("not found"), "{err}");
+    let blobs = bundle.join("blobs/sha256");
+    let stored = std::fs::read_dir(&blobs).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(
+        stored, 0,
+        "no image blob was downloaded before the plugin check"
     );
 }
