@@ -17,7 +17,7 @@ const TOKEN: &str = "123456789012-auth-token";
 struct World {
     moto: Moto,
     ecr_data: Registry,
-    _source: Registry,
+    source: Registry,
     work: tempfile::TempDir,
     bundle: PathBuf,
     public: PathBuf,
@@ -36,7 +36,7 @@ async fn world() -> World {
         public: stem.with_extension("pub"),
         moto,
         ecr_data,
-        _source: source,
+        source,
         work,
         bundle,
     }
@@ -692,29 +692,37 @@ fn bundle_json(bundle: &Path) -> serde_json::Value {
 /// Replaces the bundle's stack template by `transform(template)` and signs the bundle again,
 /// as a release built with that template would be.
 fn swap_template(w: &World, transform: impl Fn(&serde_json::Value) -> serde_json::Value) {
-    let mut manifest = bundle_json(&w.bundle);
+    swap_template_of(w, &w.bundle.clone(), transform)
+}
+
+fn swap_template_of(
+    w: &World,
+    bundle: &Path,
+    transform: impl Fn(&serde_json::Value) -> serde_json::Value,
+) {
+    let mut manifest = bundle_json(bundle);
     let old = manifest["stack"]["digest"].as_str().unwrap().to_owned();
     let old_path = format!("blobs/sha256/{}", old.trim_start_matches("sha256:"));
     let template: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(w.bundle.join(&old_path)).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(bundle.join(&old_path)).unwrap()).unwrap();
     let bytes = serde_json::to_vec_pretty(&transform(&template)).unwrap();
     let digest = dify_bundle::digest::Digest::of(&bytes);
     let path = format!("blobs/sha256/{}", digest.hex());
-    std::fs::write(w.bundle.join(&path), &bytes).unwrap();
-    std::fs::remove_file(w.bundle.join(&old_path)).unwrap();
+    std::fs::write(bundle.join(&path), &bytes).unwrap();
+    std::fs::remove_file(bundle.join(&old_path)).unwrap();
     manifest["stack"]["digest"] = serde_json::json!(digest.to_string());
     manifest["stack"]["size"] = serde_json::json!(bytes.len());
     let files = manifest["files"].as_array_mut().unwrap();
     files.retain(|f| f["path"] != old_path.as_str());
     files.push(serde_json::json!({"path": path, "size": bytes.len(), "sha256": digest.hex()}));
     std::fs::write(
-        w.bundle.join("bundle.json"),
+        bundle.join("bundle.json"),
         serde_json::to_vec_pretty(&manifest).unwrap(),
     )
     .unwrap();
     assert_success(&run(dify_bundle()
         .arg("sign")
-        .arg(&w.bundle)
+        .arg(bundle)
         .arg("--key")
         .arg(w.public.with_extension("key"))));
 }
@@ -1012,4 +1020,252 @@ async fn a_change_set_runs_only_when_approved() {
         cfn.deploy("asked", &approved, &progress).await.unwrap(),
         Deployed::NothingToDo
     ));
+}
+
+/// Bundle B: a later release of bundle A's recipe. Its api and web images are new (their
+/// own layers differ; the base layer is A's), sandbox and plugin daemon are A's; its Dify
+/// version differs. Built, signed, with the moto-deployable template. Returns it and the
+/// bytes of its configs and layers that bundle A does not hold.
+async fn build_bundle_b(w: &World) -> (PathBuf, u64) {
+    use common::fixtures::{ImageSpec, Style};
+    let base = layer(41, 1 << 20);
+    let a_blobs = blob_files(&w.bundle);
+    let mut new_bytes = 0;
+    for (seed, name, style) in [
+        (21, "dify-api", Style::Oci),
+        (22, "dify-web", Style::Docker),
+    ] {
+        let pushed = fixtures::push(
+            &w.source,
+            &ImageSpec {
+                repo: &format!("langgenius/{name}"),
+                tag: "2.0",
+                style,
+                arches: &["amd64", "arm64"],
+                index: true,
+                base: &base,
+                own_size: 256 << 10,
+                seed,
+                attestation: false,
+            },
+        )
+        .await;
+        let mut seen = std::collections::BTreeSet::new();
+        // The bundle holds the default platform only (linux/amd64).
+        for descriptor in &pushed.blobs["amd64"] {
+            let path = format!("blobs/sha256/{}", descriptor.digest.hex());
+            if !a_blobs.contains_key(&path) && seen.insert(path) {
+                new_bytes += descriptor.size;
+            }
+        }
+    }
+    let host = w.source.host();
+    let dir = w.work.path().join("recipe-b");
+    std::fs::create_dir_all(&dir).unwrap();
+    let recipe = dir.join("recipe.toml");
+    std::fs::write(
+        &recipe,
+        format!(
+            "name = \"test-bundle-b\"\ndify_version = \"0.0.1-test\"\n\n[[images]]\nrole = \"api\"\nimage = \"{host}/langgenius/dify-api:2.0\"\n\n[[images]]\nrole = \"web\"\nimage = \"{host}/langgenius/dify-web:2.0\"\n\n[[images]]\nrole = \"sandbox\"\nimage = \"{host}/langgenius/dify-sandbox:1.0\"\n\n[[images]]\nrole = \"plugin-daemon\"\nimage = \"{host}/langgenius/dify-plugin-daemon:1.0\"\n"
+        ),
+    )
+    .unwrap();
+    let bundle = w.work.path().join("bundle-b");
+    assert_success(&run(dify_bundle()
+        .args(["build", "--insecure-registry", &host, "--sign-key"])
+        .arg(w.public.with_extension("key"))
+        .arg("--recipe")
+        .arg(&recipe)
+        .arg("--out")
+        .arg(&bundle)));
+    swap_template_of(w, &bundle, common::moto_template::reduce);
+    (bundle, new_bytes as u64)
+}
+
+/// The blob files of a bundle (its `blobs/sha256/…` entries in bundle.json).
+fn blob_files(bundle: &Path) -> std::collections::BTreeMap<String, u64> {
+    bundle_json(bundle)["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["path"].as_str().unwrap().starts_with("blobs/"))
+        .map(|f| {
+            (
+                f["path"].as_str().unwrap().to_owned(),
+                f["size"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Every container image of the task definitions of the template `stack` runs (GetTemplate).
+/// The ECS side cannot be the oracle here: on a stack update moto 5.2.5 re-registers a task
+/// definition from the CloudFormation-cased properties (moto/ecs/models.py,
+/// `TaskDefinition.update_from_cloudformation_json`), which leaves it without images, and
+/// keeps the services on the old revision.
+async fn running_images(w: &World, stack: &str) -> Vec<String> {
+    let cfn = aws_sdk_cloudformation::Client::new(&w.moto.sdk_config());
+    let out = cfn.get_template().stack_name(stack).send().await.unwrap();
+    let template: serde_json::Value = serde_json::from_str(out.template_body().unwrap()).unwrap();
+    let mut images = Vec::new();
+    for task in ["ApiTask", "WebTask"] {
+        for container in template["Resources"][task]["Properties"]["ContainerDefinitions"]
+            .as_array()
+            .unwrap()
+        {
+            images.push(container["Image"].to_string());
+        }
+    }
+    images.sort();
+    images
+}
+
+async fn stack_parameters(w: &World, stack: &str) -> std::collections::BTreeMap<String, String> {
+    let cfn = aws_sdk_cloudformation::Client::new(&w.moto.sdk_config());
+    let out = cfn
+        .describe_stacks()
+        .stack_name(stack)
+        .send()
+        .await
+        .unwrap();
+    out.stacks()[0]
+        .parameters()
+        .iter()
+        .map(|p| {
+            (
+                p.parameter_key().unwrap().to_owned(),
+                p.parameter_value().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_keeps_every_operator_choice_and_pushes_only_what_is_new() {
+    let w = world().await;
+    swap_template(&w, common::moto_template::reduce);
+    let (vpc, subnets) = existing_vpc(&w, "10.61.0.0/16").await;
+    let subnet_list = subnets.join(",");
+    let network = [
+        "--vpc-id",
+        vpc.as_str(),
+        "--subnet-ids",
+        subnet_list.as_str(),
+        "--app-stack",
+        "dify",
+    ];
+    let chosen = [
+        "--allowed-cidr",
+        "10.61.0.0/16",
+        "--allowed-cidr",
+        "192.168.10.0/24",
+        "--app-setting",
+        "log_retention_days=365",
+        "--app-setting",
+        "fargate_spot=true",
+        "--app-setting",
+        "api_memory=4096",
+    ];
+    let first = w.install(
+        &w.bundle,
+        &[&network[..], &chosen[..], &["--yes", "--wait", "0"]].concat(),
+    );
+    assert_success(&first);
+    let before = stack_parameters(&w, "dify").await;
+    assert_eq!(before["LogRetentionDays"], "365");
+    assert_eq!(before["AllowedCidr2"], "192.168.10.0/24");
+    let a_images = running_images(&w, "dify").await;
+
+    let (b, new_bytes) = build_bundle_b(&w).await;
+    assert!(new_bytes > 0);
+
+    // The plan, given only the network: the versions, every earlier choice kept, what changes.
+    let planned = w.install(&b, &[&network[..], &["--plan"]].concat());
+    assert_success(&planned);
+    let err = stderr(&planned);
+    assert!(err.contains("Dify 0.0.0-test → 0.0.1-test"), "{err}");
+    assert!(err.contains("bundle test-bundle → test-bundle-b"), "{err}");
+    let plan = json(&planned)["app"].clone();
+    assert_eq!(plan["upgrade"]["version_changes"], true);
+    for (key, value) in [
+        ("LogRetentionDays", "365"),
+        ("AllowedCidr1", "10.61.0.0/16"),
+        ("AllowedCidr2", "192.168.10.0/24"),
+        ("FargateSpot", "true"),
+        ("ApiMemory", "4096"),
+    ] {
+        assert_eq!(plan["kept"][key], value, "{key}: {}", plan["kept"]);
+        assert!(plan["parameters"].get(key).is_none(), "{key} given again");
+        assert!(err.contains(&format!("{value}  (kept)")), "{key}: {err}");
+    }
+    // moto cannot create the Aurora cluster (tests/common/moto_template.rs), so the stack has
+    // no database to snapshot: the plan says so instead of naming a snapshot.
+    assert!(plan["upgrade"]["snapshot"].is_null());
+    assert!(err.contains("no database cluster to snapshot"), "{err}");
+    // The change set was worked out and discarded: the task definitions change.
+    let changes = plan["upgrade"]["changes"]
+        .as_array()
+        .expect("a change set preview");
+    assert!(
+        changes.iter().any(|c| c["logical_id"] == "ApiTask"),
+        "{changes:?}"
+    );
+    let cfn = aws_sdk_cloudformation::Client::new(&w.moto.sdk_config());
+    let sets = cfn
+        .list_change_sets()
+        .stack_name("dify")
+        .send()
+        .await
+        .unwrap();
+    // (moto keeps executed change sets listed; AWS removes them on execution.)
+    let waiting: Vec<_> = sets
+        .summaries()
+        .iter()
+        .filter(|s| s.execution_status().map(|e| e.as_str()) != Some("EXECUTE_COMPLETE"))
+        .collect();
+    assert!(
+        waiting.is_empty(),
+        "the preview left a change set: {waiting:?}"
+    );
+    assert_eq!(
+        running_images(&w, "dify").await,
+        a_images,
+        "--plan changed the stack"
+    );
+
+    let upgraded = w.install(&b, &[&network[..], &["--yes", "--wait", "0"]].concat());
+    assert_success(&upgraded);
+    let report = json(&upgraded);
+    // Only B's new blobs went to ECR; A's were found there.
+    assert_eq!(report["push"]["copy"]["bytes_transferred"], new_bytes);
+    assert!(report["push"]["copy"]["blobs_present"].as_u64().unwrap() > 0);
+    // Every choice is still in place, and the services run B's images, by digest.
+    let after = stack_parameters(&w, "dify").await;
+    for key in [
+        "LogRetentionDays",
+        "AllowedCidr1",
+        "AllowedCidr2",
+        "FargateSpot",
+        "ApiMemory",
+    ] {
+        assert_eq!(after[key], before[key], "{key}");
+    }
+    let images = running_images(&w, "dify").await;
+    for image in bundle_json(&b)["images"].as_array().unwrap() {
+        let digest = image["digest"].as_str().unwrap();
+        assert!(
+            images.iter().any(|i| i.contains(&format!("@{digest}"))),
+            "{digest} not running: {images:?}"
+        );
+    }
+    assert_ne!(images, a_images);
+
+    // The same bundle again: nothing to do.
+    let again = w.install(&b, &[&network[..], &["--yes", "--wait", "0"]].concat());
+    assert_success(&again);
+    assert!(
+        stderr(&again).contains("nothing to do, stack dify is up to date"),
+        "{}",
+        stderr(&again)
+    );
 }

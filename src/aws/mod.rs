@@ -6,6 +6,7 @@ pub mod cloudformation;
 pub mod ec2;
 pub mod ecr;
 pub mod health;
+pub mod rds;
 pub mod reach;
 pub mod staging;
 

@@ -149,9 +149,7 @@ fn print_plan(plan: &InstallPlan, admin: Option<&dify_bundle::dify::console::Adm
                 units::bytes(app.template_bytes),
                 app.staging_bucket
             );
-            for (key, value) in &app.parameters {
-                eprintln!("       {key:<24} {value}");
-            }
+            print_app_changes(app);
             eprintln!("  6. wait until the services are stable and the targets healthy");
             match admin {
                 Some(admin) => {
@@ -172,6 +170,71 @@ fn print_plan(plan: &InstallPlan, admin: Option<&dify_bundle::dify::console::Adm
         None => eprintln!(
             "  5. application: skipped (needs a VPC: --vpc-id/--subnet-ids or --new-vpc-cidr; off with --no-app)"
         ),
+    }
+}
+
+/// Parameters given, kept and changed; on an existing stack, the versions, the resources the
+/// change set replaces and the snapshot taken first.
+fn print_app_changes(app: &dify_bundle::install::AppPlan) {
+    let p = &app.parameters;
+    if let Some(upgrade) = &app.upgrade {
+        eprintln!(
+            "       {} (bundle {} → {})",
+            upgrade.headline(),
+            upgrade.from.bundle.as_deref().unwrap_or("(unknown)"),
+            upgrade.to_bundle
+        );
+        match &upgrade.snapshot {
+            Some(s) => eprintln!(
+                "       first: snapshot {} of database cluster {} (kept until you delete it)",
+                s.identifier, s.cluster
+            ),
+            None if upgrade.version_changes => {
+                eprintln!("       the stack has no database cluster to snapshot")
+            }
+            None => {}
+        }
+    }
+    for (key, value) in &p.given {
+        let from = p.changed.iter().find(|c| &c.key == key);
+        match from {
+            Some(c) if c.from.is_some() => eprintln!(
+                "       {key:<24} {} → {value}",
+                c.from.as_deref().unwrap_or_default()
+            ),
+            _ => eprintln!("       {key:<24} {value}"),
+        }
+    }
+    for (key, value) in &p.kept {
+        eprintln!("       {key:<24} {value}  (kept)");
+    }
+    for key in &p.defaulted {
+        eprintln!("       {key:<24} (template default)");
+    }
+    for key in &p.dropped {
+        eprintln!("       {key:<24} (no longer in the template)");
+    }
+    if let Some(upgrade) = &app.upgrade {
+        match &upgrade.changes {
+            Some(changes) if changes.is_empty() => {
+                eprintln!("       change set: no change to the stack")
+            }
+            Some(changes) => {
+                let replaced = upgrade.replaced();
+                eprintln!(
+                    "       change set: {} resources change, {} replaced{}",
+                    changes.len(),
+                    replaced.len(),
+                    if replaced.is_empty() { "" } else { ":" }
+                );
+                for change in replaced {
+                    eprintln!("     {}", change.line());
+                }
+            }
+            None => eprintln!(
+                "       change set: shown before it runs (the staging bucket is not there yet)"
+            ),
+        }
     }
 }
 
@@ -408,6 +471,9 @@ pub async fn run(args: InstallArgs) -> anyhow::Result<ExitCode> {
                 "application: nothing to do, stack {} is up to date",
                 app.stack
             );
+        }
+        if let Some(snapshot) = &app.snapshot {
+            eprintln!("database snapshot taken before the change: {snapshot}");
         }
         if app.healthy {
             eprintln!("Dify is healthy");

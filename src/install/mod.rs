@@ -7,6 +7,7 @@ pub mod app;
 pub mod config;
 pub mod ecr;
 pub mod network;
+pub mod upgrade;
 
 pub use app::{AppOptions, AppPlan, AppReport};
 pub use config::{EcrLayout, InstallConfig};
@@ -69,6 +70,7 @@ pub struct Installer {
     manifest: BundleManifest,
     signature: SignatureStatus,
     files: usize,
+    manifest_digest: Option<String>,
     config: aws_config::SdkConfig,
     options: InstallOptions,
 }
@@ -100,7 +102,11 @@ impl Installer {
             )));
         }
         let config = aws::config(options.region.as_deref()).await;
+        let manifest_digest =
+            crate::bundle::source::read_all(source.as_ref(), crate::bundle::BUNDLE_FILE)?
+                .map(|bytes| crate::digest::Digest::of(&bytes).to_string());
         Ok(Installer {
+            manifest_digest,
             source,
             signature: report.signature,
             files: report.files,
@@ -209,6 +215,7 @@ impl Installer {
             &self.config,
             account,
             region,
+            &self.identity(),
             app::BundledTemplate {
                 record: template,
                 bytes,
@@ -219,6 +226,17 @@ impl Installer {
         )
         .await?;
         Ok(Some(plan))
+    }
+
+    /// What the stack will record about this bundle: its name, Dify version and the sha256
+    /// of its bundle.json (the one verified in `open`).
+    pub fn identity(&self) -> upgrade::Deployed {
+        upgrade::Deployed {
+            dify_version: Some(self.manifest.dify_version.clone()),
+            bundle: Some(self.manifest.name.clone()),
+            bundle_json: self.manifest_digest.clone(),
+            template: self.manifest.stack.as_ref().map(|s| s.digest.to_string()),
+        }
     }
 
     /// The bundle's plugin packages, `(identifier, bytes)`, each checked against its digest.
