@@ -64,6 +64,16 @@ impl World {
             .stdin(std::process::Stdio::null()))
     }
 
+    /// Runs a `dify-bundle` command against moto, in us-east-1, with no terminal.
+    fn cli(&self, args: &[&str]) -> Output {
+        let mut command = dify_bundle();
+        self.moto.env(&mut command);
+        run(command
+            .args(args)
+            .args(["--region", "us-east-1"])
+            .stdin(std::process::Stdio::null()))
+    }
+
     async fn repositories(&self) -> Vec<String> {
         let out = self
             .moto
@@ -1176,7 +1186,41 @@ async fn an_upgrade_keeps_every_operator_choice_and_pushes_only_what_is_new() {
     assert_eq!(before["AllowedCidr2"], "192.168.10.0/24");
     let a_images = running_images(&w, "dify").await;
 
+    // status after A: the stack, A's version and template, A's images, the endpoints.
+    let status = w.cli(&["status", "--json"]);
+    assert_eq!(
+        status.status.code(),
+        Some(1),
+        "moto registers no healthy target"
+    );
+    let report = json(&status);
+    let a_template = bundle_json(&w.bundle)["stack"]["digest"].clone();
+    assert_eq!(report["app"]["deployed"]["dify_version"], "0.0.0-test");
+    assert_eq!(report["app"]["deployed"]["bundle"], "test-bundle");
+    assert_eq!(report["app"]["deployed"]["template"], a_template);
+    let images = report["app"]["images"].as_array().unwrap();
+    assert_eq!(images.len(), 6, "{images:?}");
+    assert!(images.iter().all(|i| i["expected"] == true), "{images:?}");
+    assert_eq!(report["app"]["services"].as_array().unwrap().len(), 2);
+    assert_eq!(report["app"]["targets"].as_array().unwrap().len(), 3);
+    assert_eq!(report["endpoints"]["missing"], serde_json::json!([]));
+    assert_eq!(report["endpoints"]["present"].as_array().unwrap().len(), 10);
+    let problems = report["app"]["problems"].to_string();
+    assert!(problems.contains("target group"), "{problems}");
+    assert!(stderr(&status).contains("Dify 0.0.0-test from bundle test-bundle"));
+
     let (b, new_bytes) = build_bundle_b(&w).await;
+    // Compared with bundle B before the upgrade: the stack runs another template.
+    let b_path = b.to_str().unwrap().to_owned();
+    let public = w.public.to_str().unwrap().to_owned();
+    let before_b = json(&w.cli(&["status", "--json", "--bundle", &b_path, "--pubkey", &public]));
+    assert!(
+        before_b["app"]["problems"]
+            .to_string()
+            .contains("not bundle test-bundle-b"),
+        "{}",
+        before_b["app"]["problems"]
+    );
     assert!(new_bytes > 0);
 
     // The plan, given only the network: the versions, every earlier choice kept, what changes.
@@ -1260,6 +1304,23 @@ async fn an_upgrade_keeps_every_operator_choice_and_pushes_only_what_is_new() {
     }
     assert_ne!(images, a_images);
 
+    // status after B, against bundle B: B's version and template.
+    let after_b = json(&w.cli(&["status", "--json", "--bundle", &b_path, "--pubkey", &public]));
+    assert_eq!(after_b["app"]["deployed"]["dify_version"], "0.0.1-test");
+    assert_eq!(after_b["app"]["deployed"]["bundle"], "test-bundle-b");
+    assert_eq!(
+        after_b["app"]["deployed"]["template"],
+        bundle_json(&b)["stack"]["digest"]
+    );
+    assert_eq!(after_b["bundle"]["bundle"], "test-bundle-b");
+    assert!(
+        !after_b["app"]["problems"]
+            .to_string()
+            .contains("runs template"),
+        "{}",
+        after_b["app"]["problems"]
+    );
+
     // The same bundle again: nothing to do.
     let again = w.install(&b, &[&network[..], &["--yes", "--wait", "0"]].concat());
     assert_success(&again);
@@ -1268,4 +1329,109 @@ async fn an_upgrade_keeps_every_operator_choice_and_pushes_only_what_is_new() {
         "{}",
         stderr(&again)
     );
+
+    // uninstall: the stack goes, the retained buckets stay and are named, a record is left.
+    let storage = {
+        let out = cfn
+            .describe_stack_resources()
+            .stack_name("dify")
+            .send()
+            .await
+            .unwrap();
+        out.stack_resources()
+            .iter()
+            .find(|r| r.logical_resource_id() == Some("StorageBucket"))
+            .and_then(|r| r.physical_resource_id())
+            .unwrap()
+            .to_owned()
+    };
+    assert_fails_with(&w.cli(&["uninstall"]), "--yes");
+    let removed = w.cli(&["uninstall", "--yes", "--json"]);
+    assert_success(&removed);
+    let report = json(&removed);
+    assert_eq!(report["report"]["app_deleted"], true);
+    let kept = report["report"]["kept"].to_string();
+    assert!(kept.contains(&storage), "{kept}");
+    assert!(stderr(&removed).contains(&format!("kept: AWS::S3::Bucket {storage}")));
+    assert!(
+        cfn.describe_stacks()
+            .stack_name("dify")
+            .send()
+            .await
+            .is_err()
+    );
+    let s3 = w.moto.s3();
+    s3.head_bucket()
+        .bucket(&storage)
+        .send()
+        .await
+        .expect("the storage bucket is kept");
+    s3.head_object()
+        .bucket("dify-bundle-staging-123456789012-us-east-1")
+        .key("uninstalled/dify.json")
+        .send()
+        .await
+        .expect("a record of what was kept");
+    assert_eq!(
+        w.repositories().await.len(),
+        4,
+        "repositories kept unless asked"
+    );
+
+    // Again: nothing to do.
+    let again = w.cli(&["uninstall", "--yes"]);
+    assert_success(&again);
+    assert!(
+        stderr(&again).contains("nothing to do"),
+        "{}",
+        stderr(&again)
+    );
+
+    // --delete-data needs its own confirmation; with it, the kept data, the repositories and
+    // the endpoints stack go.
+    assert_fails_with(
+        &w.cli(&["uninstall", "--yes", "--delete-data"]),
+        "--yes-delete-data",
+    );
+    s3.head_bucket()
+        .bucket(&storage)
+        .send()
+        .await
+        .expect("still kept");
+    let purged = w.cli(&[
+        "uninstall",
+        "--delete-data",
+        "--yes-delete-data",
+        "--repositories",
+        "--endpoints",
+        "--json",
+    ]);
+    assert_success(&purged);
+    let report = json(&purged);
+    assert!(
+        report["report"]["data_deleted"]
+            .to_string()
+            .contains(&storage),
+        "{}",
+        report["report"]
+    );
+    assert!(s3.head_bucket().bucket(&storage).send().await.is_err());
+    assert!(w.repositories().await.is_empty());
+    assert!(
+        cfn.describe_stacks()
+            .stack_name("dify-vpc-endpoints")
+            .send()
+            .await
+            .is_err()
+    );
+    let last = w.cli(&[
+        "uninstall",
+        "--yes",
+        "--delete-data",
+        "--yes-delete-data",
+        "--endpoints",
+        "--repositories",
+    ]);
+    assert_success(&last);
+    assert!(stderr(&last).contains("nothing to do"), "{}", stderr(&last));
 }

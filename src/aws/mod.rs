@@ -8,6 +8,7 @@ pub mod ecr;
 pub mod health;
 pub mod rds;
 pub mod reach;
+pub mod retained;
 pub mod staging;
 
 use crate::error::{Error, Result};

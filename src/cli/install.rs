@@ -291,7 +291,7 @@ fn app_options(
             .app_stack
             .clone()
             .or(config.stack.clone())
-            .unwrap_or_else(|| "dify".to_owned()),
+            .unwrap_or_else(|| dify_bundle::install::DEFAULT_APP_STACK.to_owned()),
         allowed_cidrs: if args.allowed_cidrs.is_empty() {
             config.allowed_cidrs.clone()
         } else {
@@ -327,7 +327,7 @@ fn approve_change_set(stack: &str, changes: &[String]) -> bool {
     })
 }
 
-fn confirm() -> anyhow::Result<bool> {
+pub(super) fn confirm() -> anyhow::Result<bool> {
     if !std::io::stdin().is_terminal() {
         bail!(
             "not asking on a non-interactive input: review the plan with --plan, then run again with --yes"
@@ -373,7 +373,7 @@ pub async fn run(args: InstallArgs) -> anyhow::Result<ExitCode> {
         .endpoints_stack
         .clone()
         .or(network_config.endpoints_stack.clone())
-        .unwrap_or_else(|| "dify-vpc-endpoints".to_owned());
+        .unwrap_or_else(|| dify_bundle::install::DEFAULT_ENDPOINTS_STACK.to_owned());
     let subnet_ids = if args.subnet_ids.is_empty() {
         network_config.subnet_ids.clone()
     } else {

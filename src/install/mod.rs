@@ -7,6 +7,8 @@ pub mod app;
 pub mod config;
 pub mod ecr;
 pub mod network;
+pub mod status;
+pub mod uninstall;
 pub mod upgrade;
 
 pub use app::{AppOptions, AppPlan, AppReport};
@@ -76,6 +78,11 @@ pub struct Installer {
 }
 
 const ECR_SERVICES: [&str; 2] = ["ecr.api", "ecr.dkr"];
+
+/// The application stack's name when none is given.
+pub const DEFAULT_APP_STACK: &str = "dify";
+/// The VPC endpoints stack's name when none is given.
+pub const DEFAULT_ENDPOINTS_STACK: &str = "dify-vpc-endpoints";
 
 impl Installer {
     /// Verifies the bundle — signature, then every digest. Nothing that changes anything
