@@ -1037,6 +1037,13 @@ async fn a_change_set_runs_only_when_approved() {
 /// version differs. Built, signed, with the moto-deployable template. Returns it and the
 /// bytes of its configs and layers that bundle A does not hold.
 async fn build_bundle_b(w: &World) -> (PathBuf, u64) {
+    build_bundle_b_with(w, common::moto_template::reduce).await
+}
+
+async fn build_bundle_b_with(
+    w: &World,
+    transform: impl Fn(&serde_json::Value) -> serde_json::Value,
+) -> (PathBuf, u64) {
     use common::fixtures::{ImageSpec, Style};
     let base = layer(41, 1 << 20);
     let a_blobs = blob_files(&w.bundle);
@@ -1088,7 +1095,7 @@ async fn build_bundle_b(w: &World) -> (PathBuf, u64) {
         .arg(&recipe)
         .arg("--out")
         .arg(&bundle)));
-    swap_template_of(w, &bundle, common::moto_template::reduce);
+    swap_template_of(w, &bundle, transform);
     (bundle, new_bytes as u64)
 }
 
@@ -1434,4 +1441,138 @@ async fn an_upgrade_keeps_every_operator_choice_and_pushes_only_what_is_new() {
     ]);
     assert_success(&last);
     assert!(stderr(&last).contains("nothing to do"), "{}", stderr(&last));
+}
+
+/// The moto-deployable template with a stand-in for the Aurora cluster: moto's
+/// CloudFormation cannot create one (tests/common/moto_template.rs), so `Database` becomes an
+/// SSM parameter named after a cluster the test made through moto's RDS API. The installer
+/// reads `Database`'s physical ID as the cluster, exactly as on AWS (a DBCluster's physical
+/// ID is its identifier), and snapshots it through RDS.
+fn with_database(cluster: &str) -> impl Fn(&serde_json::Value) -> serde_json::Value {
+    let cluster = cluster.to_owned();
+    move |template| {
+        let mut t = common::moto_template::reduce(template);
+        t["Resources"]["Database"] = serde_json::json!({
+            "Type": "AWS::SSM::Parameter",
+            "Properties": {"Name": cluster, "Type": "String", "Value": "stand-in"}
+        });
+        t
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dify_version_change_snapshots_the_database_first() {
+    let w = world().await;
+    let rds = aws_sdk_rds::Client::new(&w.moto.sdk_config());
+    rds.create_db_cluster()
+        .db_cluster_identifier("dify-database-standin")
+        .engine("aurora-postgresql")
+        .master_username("dify")
+        .master_user_password("not-a-secret-1")
+        .send()
+        .await
+        .unwrap();
+    swap_template(&w, with_database("dify-database-standin"));
+    let (vpc, subnets) = existing_vpc(&w, "10.62.0.0/16").await;
+    let subnet_list = subnets.join(",");
+    let network = [
+        "--vpc-id",
+        vpc.as_str(),
+        "--subnet-ids",
+        subnet_list.as_str(),
+    ];
+    assert_success(&w.install(
+        &w.bundle,
+        &[&network[..], &["--yes", "--wait", "0"]].concat(),
+    ));
+    let (b, _) = build_bundle_b_with(&w, with_database("dify-database-standin")).await;
+
+    let planned = w.install(&b, &[&network[..], &["--plan"]].concat());
+    assert_success(&planned);
+    let snapshot = json(&planned)["app"]["upgrade"]["snapshot"].clone();
+    assert_eq!(snapshot["cluster"], "dify-database-standin");
+    let name = snapshot["identifier"].as_str().unwrap().to_owned();
+    assert!(name.starts_with("dify-dify-0-0-0-test-"), "{name}");
+    assert!(
+        stderr(&planned).contains("first: snapshot dify-dify-0-0-0-test-"),
+        "{}",
+        stderr(&planned)
+    );
+    let listed = rds
+        .describe_db_cluster_snapshots()
+        .db_cluster_identifier("dify-database-standin")
+        .snapshot_type("manual")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        listed.db_cluster_snapshots().is_empty(),
+        "--plan took a snapshot"
+    );
+
+    let upgraded = w.install(&b, &[&network[..], &["--yes", "--wait", "0"]].concat());
+    assert_success(&upgraded);
+    let taken = json(&upgraded)["app"]["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(taken.starts_with("dify-dify-0-0-0-test-"), "{taken}");
+    assert!(stderr(&upgraded).contains(&format!(
+        "database snapshot taken before the change: {taken}"
+    )));
+    let listed = rds
+        .describe_db_cluster_snapshots()
+        .db_cluster_snapshot_identifier(&taken)
+        .send()
+        .await
+        .unwrap();
+    let listed = &listed.db_cluster_snapshots()[0];
+    assert_eq!(
+        listed.db_cluster_identifier(),
+        Some("dify-database-standin")
+    );
+    assert_eq!(listed.status(), Some("available"));
+    assert_eq!(listed.snapshot_type(), Some("manual"));
+
+    // The same version again: no snapshot.
+    let again = w.install(&b, &[&network[..], &["--plan"]].concat());
+    assert!(json(&again)["app"]["upgrade"]["snapshot"].is_null());
+    assert!(
+        stderr(&again).contains("Dify 0.0.1-test, unchanged"),
+        "{}",
+        stderr(&again)
+    );
+
+    // uninstall snapshots the cluster before the stack goes, and names it.
+    let removed = w.cli(&["uninstall", "--yes", "--json"]);
+    assert_success(&removed);
+    let kept = json(&removed)["report"]["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(kept.starts_with("dify-uninstall-"), "{kept}");
+    assert!(stderr(&removed).contains(&format!("database snapshot: {kept}")));
+    let all = rds
+        .describe_db_cluster_snapshots()
+        .db_cluster_identifier("dify-database-standin")
+        .snapshot_type("manual")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(all.db_cluster_snapshots().len(), 2);
+    // --delete-data deletes the cluster's snapshots too.
+    let purged = w.cli(&["uninstall", "--delete-data", "--yes-delete-data", "--json"]);
+    assert_success(&purged);
+    let all = rds
+        .describe_db_cluster_snapshots()
+        .db_cluster_identifier("dify-database-standin")
+        .snapshot_type("manual")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        all.db_cluster_snapshots().is_empty(),
+        "{:?}",
+        all.db_cluster_snapshots()
+    );
 }
