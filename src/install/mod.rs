@@ -95,8 +95,13 @@ impl Installer {
     ) -> Result<Installer> {
         let checked = source.clone();
         let reporter = progress.clone();
-        let report = tokio::task::spawn_blocking(move || {
-            crate::bundle::verify(checked.as_ref(), &policy, reporter.as_ref())
+        // Blocking reads (an S3 source blocks on its own runtime calls).
+        let (report, manifest_digest) = tokio::task::spawn_blocking(move || {
+            let report = crate::bundle::verify(checked.as_ref(), &policy, reporter.as_ref())?;
+            let digest =
+                crate::bundle::source::read_all(checked.as_ref(), crate::bundle::BUNDLE_FILE)?
+                    .map(|bytes| crate::digest::Digest::of(&bytes).to_string());
+            Ok::<_, Error>((report, digest))
         })
         .await
         .map_err(|e| Error::invalid(format!("verification thread failed: {e}")))??;
@@ -109,9 +114,6 @@ impl Installer {
             )));
         }
         let config = aws::config(options.region.as_deref()).await;
-        let manifest_digest =
-            crate::bundle::source::read_all(source.as_ref(), crate::bundle::BUNDLE_FILE)?
-                .map(|bytes| crate::digest::Digest::of(&bytes).to_string());
         Ok(Installer {
             manifest_digest,
             source,

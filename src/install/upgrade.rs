@@ -79,6 +79,7 @@ pub struct ParameterChange {
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Parameters {
     /// Given this time (by the operator, or worked out: network, repositories).
+    #[serde(rename = "parameters")]
     pub given: BTreeMap<String, String>,
     /// Kept at the stack's current value (`UsePreviousValue`), with that value.
     pub kept: BTreeMap<String, String>,
