@@ -1096,7 +1096,7 @@ async fn build_bundle_b_with(
         .arg("--out")
         .arg(&bundle)));
     swap_template_of(w, &bundle, transform);
-    (bundle, new_bytes as u64)
+    (bundle, new_bytes)
 }
 
 /// The blob files of a bundle (its `blobs/sha256/…` entries in bundle.json).
