@@ -125,10 +125,12 @@ pub async fn plan(
     };
     let cfn = CloudFormation::new(config);
     // A stack that failed its first create, or was only ever reviewed, is created again.
-    let existing = cfn
-        .info(&options.stack)
-        .await?
-        .filter(|i| !matches!(i.status.as_str(), "ROLLBACK_COMPLETE" | "REVIEW_IN_PROGRESS"));
+    let existing = cfn.info(&options.stack).await?.filter(|i| {
+        !matches!(
+            i.status.as_str(),
+            "ROLLBACK_COMPLETE" | "REVIEW_IN_PROGRESS"
+        )
+    });
     let mut parameters = BTreeMap::new();
     match network::vpc_and_subnets(config, network_stack, target).await? {
         Some((vpc, subnets)) => {
@@ -250,7 +252,7 @@ async fn plan_upgrade(
     bundle: &upgrade::Deployed,
 ) -> Result<Upgrade> {
     let cfn = CloudFormation::new(config);
-    let from = upgrade::deployed(info);
+    let from = upgrade::deployed(info, cfn.template(&plan.stack).await?.as_deref());
     let to_version = bundle.dify_version.clone().unwrap_or_default();
     let version_changes = from.dify_version.as_deref() != Some(to_version.as_str());
     let snapshot = if version_changes {

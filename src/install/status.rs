@@ -13,8 +13,10 @@ use crate::aws::ec2::Ec2;
 use crate::aws::health::{self, Health, ServiceState, TargetState};
 use crate::bundle::BundleManifest;
 use crate::error::Result;
-use crate::stack::app::balancer::{API_TARGET, DAEMON_TARGET, WEB_TARGET};
-use crate::stack::app::compute::{API_SERVICE, CLUSTER, WEB_SERVICE};
+use crate::stack::app::balancer::{API_TARGET, DAEMON_TARGET, SANDBOX_TARGET, WEB_TARGET};
+use crate::stack::app::compute::{
+    API_SERVICE, BEAT_SERVICE, CLUSTER, SANDBOX_SERVICE, WEB_SERVICE,
+};
 use crate::stack::app::{OUTPUT_URL, params};
 use crate::stack::endpoints::{GATEWAY_SERVICE, INTERFACE_SERVICES};
 
@@ -146,17 +148,27 @@ pub async fn status(
         let ids = cfn.physical_ids(&options.app_stack).await?;
         let id = |name: &str| ids.get(name).cloned().unwrap_or_default();
         let health = Health::new(config);
-        let services: Vec<String> = [id(API_SERVICE), id(WEB_SERVICE)]
-            .into_iter()
-            .filter(|s| !s.is_empty())
-            .collect();
+        let services: Vec<String> = [
+            id(API_SERVICE),
+            id(BEAT_SERVICE),
+            id(SANDBOX_SERVICE),
+            id(WEB_SERVICE),
+        ]
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect();
         if !services.is_empty() && !id(CLUSTER).is_empty() {
             app.services = health.services(&id(CLUSTER), &services).await?;
         }
-        let targets: Vec<String> = [id(API_TARGET.id), id(DAEMON_TARGET.id), id(WEB_TARGET.id)]
-            .into_iter()
-            .filter(|t| !t.is_empty())
-            .collect();
+        let targets: Vec<String> = [
+            id(API_TARGET.id),
+            id(DAEMON_TARGET.id),
+            id(SANDBOX_TARGET.id),
+            id(WEB_TARGET.id),
+        ]
+        .into_iter()
+        .filter(|t| !t.is_empty())
+        .collect();
         app.targets = health.targets(&targets).await?;
         app.problems
             .extend(health::missing(&app.services, &app.targets));
