@@ -1,14 +1,18 @@
 //! Deploying a stack the careful way: a change set, the diff shown, execute, stack events
 //! streamed until the stack settles, outputs. No change → nothing to do. A failure names the
 //! failing resources and their reasons; a stack left in ROLLBACK_COMPLETE by a failed first
-//! create is removed so that a re-run can create it again.
+//! create is removed so that a re-run can create it again. Also: what a stack holds now
+//! (status, parameters, tags, description), a change set previewed and discarded, and a
+//! stack deleted and waited on.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use aws_sdk_cloudformation::Client;
 use aws_sdk_cloudformation::error::DisplayErrorContext;
-use aws_sdk_cloudformation::types::{Capability, ChangeSetStatus, ChangeSetType, Parameter};
+use aws_sdk_cloudformation::operation::describe_change_set::DescribeChangeSetOutput;
+use aws_sdk_cloudformation::types::{Capability, ChangeSetStatus, ChangeSetType, Parameter, Tag};
+use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::progress::Progress;
@@ -41,6 +45,14 @@ pub type Approver = std::sync::Arc<dyn Fn(&str, &[String]) -> bool + Send + Sync
 pub struct StackRequest {
     pub template: TemplateSource,
     pub parameters: Vec<(String, String)>,
+    /// Parameters left at the value the stack has now (`UsePreviousValue`; "During a stack
+    /// update, use the existing parameter value that the stack is using for a given parameter
+    /// key", AWS CloudFormation API Reference, `Parameter`). Only for updates.
+    pub keep: Vec<String>,
+    /// Stack tags (CloudFormation propagates them to the resources that take tags; keys must
+    /// not start with `aws:`, values at most 256 characters: API Reference, `Tag`). Empty:
+    /// the stack's tags are left as they are.
+    pub tags: Vec<(String, String)>,
     /// The template creates IAM roles (CAPABILITY_IAM).
     pub iam: bool,
     /// `None`: execute without asking.
@@ -52,6 +64,8 @@ impl StackRequest {
         StackRequest {
             template: TemplateSource::Body(template.to_owned()),
             parameters: Vec::new(),
+            keep: Vec::new(),
+            tags: Vec::new(),
             iam: false,
             approve,
         }
@@ -60,7 +74,7 @@ impl StackRequest {
 
 /// Whether two parameter values are equal, list parameters compared item by item (some
 /// implementations echo `a,b` back as `['a', 'b']`).
-fn same_value(current: &str, wanted: &str) -> bool {
+pub(crate) fn same_value(current: &str, wanted: &str) -> bool {
     let items = |text: &str| -> Vec<String> {
         text.trim_matches(|c| c == '[' || c == ']')
             .split(',')
@@ -88,6 +102,68 @@ fn failure(stack: &str, status: &str, failures: &[(String, String)]) -> Error {
             lines.join("\n")
         }
     ))
+}
+
+/// A stack as DescribeStacks gives it.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StackInfo {
+    pub name: String,
+    pub status: String,
+    /// The template's `Description`.
+    pub description: Option<String>,
+    pub parameters: BTreeMap<String, String>,
+    pub outputs: BTreeMap<String, String>,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// One resource change of a change set (DescribeChangeSet `ResourceChange`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Change {
+    /// Add, Modify, Remove, Import or Dynamic.
+    pub action: String,
+    pub resource_type: String,
+    pub logical_id: String,
+    /// For Modify: "True" (replaced: a new resource is created and the old one deleted),
+    /// "Conditional" (may be replaced) or "False" (API Reference, `ResourceChange`).
+    pub replacement: Option<String>,
+}
+
+impl Change {
+    /// Whether the resource is (or may be) created anew, the old one deleted.
+    pub fn replaces(&self) -> bool {
+        matches!(self.replacement.as_deref(), Some("True" | "Conditional"))
+    }
+
+    pub fn line(&self) -> String {
+        format!(
+            "  {:<8} {:<30} {}{}",
+            self.action,
+            self.resource_type,
+            self.logical_id,
+            match self.replacement.as_deref() {
+                Some("True") => "  (replaced)",
+                Some("Conditional") => "  (may be replaced)",
+                _ => "",
+            }
+        )
+    }
+}
+
+fn changes_of(described: &DescribeChangeSetOutput) -> Vec<Change> {
+    described
+        .changes()
+        .iter()
+        .filter_map(|c| c.resource_change())
+        .map(|r| Change {
+            action: r
+                .action()
+                .map(|a| a.as_str().to_owned())
+                .unwrap_or_default(),
+            resource_type: r.resource_type().unwrap_or_default().to_owned(),
+            logical_id: r.logical_resource_id().unwrap_or_default().to_owned(),
+            replacement: r.replacement().map(|x| x.as_str().to_owned()),
+        })
+        .collect()
 }
 
 pub struct CloudFormation {
@@ -121,6 +197,77 @@ impl CloudFormation {
             }
             Err(e) => Err(failed("DescribeStacks", e)),
         }
+    }
+
+    /// What the stack holds now; `None` when it does not exist.
+    pub async fn info(&self, stack: &str) -> Result<Option<StackInfo>> {
+        Ok(self.describe(stack).await?.map(|s| {
+            let pairs = |items: Vec<(Option<&str>, Option<&str>)>| -> BTreeMap<String, String> {
+                items
+                    .into_iter()
+                    .filter_map(|(k, v)| Some((k?.to_owned(), v?.to_owned())))
+                    .collect()
+            };
+            StackInfo {
+                name: s.stack_name().unwrap_or(stack).to_owned(),
+                status: s
+                    .stack_status()
+                    .map(|x| x.as_str().to_owned())
+                    .unwrap_or_default(),
+                description: s.description().map(str::to_owned),
+                parameters: pairs(
+                    s.parameters()
+                        .iter()
+                        .map(|p| (p.parameter_key(), p.parameter_value()))
+                        .collect(),
+                ),
+                outputs: pairs(
+                    s.outputs()
+                        .iter()
+                        .map(|o| (o.output_key(), o.output_value()))
+                        .collect(),
+                ),
+                tags: pairs(s.tags().iter().map(|t| (t.key(), t.value())).collect()),
+            }
+        }))
+    }
+
+    /// The template the stack runs now (GetTemplate, as submitted); `None` when the stack
+    /// does not exist.
+    pub async fn template(&self, stack: &str) -> Result<Option<String>> {
+        if self.status(stack).await?.is_none() {
+            return Ok(None);
+        }
+        let out = self
+            .client
+            .get_template()
+            .stack_name(stack)
+            .send()
+            .await
+            .map_err(|e| failed("GetTemplate", e))?;
+        Ok(out.template_body().map(str::to_owned))
+    }
+
+    /// Deletes the stack and waits until it is gone; `false` when there was no stack.
+    /// Resources with `DeletionPolicy: Retain` or `Snapshot` outlive it (CloudFormation
+    /// User Guide, "DeletionPolicy attribute").
+    pub async fn delete(&self, stack: &str, progress: &dyn Progress) -> Result<bool> {
+        if self.status(stack).await?.is_none() {
+            return Ok(false);
+        }
+        let mut seen = HashSet::new();
+        self.client
+            .delete_stack()
+            .stack_name(stack)
+            .send()
+            .await
+            .map_err(|e| failed("DeleteStack", e))?;
+        let status = self.wait_for_status(stack, progress, &mut seen).await?;
+        if status != "DELETE_COMPLETE" {
+            let failures = self.stream_events(stack, progress, &mut seen).await?;
+            return Err(failure(stack, &status, &failures));
+        }
+        Ok(true)
     }
 
     /// The stack's status, or `None` when it does not exist.
@@ -275,44 +422,22 @@ impl CloudFormation {
             .await;
     }
 
-    /// Creates or updates `stack` through a change set.
-    pub async fn deploy(
+    /// Creates a change set of `kind` for `request` and waits until CloudFormation has worked
+    /// it out; returns its name, its description and every resource change (all pages).
+    async fn change_set(
         &self,
         stack: &str,
         request: &StackRequest,
-        progress: &dyn Progress,
-    ) -> Result<Deployed> {
-        let mut seen = HashSet::new();
-        let mut existing = self.status(stack).await?;
-        if existing.as_deref() == Some("ROLLBACK_COMPLETE") {
-            progress.note(&format!(
-                "stack {stack} failed to create earlier; removing it so it can be created again"
-            ));
-            self.client
-                .delete_stack()
-                .stack_name(stack)
-                .send()
-                .await
-                .map_err(|e| failed("DeleteStack", e))?;
-            self.wait_for_status(stack, progress, &mut seen).await?;
-            existing = None;
-        }
-        // A create change set that was never executed (interrupted before): create again.
-        if existing.as_deref() == Some("REVIEW_IN_PROGRESS") {
-            existing = None;
-        }
+        kind: ChangeSetType,
+    ) -> Result<(String, DescribeChangeSetOutput, Vec<Change>)> {
         let change_set = format!(
             "dify-bundle-{}",
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
+                .map(|d| d.as_millis())
                 .unwrap_or(0)
         );
-        let kind = if existing.is_some() {
-            ChangeSetType::Update
-        } else {
-            ChangeSetType::Create
-        };
+        let update = kind == ChangeSetType::Update;
         let mut create = self
             .client
             .create_change_set()
@@ -330,6 +455,19 @@ impl CloudFormation {
                     .parameter_value(value)
                     .build(),
             );
+        }
+        if update {
+            for key in &request.keep {
+                create = create.parameters(
+                    Parameter::builder()
+                        .parameter_key(key)
+                        .use_previous_value(true)
+                        .build(),
+                );
+            }
+        }
+        for (key, value) in &request.tags {
+            create = create.tags(Tag::builder().key(key).value(value).build());
         }
         if request.iam {
             create = create.capabilities(Capability::CapabilityIam);
@@ -360,45 +498,130 @@ impl CloudFormation {
                 _ => tokio::time::sleep(POLL).await,
             }
         };
-        let reason = described.status_reason().unwrap_or_default().to_owned();
-        let no_changes = reason.contains("didn't contain changes") || reason.contains("No updates");
-        // An empty change set with the parameters already in place is a no-op (some
-        // CloudFormation implementations list no changes for parameter-only updates).
-        let same_parameters = || async {
-            let current = self.parameters(stack).await.unwrap_or_default();
-            request
-                .parameters
-                .iter()
-                .all(|(k, v)| current.get(k).is_some_and(|c| same_value(c, v)))
+        let mut changes = changes_of(&described);
+        let mut token = described.next_token().map(str::to_owned);
+        while let Some(next) = token {
+            let page = self
+                .client
+                .describe_change_set()
+                .stack_name(stack)
+                .change_set_name(&change_set)
+                .next_token(next)
+                .send()
+                .await
+                .map_err(|e| failed("DescribeChangeSet", e))?;
+            changes.extend(changes_of(&page));
+            token = page.next_token().map(str::to_owned);
+        }
+        Ok((change_set, described, changes))
+    }
+
+    /// Whether a worked-out change set changes nothing: CloudFormation says so, or (some
+    /// implementations list no changes for parameter-only updates) it lists no change and
+    /// every given parameter is already in place.
+    async fn changes_nothing(
+        &self,
+        stack: &str,
+        request: &StackRequest,
+        described: &DescribeChangeSetOutput,
+        changes: &[Change],
+    ) -> bool {
+        let reason = described.status_reason().unwrap_or_default();
+        if reason.contains("didn't contain changes") || reason.contains("No updates") {
+            return true;
+        }
+        if !changes.is_empty() {
+            return false;
+        }
+        let current = self.parameters(stack).await.unwrap_or_default();
+        request
+            .parameters
+            .iter()
+            .all(|(k, v)| current.get(k).is_some_and(|c| same_value(c, v)))
+    }
+
+    /// What an update of an existing `stack` by `request` would change, worked out by a
+    /// change set that is then deleted (an unexecuted change set changes nothing). `None`
+    /// when the stack does not exist yet.
+    pub async fn preview(
+        &self,
+        stack: &str,
+        request: &StackRequest,
+    ) -> Result<Option<Vec<Change>>> {
+        match self.status(stack).await?.as_deref() {
+            None | Some("REVIEW_IN_PROGRESS" | "ROLLBACK_COMPLETE") => return Ok(None),
+            Some(_) => {}
+        }
+        let (name, described, changes) = self
+            .change_set(stack, request, ChangeSetType::Update)
+            .await?;
+        self.discard(stack, &name).await;
+        if self
+            .changes_nothing(stack, request, &described, &changes)
+            .await
+        {
+            return Ok(Some(Vec::new()));
+        }
+        if described.status() == Some(&ChangeSetStatus::Failed) {
+            return Err(Error::invalid(format!(
+                "stack {stack}: change set failed: {}",
+                described.status_reason().unwrap_or_default()
+            )));
+        }
+        Ok(Some(changes))
+    }
+
+    /// Creates or updates `stack` through a change set.
+    pub async fn deploy(
+        &self,
+        stack: &str,
+        request: &StackRequest,
+        progress: &dyn Progress,
+    ) -> Result<Deployed> {
+        let mut seen = HashSet::new();
+        let mut existing = self.status(stack).await?;
+        if existing.as_deref() == Some("ROLLBACK_COMPLETE") {
+            progress.note(&format!(
+                "stack {stack} failed to create earlier; removing it so it can be created again"
+            ));
+            self.client
+                .delete_stack()
+                .stack_name(stack)
+                .send()
+                .await
+                .map_err(|e| failed("DeleteStack", e))?;
+            self.wait_for_status(stack, progress, &mut seen).await?;
+            existing = None;
+        }
+        // A create change set that was never executed (interrupted before): create again.
+        if existing.as_deref() == Some("REVIEW_IN_PROGRESS") {
+            existing = None;
+        }
+        let kind = if existing.is_some() {
+            ChangeSetType::Update
+        } else {
+            ChangeSetType::Create
         };
-        if no_changes
-            || (existing.is_some() && described.changes().is_empty() && same_parameters().await)
+        let (change_set, described, changes) = self.change_set(stack, request, kind).await?;
+        if existing.is_some()
+            && self
+                .changes_nothing(stack, request, &described, &changes)
+                .await
         {
             self.discard(stack, &change_set).await;
             return Ok(Deployed::NothingToDo);
         }
         if described.status() == Some(&ChangeSetStatus::Failed) {
             return Err(Error::invalid(format!(
-                "stack {stack}: change set failed: {reason}"
+                "stack {stack}: change set failed: {}",
+                described.status_reason().unwrap_or_default()
             )));
         }
         let mut lines = Vec::new();
-        for change in described.changes() {
-            if let Some(resource) = change.resource_change() {
-                let line = format!(
-                    "  {:<8} {:<30} {}{}",
-                    resource.action().map(|a| a.as_str()).unwrap_or_default(),
-                    resource.resource_type().unwrap_or_default(),
-                    resource.logical_resource_id().unwrap_or_default(),
-                    match resource.replacement().map(|r| r.as_str()) {
-                        Some("True") => "  (replaced)",
-                        Some("Conditional") => "  (may be replaced)",
-                        _ => "",
-                    }
-                );
-                progress.note(&line);
-                lines.push(line);
-            }
+        for change in &changes {
+            let line = change.line();
+            progress.note(&line);
+            lines.push(line);
         }
         if let Some(approve) = &request.approve
             && !approve(stack, &lines)

@@ -61,6 +61,30 @@ impl Ecr {
         Ok(found)
     }
 
+    /// Deletes a repository and every image in it (`force`); `false` when there was none.
+    pub async fn delete_repository(&self, name: &str) -> Result<bool> {
+        match self
+            .client
+            .delete_repository()
+            .repository_name(name)
+            .force(true)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_repository_not_found_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(Error::invalid(format!(
+                "ECR DeleteRepository {name}: {}",
+                DisplayErrorContext(&e)
+            ))),
+        }
+    }
+
     /// Creates a repository with immutable tags, scan on push, and AES256 or the KMS key.
     pub async fn create_repository(&self, name: &str, kms_key: Option<&str>) -> Result<()> {
         let encryption = match kms_key {

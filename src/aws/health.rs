@@ -20,6 +20,8 @@ pub struct ServiceState {
     pub running: i32,
     pub deployments: usize,
     pub rollout: String,
+    /// The task definition the service runs (ARN).
+    pub task_definition: String,
 }
 
 /// A target group's health.
@@ -126,8 +128,35 @@ impl Health {
                     .and_then(|d| d.rollout_state())
                     .map(|r| r.as_str().to_owned())
                     .unwrap_or_default(),
+                task_definition: s.task_definition().unwrap_or_default().to_owned(),
             })
             .collect())
+    }
+
+    /// `(container, image)` of every container of a task definition
+    /// (ECS DescribeTaskDefinition).
+    pub async fn task_images(&self, task_definition: &str) -> Result<Vec<(String, String)>> {
+        let out = self
+            .ecs
+            .describe_task_definition()
+            .task_definition(task_definition)
+            .send()
+            .await
+            .map_err(|e| failed("ECS DescribeTaskDefinition", e))?;
+        Ok(out
+            .task_definition()
+            .map(|t| {
+                t.container_definitions()
+                    .iter()
+                    .map(|c| {
+                        (
+                            c.name().unwrap_or_default().to_owned(),
+                            c.image().unwrap_or_default().to_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 
     pub async fn targets(&self, target_groups: &[String]) -> Result<Vec<TargetState>> {
@@ -217,6 +246,7 @@ mod tests {
             running,
             deployments,
             rollout: rollout.into(),
+            task_definition: String::new(),
         }
     }
 

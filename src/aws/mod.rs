@@ -6,7 +6,9 @@ pub mod cloudformation;
 pub mod ec2;
 pub mod ecr;
 pub mod health;
+pub mod rds;
 pub mod reach;
+pub mod retained;
 pub mod staging;
 
 use crate::error::{Error, Result};

@@ -153,6 +153,55 @@ impl Staging {
         }
     }
 
+    /// Writes a small object (a record of what an uninstall kept).
+    pub async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type("application/json")
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .map_err(|e| failed("PutObject", key, e))?;
+        Ok(())
+    }
+
+    /// Reads a small object; `None` when it (or the bucket) is not there.
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                let bytes = out
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|e| Error::invalid(format!("S3 GetObject {key}: {e}")))?;
+                Ok(Some(bytes.into_bytes().to_vec()))
+            }
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(None),
+            Err(e) => Err(failed("GetObject", key, e)),
+        }
+    }
+
+    /// Deletes an object (nothing when it is not there).
+    pub async fn remove(&self, key: &str) -> Result<()> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| failed("DeleteObject", key, e))?;
+        Ok(())
+    }
+
     /// Stores a template under its digest; returns the URL CloudFormation reads it from.
     pub async fn put_template(&self, name: &str, bytes: &[u8]) -> Result<String> {
         let key = format!("templates/{name}/{}.json", Digest::of(bytes).hex());

@@ -1,22 +1,15 @@
 //! `dify-bundle install --isolated`: verify, plan, confirm, push.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::Args;
 use dify_bundle::aws::cloudformation::Deployed;
-use dify_bundle::copy::CopyOptions;
-use dify_bundle::install::config::app_setting;
-use dify_bundle::install::{
-    AppOptions, EcrLayout, EcrOptions, InstallConfig, InstallOptions, InstallPlan, Installer,
-    NetworkTarget,
-};
-use dify_bundle::retry::RetryPolicy;
+use dify_bundle::install::settings::{self, InstallFlags};
+use dify_bundle::install::{InstallConfig, InstallPlan, Installer};
 use dify_bundle::signing::TrustedKeys;
 use dify_bundle::units;
 
@@ -149,9 +142,7 @@ fn print_plan(plan: &InstallPlan, admin: Option<&dify_bundle::dify::console::Adm
                 units::bytes(app.template_bytes),
                 app.staging_bucket
             );
-            for (key, value) in &app.parameters {
-                eprintln!("       {key:<24} {value}");
-            }
+            print_app_changes(app);
             eprintln!("  6. wait until the services are stable and the targets healthy");
             match admin {
                 Some(admin) => {
@@ -172,6 +163,71 @@ fn print_plan(plan: &InstallPlan, admin: Option<&dify_bundle::dify::console::Adm
         None => eprintln!(
             "  5. application: skipped (needs a VPC: --vpc-id/--subnet-ids or --new-vpc-cidr; off with --no-app)"
         ),
+    }
+}
+
+/// Parameters given, kept and changed; on an existing stack, the versions, the resources the
+/// change set replaces and the snapshot taken first.
+fn print_app_changes(app: &dify_bundle::install::AppPlan) {
+    let p = &app.parameters;
+    if let Some(upgrade) = &app.upgrade {
+        eprintln!(
+            "       {} (bundle {} → {})",
+            upgrade.headline(),
+            upgrade.from.bundle.as_deref().unwrap_or("(unknown)"),
+            upgrade.to_bundle
+        );
+        match &upgrade.snapshot {
+            Some(s) => eprintln!(
+                "       first: snapshot {} of database cluster {} (kept until you delete it)",
+                s.identifier, s.cluster
+            ),
+            None if upgrade.version_changes => {
+                eprintln!("       the stack has no database cluster to snapshot")
+            }
+            None => {}
+        }
+    }
+    for (key, value) in &p.given {
+        let from = p.changed.iter().find(|c| &c.key == key);
+        match from {
+            Some(c) if c.from.is_some() => eprintln!(
+                "       {key:<24} {} → {value}",
+                c.from.as_deref().unwrap_or_default()
+            ),
+            _ => eprintln!("       {key:<24} {value}"),
+        }
+    }
+    for (key, value) in &p.kept {
+        eprintln!("       {key:<24} {value}  (kept)");
+    }
+    for key in &p.defaulted {
+        eprintln!("       {key:<24} (template default)");
+    }
+    for key in &p.dropped {
+        eprintln!("       {key:<24} (no longer in the template)");
+    }
+    if let Some(upgrade) = &app.upgrade {
+        match &upgrade.changes {
+            Some(changes) if changes.is_empty() => {
+                eprintln!("       change set: no change to the stack")
+            }
+            Some(changes) => {
+                let replaced = upgrade.replaced();
+                eprintln!(
+                    "       change set: {} resources change, {} replaced{}",
+                    changes.len(),
+                    replaced.len(),
+                    if replaced.is_empty() { "" } else { ":" }
+                );
+                for change in replaced {
+                    eprintln!("     {}", change.line());
+                }
+            }
+            None => eprintln!(
+                "       change set: shown before it runs (the staging bucket is not there yet)"
+            ),
+        }
     }
 }
 
@@ -206,48 +262,6 @@ fn print_ecr(plan: &InstallPlan) {
     );
 }
 
-fn app_options(
-    args: &InstallArgs,
-    config: &dify_bundle::install::config::AppConfig,
-) -> anyhow::Result<Option<AppOptions>> {
-    if args.no_app || config.enabled == Some(false) {
-        return Ok(None);
-    }
-    let mut settings = BTreeMap::new();
-    for (key, value) in &config.settings {
-        settings.insert(app_setting(key)?.to_owned(), value.to_string());
-    }
-    for flag in &args.app_settings {
-        let (key, value) = flag
-            .split_once('=')
-            .with_context(|| format!("--app-setting {flag}: expected KEY=VALUE"))?;
-        settings.insert(app_setting(key.trim())?.to_owned(), value.trim().to_owned());
-    }
-    Ok(Some(AppOptions {
-        stack: args
-            .app_stack
-            .clone()
-            .or(config.stack.clone())
-            .unwrap_or_else(|| "dify".to_owned()),
-        allowed_cidrs: if args.allowed_cidrs.is_empty() {
-            config.allowed_cidrs.clone()
-        } else {
-            args.allowed_cidrs.clone()
-        },
-        settings,
-        staging_bucket: args
-            .staging_bucket
-            .clone()
-            .or(config.staging_bucket.clone()),
-        wait: match args.wait.as_deref().or(config.wait.as_deref()) {
-            None => Duration::from_secs(30 * 60),
-            Some("0") => Duration::ZERO,
-            Some(text) => humantime::parse_duration(text)
-                .with_context(|| format!("wait `{text}`: expected a duration like 30m or 90s"))?,
-        },
-    }))
-}
-
 /// Asks on the terminal before a change set runs (the plan was confirmed already, so the
 /// input is a terminal).
 fn approve_change_set(stack: &str, changes: &[String]) -> bool {
@@ -264,7 +278,7 @@ fn approve_change_set(stack: &str, changes: &[String]) -> bool {
     })
 }
 
-fn confirm() -> anyhow::Result<bool> {
+pub(super) fn confirm() -> anyhow::Result<bool> {
     if !std::io::stdin().is_terminal() {
         bail!(
             "not asking on a non-interactive input: review the plan with --plan, then run again with --yes"
@@ -289,54 +303,28 @@ pub async fn run(args: InstallArgs) -> anyhow::Result<ExitCode> {
     if policy.keys.is_empty() && !config.public_keys.is_empty() {
         policy.keys = TrustedKeys::load(&config.public_keys)?;
     }
-    let layout = EcrLayout::parse(
-        args.ecr_layout.as_deref().or(config.ecr.layout.as_deref()),
-        args.ecr_repository
-            .as_deref()
-            .or(config.ecr.repository.as_deref()),
-    )?;
-    let ecr = EcrOptions {
-        layout,
-        kms_key: args.kms_key.clone().or(config.ecr.kms_key.clone()),
-        endpoint: args.ecr_endpoint.clone().or(config.ecr.endpoint.clone()),
-        copy: CopyOptions {
-            concurrency: args.concurrency.max(1),
-            retry: RetryPolicy::default(),
-            ..CopyOptions::default()
-        },
+    let flags = InstallFlags {
+        region: args.region.clone(),
+        ecr_layout: args.ecr_layout.clone(),
+        ecr_repository: args.ecr_repository.clone(),
+        kms_key: args.kms_key.clone(),
+        ecr_endpoint: args.ecr_endpoint.clone(),
+        vpc_id: args.vpc_id.clone(),
+        subnet_ids: args.subnet_ids.clone(),
+        new_vpc_cidr: args.new_vpc_cidr.clone(),
+        endpoints_stack: args.endpoints_stack.clone(),
+        no_app: args.no_app,
+        app_stack: args.app_stack.clone(),
+        allowed_cidrs: args.allowed_cidrs.clone(),
+        app_settings: args.app_settings.clone(),
+        staging_bucket: args.staging_bucket.clone(),
+        wait: args.wait.clone(),
+        concurrency: args.concurrency,
     };
-    let network_config = &config.network;
-    let stack = args
-        .endpoints_stack
-        .clone()
-        .or(network_config.endpoints_stack.clone())
-        .unwrap_or_else(|| "dify-vpc-endpoints".to_owned());
-    let subnet_ids = if args.subnet_ids.is_empty() {
-        network_config.subnet_ids.clone()
-    } else {
-        args.subnet_ids.clone()
-    };
-    let network = match (
-        args.vpc_id.clone().or(network_config.vpc_id.clone()),
-        args.new_vpc_cidr
-            .clone()
-            .or(network_config.new_vpc_cidr.clone()),
-    ) {
-        (Some(_), Some(_)) => {
-            bail!("give either an existing VPC (--vpc-id) or --new-vpc-cidr, not both")
-        }
-        (Some(vpc_id), None) => {
-            if subnet_ids.len() < 2 {
-                bail!(
-                    "--vpc-id needs --subnet-ids with at least two subnets in two availability zones"
-                );
-            }
-            Some((stack, NetworkTarget::Existing { vpc_id, subnet_ids }))
-        }
-        (None, Some(cidr)) => Some((stack, NetworkTarget::New { cidr })),
-        (None, None) => None,
-    };
-    let app = app_options(&args, &config.app)?;
+    let mut options = settings::resolve(&flags, &config)?;
+    if !args.yes {
+        options.approve = Some(Arc::new(approve_change_set));
+    }
     // Read the password now, so a missing one fails before anything changes.
     let admin = args.admin.admin()?;
     let what = args.bundle.clone();
@@ -345,17 +333,6 @@ pub async fn run(args: InstallArgs) -> anyhow::Result<ExitCode> {
     })
     .await??;
     let reporter = Arc::new(Reporter::new());
-    let options = InstallOptions {
-        region: args.region.clone().or(config.region.clone()),
-        ecr,
-        network,
-        app,
-        approve: if args.yes {
-            None
-        } else {
-            Some(Arc::new(approve_change_set))
-        },
-    };
     let installer = Installer::open(Arc::from(source), policy, options, reporter.clone())
         .await
         .with_context(|| format!("installing {}", args.bundle))?;
@@ -408,6 +385,9 @@ pub async fn run(args: InstallArgs) -> anyhow::Result<ExitCode> {
                 "application: nothing to do, stack {} is up to date",
                 app.stack
             );
+        }
+        if let Some(snapshot) = &app.snapshot {
+            eprintln!("database snapshot taken before the change: {snapshot}");
         }
         if app.healthy {
             eprintln!("Dify is healthy");

@@ -8,7 +8,9 @@ mod pack;
 mod plugin;
 mod progress;
 mod s3;
+mod status;
 mod template;
+mod uninstall;
 mod verify;
 
 use std::process::ExitCode;
@@ -36,6 +38,12 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// Inside the closed VPC: verify the bundle, check AWS, push the images to ECR
     Install(Box<install::InstallArgs>),
+    /// Inside the closed VPC: what is deployed — stacks, Dify version and bundle, images running
+    /// against the bundle's, health, VPC endpoints
+    Status(status::StatusArgs),
+    /// Inside the closed VPC: remove the application (and, when asked, the endpoints stack and
+    /// the repositories), keeping the data unless --delete-data
+    Uninstall(uninstall::UninstallArgs),
     /// Print the bundle's application stack template (CloudFormation JSON), signature checked
     Template(template::TemplateArgs),
     /// Send a bundle to S3 (only the blobs the prefix lacks)
@@ -98,6 +106,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Template(args) => tokio::task::spawn_blocking(move || template::run(args)).await?,
         Command::Upload(args) => s3::upload(args).await,
         Command::Install(args) => install::run(*args).await,
+        Command::Status(args) => status::run(args).await,
+        Command::Uninstall(args) => uninstall::run(args).await,
         Command::Download(args) => s3::download(args).await,
         Command::Key(keys::KeyCommand::Generate(args)) => keys::generate(args),
         Command::Plugin(command) => plugin::run(command).await,

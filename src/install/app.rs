@@ -1,6 +1,8 @@
 //! The application step: the bundle's signed template, its parameters worked out from the
 //! install settings, the network and the ECR layout; staged in S3, deployed by change set,
-//! then waited on until Dify answers.
+//! then waited on until Dify answers. On an existing stack, parameters not given again are
+//! kept, the change set is worked out in the plan, and a Dify version change snapshots the
+//! database first (see `upgrade`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -9,6 +11,7 @@ use serde::Serialize;
 
 use super::ecr::ImageTarget;
 use super::network::{self, NetworkPlan, NetworkTarget};
+use super::upgrade::{self, Parameters, SnapshotPlan, Upgrade};
 use crate::aws::cloudformation::{
     Approver, CloudFormation, Deployed, StackRequest, TemplateSource,
 };
@@ -43,9 +46,14 @@ pub struct AppPlan {
     pub template_digest: String,
     pub template_bytes: u64,
     pub staging_bucket: String,
-    /// Every parameter given; `VpcId`/`SubnetIds` are filled in once the endpoints stack
-    /// has made a new VPC.
-    pub parameters: BTreeMap<String, String>,
+    /// Every parameter given (`parameters`; `VpcId`/`SubnetIds` are filled in once the
+    /// endpoints stack has made a new VPC), kept, defaulted, changed and dropped.
+    #[serde(flatten)]
+    pub parameters: Parameters,
+    /// Stack tags that record the bundle (see `upgrade::TAG_*`).
+    pub tags: BTreeMap<String, String>,
+    /// `None` when the stack is to be created.
+    pub upgrade: Option<Upgrade>,
     #[serde(skip)]
     template: Vec<u8>,
     #[serde(skip)]
@@ -64,6 +72,8 @@ pub struct AppReport {
     /// A shell in the api container.
     pub exec_command: String,
     pub healthy: bool,
+    /// The database snapshot taken before a Dify version change.
+    pub snapshot: Option<String>,
 }
 
 impl AppReport {
@@ -82,10 +92,18 @@ pub struct BundledTemplate<'a> {
     pub bytes: Vec<u8>,
 }
 
+/// Logical ID of the Aurora cluster in the application template (src/stack/app/data.rs).
+const DATABASE: &str = "Database";
+
+/// How long a snapshot before a version change may take.
+const SNAPSHOT_LIMIT: Duration = Duration::from_secs(3600);
+
+#[allow(clippy::too_many_arguments)]
 pub async fn plan(
     config: &aws_config::SdkConfig,
     account: &str,
     region: &str,
+    bundle: &upgrade::Deployed,
     template: BundledTemplate<'_>,
     images: &[ImageTarget],
     network: (&str, &NetworkTarget, &NetworkPlan),
@@ -98,6 +116,21 @@ pub async fn plan(
         .as_object()
         .map(|p| p.keys().cloned().collect())
         .unwrap_or_default();
+    let default_of = |key: &str| -> Option<String> {
+        match &parsed["Parameters"][key]["Default"] {
+            serde_json::Value::String(text) => Some(text.clone()),
+            serde_json::Value::Null => None,
+            other => Some(other.to_string()),
+        }
+    };
+    let cfn = CloudFormation::new(config);
+    // A stack that failed its first create, or was only ever reviewed, is created again.
+    let existing = cfn.info(&options.stack).await?.filter(|i| {
+        !matches!(
+            i.status.as_str(),
+            "ROLLBACK_COMPLETE" | "REVIEW_IN_PROGRESS"
+        )
+    });
     let mut parameters = BTreeMap::new();
     match network::vpc_and_subnets(config, network_stack, target).await? {
         Some((vpc, subnets)) => {
@@ -109,10 +142,14 @@ pub async fn plan(
             parameters.insert(params::SUBNET_IDS.to_owned(), PENDING.to_owned());
         }
     }
-    let cidrs = if options.allowed_cidrs.is_empty() {
+    // Client networks: those given; on a stack to create, the VPC's; on an existing stack
+    // not given again, kept as they are.
+    let cidrs = if !options.allowed_cidrs.is_empty() {
+        options.allowed_cidrs.clone()
+    } else if existing.is_none() {
         vec![network_plan.cidr.clone()]
     } else {
-        options.allowed_cidrs.clone()
+        Vec::new()
     };
     if cidrs.len() > MAX_ALLOWED_CIDRS {
         return Err(Error::invalid(format!(
@@ -127,6 +164,16 @@ pub async fn plan(
             )));
         }
         parameters.insert(params::allowed_cidr(n + 1), cidr.clone());
+    }
+    // Networks given this time replace the earlier list: the unused places go back to their
+    // default.
+    if !options.allowed_cidrs.is_empty() {
+        for n in cidrs.len() + 1..=MAX_ALLOWED_CIDRS {
+            let key = params::allowed_cidr(n);
+            if let Some(default) = default_of(&key) {
+                parameters.insert(key, default);
+            }
+        }
     }
     for role in ROLES {
         let image = images.iter().find(|i| i.role == role).ok_or_else(|| {
@@ -144,31 +191,110 @@ pub async fn plan(
         }
         parameters.insert(key.clone(), value.clone());
     }
-    params::validate(&parameters)?;
-    let status = CloudFormation::new(config).status(&options.stack).await?;
-    Ok(AppPlan {
+    let reconciled: Vec<String> = template_parameters
+        .iter()
+        .filter(|k| k.as_str() != params::START)
+        .cloned()
+        .collect();
+    let parameters = upgrade::reconcile(
+        &reconciled,
+        existing.as_ref().map(|i| &i.parameters),
+        parameters,
+    );
+    // The template's rules hold for the values the stack will have: given and kept.
+    let mut effective = parameters.kept.clone();
+    effective.extend(parameters.given.clone());
+    params::validate(&effective)?;
+    let mut tags = BTreeMap::new();
+    tags.insert(
+        upgrade::TAG_BUNDLE.to_owned(),
+        bundle.bundle.clone().unwrap_or_default(),
+    );
+    tags.insert(
+        upgrade::TAG_DIFY_VERSION.to_owned(),
+        bundle.dify_version.clone().unwrap_or_default(),
+    );
+    if let Some(digest) = &bundle.bundle_json {
+        tags.insert(upgrade::TAG_MANIFEST.to_owned(), digest.clone());
+    }
+    tags.retain(|_, v| !v.is_empty());
+    let staging_bucket = options
+        .staging_bucket
+        .clone()
+        .unwrap_or_else(|| staging::default_bucket(account, region));
+    let mut plan = AppPlan {
         stack: options.stack.clone(),
-        status,
+        status: cfn.status(&options.stack).await?,
         template_digest: template.record.digest.to_string(),
         template_bytes: template.record.size,
         template: template.bytes,
-        staging_bucket: options
-            .staging_bucket
-            .clone()
-            .unwrap_or_else(|| staging::default_bucket(account, region)),
+        staging_bucket,
         parameters,
+        tags,
+        upgrade: None,
         network: (network_stack.to_owned(), target.clone()),
         wait: options.wait,
+    };
+    if let Some(info) = &existing {
+        plan.upgrade = Some(plan_upgrade(config, region, &plan, info, bundle).await?);
+    }
+    Ok(plan)
+}
+
+/// What installing onto the existing stack changes: the versions, the change set (worked
+/// out against AWS and discarded, when the staging bucket is already there) and the
+/// snapshot a version change takes.
+async fn plan_upgrade(
+    config: &aws_config::SdkConfig,
+    region: &str,
+    plan: &AppPlan,
+    info: &crate::aws::cloudformation::StackInfo,
+    bundle: &upgrade::Deployed,
+) -> Result<Upgrade> {
+    let cfn = CloudFormation::new(config);
+    let from = upgrade::deployed(info, cfn.template(&plan.stack).await?.as_deref());
+    let to_version = bundle.dify_version.clone().unwrap_or_default();
+    let version_changes = from.dify_version.as_deref() != Some(to_version.as_str());
+    let snapshot = if version_changes {
+        let ids = cfn.physical_ids(&plan.stack).await?;
+        ids.get(DATABASE)
+            .filter(|id| !id.is_empty())
+            .map(|cluster| SnapshotPlan {
+                cluster: cluster.clone(),
+                identifier: upgrade::snapshot_name(
+                    &plan.stack,
+                    from.dify_version.as_deref(),
+                    std::time::SystemTime::now(),
+                ),
+            })
+    } else {
+        None
+    };
+    let pending = plan.parameters.given.values().any(|v| v == PENDING);
+    let staging = Staging::new(config, &plan.staging_bucket, region);
+    let changes = if !pending && staging.exists().await? {
+        let url = staging.put_template(&plan.stack, &plan.template).await?;
+        let mut request = request(&url, plan, true, &None);
+        request.parameters.retain(|(k, _)| k != params::START);
+        request.keep.push(params::START.to_owned());
+        cfn.preview(&plan.stack, &request).await?
+    } else {
+        None
+    };
+    Ok(Upgrade {
+        from,
+        to_version,
+        to_bundle: bundle.bundle.clone().unwrap_or_default(),
+        version_changes,
+        changes,
+        snapshot,
     })
 }
 
-fn request(
-    url: &str,
-    parameters: &BTreeMap<String, String>,
-    start: bool,
-    approve: &Option<Approver>,
-) -> StackRequest {
-    let mut parameters: Vec<(String, String)> = parameters
+fn request(url: &str, plan: &AppPlan, start: bool, approve: &Option<Approver>) -> StackRequest {
+    let mut parameters: Vec<(String, String)> = plan
+        .parameters
+        .given
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
@@ -176,11 +302,19 @@ fn request(
     StackRequest {
         template: TemplateSource::Url(url.to_owned()),
         parameters,
+        keep: plan.parameters.kept.keys().cloned().collect(),
+        tags: plan
+            .tags
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         iam: true,
         approve: approve.clone(),
     }
 }
 
+/// Deploys the plan: on a Dify version change, the database snapshot first; a failure after
+/// it says how to return to it.
 pub async fn apply(
     config: &aws_config::SdkConfig,
     region: &str,
@@ -188,7 +322,52 @@ pub async fn apply(
     approve: Option<Approver>,
     progress: &dyn Progress,
 ) -> Result<AppReport> {
-    let mut parameters = plan.parameters.clone();
+    let snapshot = plan.upgrade.as_ref().and_then(|u| u.snapshot.clone());
+    if let (Some(snapshot), Some(upgrade)) = (&snapshot, &plan.upgrade) {
+        progress.step(&format!(
+            "{}: snapshot {} of database cluster {} before anything changes",
+            upgrade.headline(),
+            snapshot.identifier,
+            snapshot.cluster
+        ));
+        let tags = vec![
+            ("dify-bundle:stack".to_owned(), plan.stack.clone()),
+            (
+                upgrade::TAG_DIFY_VERSION.to_owned(),
+                upgrade.from.dify_version.clone().unwrap_or_default(),
+            ),
+        ];
+        crate::aws::rds::Rds::new(config)
+            .snapshot_cluster(
+                &snapshot.cluster,
+                &snapshot.identifier,
+                &tags,
+                SNAPSHOT_LIMIT,
+                progress,
+            )
+            .await?;
+        progress.note(&format!("  snapshot {} is available", snapshot.identifier));
+    }
+    let mut report = deploy_and_wait(config, region, plan, approve, progress).await;
+    if let (Err(e), Some(snapshot), Some(upgrade)) = (&report, &snapshot, &plan.upgrade) {
+        report = Err(Error::invalid(format!(
+            "{e}\n{}",
+            upgrade::way_back(&plan.stack, region, snapshot, &upgrade.from)
+        )));
+    }
+    let mut report = report?;
+    report.snapshot = snapshot.map(|s| s.identifier);
+    Ok(report)
+}
+
+async fn deploy_and_wait(
+    config: &aws_config::SdkConfig,
+    region: &str,
+    plan: &AppPlan,
+    approve: Option<Approver>,
+    progress: &dyn Progress,
+) -> Result<AppReport> {
+    let mut parameters = plan.parameters.given.clone();
     if parameters.get(params::VPC_ID).map(String::as_str) == Some(PENDING) {
         let (stack, target) = &plan.network;
         let (vpc, subnets) = network::vpc_and_subnets(config, stack, target)
@@ -217,7 +396,7 @@ pub async fn apply(
     let deploys = vec![
         cfn.deploy(
             &plan.stack,
-            &request(&url, &parameters, true, &approve),
+            &request(&url, &with_given(plan, &parameters), true, &approve),
             progress,
         )
         .await?,
@@ -271,5 +450,13 @@ pub async fn apply(
         deploys,
         outputs,
         healthy,
+        snapshot: None,
     })
+}
+
+/// The plan with its given parameters replaced (the VPC and subnets filled in).
+fn with_given(plan: &AppPlan, given: &BTreeMap<String, String>) -> AppPlan {
+    let mut plan = plan.clone();
+    plan.parameters.given = given.clone();
+    plan
 }

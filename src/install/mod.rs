@@ -7,6 +7,10 @@ pub mod app;
 pub mod config;
 pub mod ecr;
 pub mod network;
+pub mod settings;
+pub mod status;
+pub mod uninstall;
+pub mod upgrade;
 
 pub use app::{AppOptions, AppPlan, AppReport};
 pub use config::{EcrLayout, InstallConfig};
@@ -69,11 +73,17 @@ pub struct Installer {
     manifest: BundleManifest,
     signature: SignatureStatus,
     files: usize,
+    manifest_digest: Option<String>,
     config: aws_config::SdkConfig,
     options: InstallOptions,
 }
 
 const ECR_SERVICES: [&str; 2] = ["ecr.api", "ecr.dkr"];
+
+/// The application stack's name when none is given.
+pub const DEFAULT_APP_STACK: &str = "dify";
+/// The VPC endpoints stack's name when none is given.
+pub const DEFAULT_ENDPOINTS_STACK: &str = "dify-vpc-endpoints";
 
 impl Installer {
     /// Verifies the bundle — signature, then every digest. Nothing that changes anything
@@ -86,8 +96,13 @@ impl Installer {
     ) -> Result<Installer> {
         let checked = source.clone();
         let reporter = progress.clone();
-        let report = tokio::task::spawn_blocking(move || {
-            crate::bundle::verify(checked.as_ref(), &policy, reporter.as_ref())
+        // Blocking reads (an S3 source blocks on its own runtime calls).
+        let (report, manifest_digest) = tokio::task::spawn_blocking(move || {
+            let report = crate::bundle::verify(checked.as_ref(), &policy, reporter.as_ref())?;
+            let digest =
+                crate::bundle::source::read_all(checked.as_ref(), crate::bundle::BUNDLE_FILE)?
+                    .map(|bytes| crate::digest::Digest::of(&bytes).to_string());
+            Ok::<_, Error>((report, digest))
         })
         .await
         .map_err(|e| Error::invalid(format!("verification thread failed: {e}")))??;
@@ -101,6 +116,7 @@ impl Installer {
         }
         let config = aws::config(options.region.as_deref()).await;
         Ok(Installer {
+            manifest_digest,
             source,
             signature: report.signature,
             files: report.files,
@@ -209,6 +225,7 @@ impl Installer {
             &self.config,
             account,
             region,
+            &self.identity(),
             app::BundledTemplate {
                 record: template,
                 bytes,
@@ -219,6 +236,17 @@ impl Installer {
         )
         .await?;
         Ok(Some(plan))
+    }
+
+    /// What the stack will record about this bundle: its name, Dify version and the sha256
+    /// of its bundle.json (the one verified in `open`).
+    pub fn identity(&self) -> upgrade::Deployed {
+        upgrade::Deployed {
+            dify_version: Some(self.manifest.dify_version.clone()),
+            bundle: Some(self.manifest.name.clone()),
+            bundle_json: self.manifest_digest.clone(),
+            template: self.manifest.stack.as_ref().map(|s| s.digest.to_string()),
+        }
     }
 
     /// The bundle's plugin packages, `(identifier, bytes)`, each checked against its digest.
