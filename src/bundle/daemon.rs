@@ -149,14 +149,6 @@ pub struct DerivedDaemon {
     pub environment: Vec<(String, String)>,
 }
 
-fn uv_arch(architecture: &str) -> &str {
-    match architecture {
-        "amd64" => "x86_64",
-        "arm64" => "aarch64",
-        other => other,
-    }
-}
-
 /// Builds the derived plugin-daemon image over `base` with the wheelhouse of `plugins`.
 pub async fn derive(
     layout: &LayoutStore,
@@ -193,10 +185,12 @@ pub async fn derive(
     for platform_base in derived::bases(layout, base).await? {
         let platform = &platform_base.platform;
         // The daemon's glibc, read from the image; its Python is the plugins' runner version.
-        let uv_platform =
-            interpreter::detect(&platform_base.config_json, &platform_base.layers, platform)
-                .map(|t| t.uv_platform)
-                .unwrap_or_else(|_| format!("{}-manylinux_2_28", uv_arch(&platform.architecture)));
+        // Not guessed: a wheel tagged for a newer glibc than the image has would fail inside.
+        let uv_platform = interpreter::platform_tag(&platform_base.layers, platform)
+            .map_err(|e| Error::Context {
+                context: format!("reading the C library of the plugin daemon image for {platform}"),
+                inner: Box::new(e),
+            })?;
         let target = PythonTarget::for_resolution(&python, &uv_platform);
         let (house, _) =
             wheelhouse::gather(&packages, &target, &cache, copy, &progress, &work).await?;

@@ -21,8 +21,9 @@ pub fn daemon_environment() -> Vec<(String, String)> {
     [
         ("PIP_MIRROR_URL", format!("file:///{IMAGE_ROOT}/simple")),
         // uv.lock URLs point at PyPI: re-lock against the wheelhouse instead.
+        // (0.6.10 reads it; 0.5.3 never passes `--frozen`.) The stack switches off the
+        // mirror probe itself, for the daemons that have one.
         ("PLUGIN_IGNORE_UV_LOCK", "true".to_owned()),
-        ("PIP_MIRROR_AUTO_DETECT", "false".to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

@@ -229,6 +229,19 @@ pub fn detect(
     })
 }
 
+/// Only the platform tag of an image (`x86_64-manylinux_2_39`), read from its C library: for
+/// images whose Python is known but laid out as a distribution lays it out (Ubuntu's
+/// `dist-packages`, as in the plugin daemon's `-local` image: `FROM ubuntu:24.04` with
+/// `python3.12` from apt, docker/local.dockerfile, langgenius/dify-plugin-daemon 0.5.3 and
+/// 0.6.10), which `detect` does not take for a target to install into.
+pub fn platform_tag(layers: &[(PathBuf, String)], platform: &Platform) -> Result<String> {
+    let mut findings = Findings::default();
+    for (path, media_type) in layers {
+        scan_layer(path, media_type, &mut findings)?;
+    }
+    uv_platform(platform, &findings)
+}
+
 /// A target laid out like dify-sandbox ≥ 0.2.13, for tests.
 #[cfg(test)]
 pub fn example_target() -> PythonTarget {
