@@ -29,6 +29,10 @@ export CHECKOV="$checkov_venv/bin/checkov"
 
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/dify-bundle/target}
+# No incremental cache: it doubles the target dir and a fresh CI clone never reuses it.
+export CARGO_INCREMENTAL=0
+# Say how much room the build has: a full disk is the usual cause of an odd link error.
+df -h "$(dirname "$CARGO_TARGET_DIR")" 2>/dev/null | tail -1 || true
 cargo fmt --check
 cargo clippy --all-targets --quiet -- -D warnings
 cargo test --all-targets
