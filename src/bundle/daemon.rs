@@ -186,10 +186,14 @@ pub async fn derive(
         let platform = &platform_base.platform;
         // The daemon's glibc, read from the image; its Python is the plugins' runner version.
         // Not guessed: a wheel tagged for a newer glibc than the image has would fail inside.
-        let uv_platform = interpreter::platform_tag(&platform_base.layers, platform)
-            .map_err(|e| Error::Context {
-                context: format!("reading the C library of the plugin daemon image for {platform}"),
-                inner: Box::new(e),
+        let uv_platform =
+            interpreter::platform_tag(&platform_base.layers, platform).map_err(|e| {
+                Error::Context {
+                    context: format!(
+                        "reading the C library of the plugin daemon image for {platform}"
+                    ),
+                    inner: Box::new(e),
+                }
             })?;
         let target = PythonTarget::for_resolution(&python, &uv_platform);
         let (house, _) =
