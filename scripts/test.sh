@@ -19,6 +19,13 @@ export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
 python3 -m pip install -q "${pip_packages[@]}" \
   || python3 -m pip install -q --break-system-packages "${pip_packages[@]}"
 
+# The real uv wheel the build's pinned fetch is tested against (src/python/uv.rs).
+test_wheels="$HOME/.cache/dify-bundle/test-wheels"
+if [ ! -f "$test_wheels/uv-0.13.9-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl" ]; then
+  python3 -m pip download -q --no-deps --only-binary=:all: --platform manylinux2014_x86_64 \
+    --python-version 3.11 -d "$test_wheels" uv==0.13.9
+fi
+
 # checkov pins an older botocore than moto and awscli want: a venv of its own, pinned.
 checkov_venv="$HOME/.cache/dify-bundle/checkov-3.3.30"
 if [ ! -x "$checkov_venv/bin/checkov" ]; then

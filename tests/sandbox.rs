@@ -318,20 +318,92 @@ async fn sandbox_package_errors_say_what_to_do() {
         stderr(&failed)
     );
 
-    // No uv: say how to get it.
+    // A uv named but not there: said, with what to do.
     let requirements = work.path().join("ok.txt");
     std::fs::write(&requirements, "six\n").unwrap();
-    let no_uv = run(dify_bundle()
-        .env("PATH", "/nonexistent")
-        .args(["build", "--insecure-registry", &registry.host(), "--recipe"])
-        .arg(&recipe)
-        .arg("--sandbox-requirements")
-        .arg(&requirements)
-        .arg("--cache-dir")
-        .arg(&cache)
-        .arg("--out")
-        .arg(work.path().join("b")));
-    assert_fails_with(&no_uv, "pip install uv");
+    // A PATH with a python3 and no uv (uv resolves with any Python 3 interpreter present; it
+    // never needs one of the target's version).
+    let bin = work.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let interpreter = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .unwrap();
+    let interpreter = String::from_utf8(interpreter.stdout).unwrap();
+    std::os::unix::fs::symlink(interpreter.trim(), bin.join("python3")).unwrap();
+    let path = bin.to_str().unwrap().to_owned();
+    let build_without_uv = |out: &str, env: &[(&str, &str)]| {
+        let mut command = dify_bundle();
+        command.env("PATH", &path);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        run(command
+            .args(["build", "--insecure-registry", &registry.host(), "--recipe"])
+            .arg(&recipe)
+            .arg("--sandbox-requirements")
+            .arg(&requirements)
+            .arg("--cache-dir")
+            .arg(&cache)
+            .arg("--out")
+            .arg(work.path().join(out)))
+    };
+    let named = build_without_uv("b", &[("DIFY_BUNDLE_UV", "/nonexistent/uv")]);
+    assert_fails_with(&named, "`/nonexistent/uv` cannot be run");
+    assert_fails_with(&named, "pip install uv");
+
+    // No uv on PATH: the pinned release is fetched, and its bytes checked against the pin —
+    // a wheel that is not the pinned one is refused and nothing is unpacked.
+    let served = tempfile::tempdir().unwrap();
+    let wheel = real_uv_wheel();
+    let name = wheel.file_name().unwrap().to_str().unwrap().to_owned();
+    let mut forged = std::fs::read(&wheel).unwrap();
+    forged[1000] ^= 0xff;
+    std::fs::write(served.path().join("forged.whl"), &forged).unwrap();
+    std::fs::copy(&wheel, served.path().join(&name)).unwrap();
+    let (_server, base) = common::serve_dir(served.path());
+    let tool = cache.join("tools/uv-0.13.9-x86_64/uv");
+    let forged_url = format!("{base}/forged.whl");
+    let refused = build_without_uv("c", &[("DIFY_BUNDLE_UV_WHEEL_URL", &forged_url)]);
+    assert_fails_with(&refused, "uv-0.13.9");
+    assert!(stderr(&refused).contains("sha256"), "{}", stderr(&refused));
+    assert!(!tool.exists());
+
+    let real_url = format!("{base}/{name}");
+    let fetched = build_without_uv("d", &[("DIFY_BUNDLE_UV_WHEEL_URL", &real_url)]);
+    assert_success(&fetched);
+    assert!(
+        stderr(&fetched).contains("fetching uv 0.13.9"),
+        "{}",
+        stderr(&fetched)
+    );
+    assert!(tool.is_file());
+    // Kept: the next build uses it without fetching (the server is gone).
+    drop(_server);
+    let again = build_without_uv("e", &[("DIFY_BUNDLE_UV_WHEEL_URL", &real_url)]);
+    assert_success(&again);
+    assert!(
+        !stderr(&again).contains("fetching uv"),
+        "{}",
+        stderr(&again)
+    );
+}
+
+/// The real uv 0.13.9 wheel for x86_64 as PyPI serves it, put in the test cache by
+/// scripts/test.sh (`pip download`): the pin is checked against upstream's bytes.
+fn real_uv_wheel() -> PathBuf {
+    let dir = std::env::var_os("DIFY_BUNDLE_TEST_WHEELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/dify-bundle/test-wheels")
+        });
+    let path = dir.join("uv-0.13.9-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl");
+    assert!(
+        path.is_file(),
+        "{} is missing: scripts/test.sh downloads it",
+        path.display()
+    );
+    path
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,14 +11,16 @@ use super::daemon::{self, DAEMON_ROLE, PluginOptions};
 use super::derived::DerivedImage;
 use super::format::{
     ANNOTATION_BASE, ANNOTATION_ROLE, ANNOTATION_SOURCE, BUNDLE_FILE, BundleFile, BundleImage,
-    BundleManifest, FORMAT_V1, SANDBOX_ROLE, SIGNATURE_FILE, Tool,
+    BundleInstaller, BundleManifest, FORMAT_V1, SANDBOX_ROLE, SIGNATURE_FILE, Tool,
 };
+use super::installer::InstallerOptions;
 use super::sandbox::{self, Requirements, SandboxOptions, WheelSet};
 use crate::copy::{self, CopyOptions, CopyReport, Root};
 use crate::digest::{Digest, hash_file};
 use crate::error::{Error, Result};
 use crate::oci::{ANNOTATION_REF_NAME, Platform};
 use crate::progress::Progress;
+use crate::python::uv;
 use crate::recipe::Recipe;
 use crate::stack::app::StackSettings;
 use crate::store::layout::{BLOBS_DIR, INDEX_FILE, OCI_LAYOUT_FILE, write_json};
@@ -38,6 +40,8 @@ pub struct BuildOptions {
     /// Build-time settings of the application stack.
     pub stack: StackSettings,
     pub plugins: PluginOptions,
+    /// The installer binary to carry inside the bundle (`None`: none).
+    pub installer: Option<InstallerOptions>,
 }
 
 #[derive(Debug, Serialize)]
@@ -54,6 +58,8 @@ pub struct BuildReport {
     pub plugins: Vec<String>,
     /// Digest of the application stack's template, when the recipe has every image it runs.
     pub stack: Option<Digest>,
+    /// The installer carried, when one is.
+    pub installer: Option<BundleInstaller>,
 }
 
 pub async fn build(options: BuildOptions, progress: Arc<dyn Progress>) -> Result<BuildReport> {
@@ -84,6 +90,20 @@ pub async fn build(options: BuildOptions, progress: Arc<dyn Progress>) -> Result
         concurrency: options.concurrency,
         retry: options.registries.retry,
     };
+    // uv resolves the sandbox's and the plugins' Python dependencies: the one installed, or a
+    // pinned release fetched now, before anything else is downloaded.
+    let has_plugins =
+        !options.plugins.skip && (!recipe.plugins.is_empty() || !options.plugins.local.is_empty());
+    if options.sandbox_requirements.is_some() || has_plugins {
+        let uv = uv::ensure(&options.cache_dir, &copy_options, &progress).await?;
+        if let uv::UvSource::Pinned(path) = &uv {
+            progress.note(&format!(
+                "using uv {} from {}",
+                uv::PINNED_VERSION,
+                path.display()
+            ));
+        }
+    }
     // Plugins first: a version the marketplace lacks, or a package that fails its signature,
     // stops the build before any image is downloaded.
     let stored = if options.plugins.skip {
@@ -212,6 +232,17 @@ pub async fn build(options: BuildOptions, progress: Arc<dyn Progress>) -> Result
         )),
     }
 
+    // The installer travels as one more blob, named in bundle.json.
+    let installer = match &options.installer {
+        Some(installer_options) => {
+            progress.step("storing the installer binary");
+            let stored = super::installer::store(&layout, installer_options)?;
+            referenced.insert(stored.digest.clone());
+            Some(stored)
+        }
+        None => None,
+    };
+
     // index.json lists exactly the recipe's images, in recipe order.
     let index = layout.index();
     let entries = recipe
@@ -252,6 +283,7 @@ pub async fn build(options: BuildOptions, progress: Arc<dyn Progress>) -> Result
         python: wheel_sets.clone(),
         plugins,
         stack,
+        installer: installer.clone(),
         files: list_files(&options.out, &referenced)?,
     };
     // A signature over an older bundle.json no longer applies.
@@ -269,6 +301,7 @@ pub async fn build(options: BuildOptions, progress: Arc<dyn Progress>) -> Result
         pruned_blobs,
         plugins: bundled_plugins,
         stack: stack_digest,
+        installer,
     })
 }
 

@@ -43,7 +43,25 @@ pub struct BundleManifest {
     /// The application stack's CloudFormation template, stored as a blob.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stack: Option<StackTemplate>,
+    /// The installer binary that travels with the bundle, stored as a blob.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installer: Option<BundleInstaller>,
     pub files: Vec<BundleFile>,
+}
+
+/// The `dify-bundle` executable carried inside the bundle, so the inside needs nothing but
+/// the medium: checked with `minisign -Vm bundle.json`, then `sha256sum` of `path`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleInstaller {
+    /// Where it is in the bundle (`blobs/sha256/HEX`, listed in `files` like every blob).
+    pub path: String,
+    pub digest: Digest,
+    pub size: u64,
+    /// The platform it runs on, read from its ELF header (`linux/amd64`, `linux/arm64`).
+    pub platform: String,
+    /// `dify-bundle --version` of it, when it is the building binary itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -143,6 +161,20 @@ impl BundleManifest {
             }
             Digest::from_hex(&file.sha256)
                 .map_err(|e| Error::invalid(format!("{origin}: file `{}`: {e}", file.path)))?;
+        }
+        if let Some(installer) = &manifest.installer {
+            // The installer is trusted only as one of the files bundle.json lists.
+            let listed = manifest.files.iter().any(|f| {
+                f.path == installer.path
+                    && f.sha256 == installer.digest.hex()
+                    && f.size == installer.size
+            });
+            if !listed {
+                return Err(Error::invalid(format!(
+                    "{origin}: the installer `{}` is not among the bundle's files with its digest and size",
+                    installer.path
+                )));
+            }
         }
         Ok(manifest)
     }

@@ -25,6 +25,8 @@ pub struct Inspection {
     pub plugins: Vec<super::format::BundlePlugin>,
     /// The application stack's template, if the bundle has one.
     pub stack: Option<StackTemplate>,
+    /// The installer binary carried, if the bundle has one.
+    pub installer: Option<super::format::BundleInstaller>,
     /// The key that signed bundle.json, as the signature says (`verify` checks it).
     pub signed_by: Option<String>,
 }
@@ -42,12 +44,13 @@ pub fn inspect(source: &dyn BundleSource) -> Result<Inspection> {
         .and_then(|s| String::from_utf8(s).ok())
         .and_then(|s| crate::signing::signer_of(&s));
     let images_bytes: u64 = manifest.images.iter().map(|i| i.size).sum();
-    // Blobs of images only: the stack template and plugin packages are not shared.
+    // Blobs of images only: the stack template, plugin packages and installer are not shared.
     let artefacts: Vec<String> = manifest
         .stack
         .iter()
         .map(|s| &s.digest)
         .chain(manifest.plugins.iter().map(|p| &p.digest))
+        .chain(manifest.installer.iter().map(|i| &i.digest))
         .map(|digest| format!("{BLOBS_DIR}/{}", digest.hex()))
         .collect();
     let stored_bytes: u64 = manifest
@@ -67,6 +70,7 @@ pub fn inspect(source: &dyn BundleSource) -> Result<Inspection> {
         files: manifest.files.len(),
         signed_by,
         stack: manifest.stack,
+        installer: manifest.installer,
         plugins: manifest.plugins,
         images: manifest.images,
     })

@@ -6,6 +6,7 @@ pub mod daemon;
 pub mod derived;
 pub mod format;
 pub mod inspect;
+pub mod installer;
 pub mod parts;
 pub mod s3;
 pub mod sandbox;

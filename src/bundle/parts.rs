@@ -520,7 +520,20 @@ pub fn pack(
     let mut current: Vec<Planned> = Vec::new();
     let mut left = capacity;
     let cost = BLOCK + PACK_PER_ENTRY;
-    for file in &manifest.files {
+    // The installer first, whole in part 1 when it fits: the inside takes it out with `tar`
+    // before it has any tool of ours.
+    let installer_path = manifest.installer.as_ref().map(|i| i.path.as_str());
+    let ordered = manifest
+        .files
+        .iter()
+        .filter(|f| Some(f.path.as_str()) == installer_path)
+        .chain(
+            manifest
+                .files
+                .iter()
+                .filter(|f| Some(f.path.as_str()) != installer_path),
+        );
+    for file in ordered {
         let mut offset = 0;
         let mut chunk = 0;
         loop {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Args;
 use dify_bundle::bundle::daemon::PluginOptions;
+use dify_bundle::bundle::installer::InstallerOptions;
 use dify_bundle::bundle::sandbox::Requirements;
 use dify_bundle::bundle::{self, BuildOptions};
 use dify_bundle::oci::Platform;
@@ -75,6 +76,13 @@ pub struct BuildArgs {
     /// container), baked into the signed template
     #[arg(long, value_name = "FILE")]
     stack_config: Option<PathBuf>,
+    /// The installer binary to carry inside the bundle, e.g. a release build for another
+    /// platform [default: this dify-bundle executable]
+    #[arg(long, value_name = "FILE")]
+    installer: Option<PathBuf>,
+    /// Carry no installer binary in the bundle
+    #[arg(long, env = "DIFY_BUNDLE_NO_INSTALLER", conflicts_with = "installer")]
+    no_installer: bool,
     /// Sign the bundle with this minisign secret key
     #[arg(long, value_name = "KEY")]
     sign_key: Option<PathBuf>,
@@ -140,7 +148,24 @@ pub async fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         Some(path) => StackSettings::load(path)?,
         None => StackSettings::default(),
     };
+    let installer = if args.no_installer {
+        None
+    } else if let Some(binary) = &args.installer {
+        Some(InstallerOptions {
+            binary: binary.clone(),
+            version: None,
+        })
+    } else {
+        let binary = std::env::current_exe().context(
+            "finding this executable to carry as the installer (or pass --no-installer)",
+        )?;
+        Some(InstallerOptions {
+            binary,
+            version: Some(super::short_version()),
+        })
+    };
     let options = BuildOptions {
+        installer,
         stack,
         plugins: PluginOptions {
             marketplace: args.marketplace_url.clone(),
@@ -195,6 +220,14 @@ pub async fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(stack) = &report.stack {
         eprintln!("application stack template {stack} (`dify-bundle template` prints it)");
+    }
+    if let Some(installer) = &report.installer {
+        eprintln!(
+            "installer for {} carried as {} ({})",
+            installer.platform,
+            installer.path,
+            units::bytes(installer.size)
+        );
     }
     if args.json {
         super::print_json(&report)?;

@@ -74,6 +74,21 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
         ),
         None => println!("no application stack template"),
     }
+    match &inspection.installer {
+        Some(installer) => println!(
+            "installer for {}{}: {} ({}), sha256 {}",
+            installer.platform,
+            installer
+                .version
+                .as_deref()
+                .map(|v| format!(", dify-bundle {v}"))
+                .unwrap_or_default(),
+            installer.path,
+            units::bytes(installer.size),
+            installer.digest.hex()
+        ),
+        None => println!("no installer binary"),
+    }
     println!(
         "{} files, {} stored; images total {}, {} saved by sharing blobs",
         inspection.files,

@@ -15,13 +15,21 @@ mod verify;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+
+/// Exit codes, as `--help` and the man page state them.
+const EXIT_CODES: &str = "Exit codes:
+  0    success
+  1    failure: the error says what failed and what to do next (verify: something is missing, changed or extra)
+  2    bad usage: an unknown flag or a missing argument
+  130  interrupted (Ctrl-C): nothing incomplete was kept as finished; run the same command again to resume";
 
 #[derive(Parser)]
 #[command(
     name = "dify-bundle",
     version,
-    about = "Build, carry and install signed offline bundles of Dify for closed AWS VPCs"
+    about = "Build, carry and install signed offline bundles of Dify for closed AWS VPCs",
+    after_long_help = EXIT_CODES
 )]
 struct Cli {
     #[command(subcommand)]
@@ -60,11 +68,48 @@ enum Command {
     /// Manage signing keys
     #[command(subcommand)]
     Key(keys::KeyCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff) on stdout: `dify-bundle man > dify-bundle.1`
+    Man,
 }
 
-/// Exit codes: 0 success, 1 failure, 2 bad usage (clap), 130 interrupted.
+/// The release and the commit it was built from.
+fn short_version() -> String {
+    format!(
+        "{} (commit {})",
+        env!("CARGO_PKG_VERSION"),
+        env!("DIFY_BUNDLE_COMMIT")
+    )
+}
+
+/// `--version`: the release, the commit built from, and the Dify versions of the built-in
+/// recipes.
+fn long_version() -> String {
+    let recipes = dify_bundle::recipe::Recipe::builtin_all()
+        .map(|all| {
+            all.iter()
+                .map(|r| r.dify_version.clone())
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_else(|e| format!("unreadable ({e})"));
+    format!("{}\nbuilt-in recipes: Dify {recipes}", short_version())
+}
+
+/// The command-line definition, with the long version filled in.
+fn definition() -> clap::Command {
+    // Leaked once per process: clap keeps `&'static str`s.
+    let version: &'static str = Box::leak(long_version().into_boxed_str());
+    Cli::command().long_version(version)
+}
+
+/// Runs the command line; the exit codes are `EXIT_CODES`.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::from_arg_matches(&definition().get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -111,6 +156,20 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Download(args) => s3::download(args).await,
         Command::Key(keys::KeyCommand::Generate(args)) => keys::generate(args),
         Command::Plugin(command) => plugin::run(command).await,
+        Command::Completions { shell } => {
+            let mut definition = definition();
+            clap_complete::generate(
+                shell,
+                &mut definition,
+                "dify-bundle",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            clap_mangen::Man::new(definition()).render(&mut std::io::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

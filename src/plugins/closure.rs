@@ -11,8 +11,8 @@
 //!   requirements.txt, and its `uv sync` then locks universally): the universal resolution of
 //!   the project and all its groups, installed wheels for the target, one wheel of the rest.
 
+use crate::python::uv;
 use std::path::Path;
-use std::process::Command;
 
 use serde::Deserialize;
 
@@ -83,7 +83,7 @@ pub fn closure(package: &PluginPackage, target: &PythonTarget, work: &Path) -> R
         write("pyproject.toml", pyproject)?;
         write("uv.lock", lock)?;
         resolve::run_uv(
-            Command::new("uv").current_dir(&dir).args([
+            uv::command().current_dir(&dir).args([
                 "export",
                 "--frozen",
                 "--all-groups",
@@ -116,7 +116,7 @@ pub fn closure(package: &PluginPackage, target: &PythonTarget, work: &Path) -> R
         write("pyproject.toml", pyproject)?;
         let groups = dependency_groups(pyproject).map_err(context)?;
         let universal = dir.join("pylock.universal.toml");
-        let mut command = Command::new("uv");
+        let mut command = uv::command();
         command
             .current_dir(&dir)
             .args(["pip", "compile", "--quiet", "--no-header", "--universal"])

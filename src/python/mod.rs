@@ -6,6 +6,7 @@ pub mod fetch;
 pub mod interpreter;
 pub mod layer;
 pub mod resolve;
+pub mod uv;
 pub mod wheel;
 
 pub use interpreter::PythonTarget;

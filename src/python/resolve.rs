@@ -86,14 +86,26 @@ pub fn run_uv(command: &mut Command, what: &str) -> Result<()> {
         .output()
         .map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::invalid(
-                "`uv` is not installed; it resolves Python dependencies at build time. Install it with `pip install uv` or `curl -LsSf https://astral.sh/uv/install.sh | sh`, then run again",
+                format!(
+                    "`{}` cannot be run: uv resolves Python dependencies at build time. Install it (`pip install uv`), name it in {}, or leave it off PATH and the build fetches uv {} itself",
+                    command.get_program().to_string_lossy(),
+                    super::uv::UV_ENV,
+                    super::uv::PINNED_VERSION
+                ),
             ),
             _ => Error::invalid(format!("cannot run uv: {e}")),
         })?;
     if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        // uv 0.13 resolves for any target version, but with some interpreter present.
+        let hint = if stderr.contains("No interpreter found") {
+            "\nuv needs a Python 3 interpreter on the build host to resolve (any version: the target's is given as a flag); install python3 and run again"
+        } else {
+            ""
+        };
         return Err(Error::invalid(format!(
-            "{what} failed:\n{}",
-            String::from_utf8_lossy(&output.stderr).trim()
+            "{what} failed:\n{}{hint}",
+            stderr.trim()
         )));
     }
     Ok(())
@@ -107,7 +119,7 @@ pub fn resolve(
     work: &Path,
 ) -> Result<Vec<LockedWheel>> {
     let lock = work.join("pylock.toml");
-    let mut command = Command::new("uv");
+    let mut command = super::uv::command();
     command
         .args([
             "pip",

@@ -183,6 +183,8 @@ pub fn dify_bundle() -> Command {
     // Never read the developer's own Docker credentials.
     command.env("DOCKER_CONFIG", "/nonexistent-docker-config");
     command.env_remove("DIFY_BUNDLE_PUBKEY");
+    // Bundles in tests carry no 100 MB debug binary; tests/release.rs carries one.
+    command.env("DIFY_BUNDLE_NO_INSTALLER", "true");
     command
 }
 
