@@ -11,7 +11,7 @@ start_registry "$total_mib"
 sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
 start=$(date +%s.%N)
 /usr/bin/time -f '%M' -o "$work/rss" "$bin" build --insecure-registry "$host" \
-  --recipe "$work/recipe.toml" --out "$work/ours" 2>"$work/ours.log"
+  --no-installer --recipe "$work/recipe.toml" --out "$work/ours" 2>"$work/ours.log"
 ours=$(echo "$(date +%s.%N) - $start" | bc)
 
 start=$(date +%s.%N)

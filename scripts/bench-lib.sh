@@ -7,7 +7,14 @@ cargo build --release --quiet --bin dify-bundle --example bench_fixtures
 bin=$CARGO_TARGET_DIR/release/dify-bundle
 work=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+# Servers started inside a command substitution run in a subshell, whose `pids` is lost:
+# every server's pid is also written to $work/pids, and cleanup stops both lists.
+track() { pids+=("$1"); echo "$1" >> "$work/pids"; }
+cleanup() {
+  local p
+  for p in "${pids[@]}" $(cat "$work/pids" 2>/dev/null); do kill "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -20,7 +27,7 @@ start_registry() {
   printf 'version: 0.1\nlog: {level: error, accesslog: {disabled: true}}\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: %s}\n' \
     "$work/registry" "$host" > "$work/registry.yml"
   docker-registry serve "$work/registry.yml" >/dev/null 2>&1 &
-  pids+=($!)
+  track $!
   wait_port "$port"
   "$CARGO_TARGET_DIR/release/examples/bench_fixtures" "$host" "$1" >/dev/null
   recipe=$work/recipe.toml

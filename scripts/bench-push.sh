@@ -17,7 +17,7 @@ data_plane() {  # data_plane NAME → starts a registry with htpasswd AWS:$token
   printf 'version: 0.1\nlog: {level: error, accesslog: {disabled: true}}\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: 127.0.0.1:%s}\nauth: {htpasswd: {realm: ecr, path: %s}}\n' \
     "$work/$1" "$port" "$work/$1.htpasswd" > "$work/$1.yml"
   docker-registry serve "$work/$1.yml" >/dev/null 2>&1 &
-  pids+=($!)
+  track $!
   wait_port "$port"
   echo "127.0.0.1:$port"
 }
@@ -25,7 +25,7 @@ ours_registry=$(data_plane ours)
 skopeo_registry=$(data_plane skopeo)
 moto_port=$(free_port)
 moto_server -H 127.0.0.1 -p "$moto_port" >/dev/null 2>&1 &
-pids+=($!)
+track $!
 wait_port "$moto_port"
 export AWS_ENDPOINT_URL=http://127.0.0.1:$moto_port AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench \
   AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true

@@ -11,7 +11,7 @@ start_registry "$total_mib"
 
 port=$(free_port)
 moto_server -H 127.0.0.1 -p "$port" >/dev/null 2>&1 &
-pids+=($!)
+track $!
 wait_port "$port"
 export AWS_ENDPOINT_URL=http://127.0.0.1:$port AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench \
   AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
