@@ -128,6 +128,20 @@ async fn plan_then_push_then_nothing_to_push() {
 
     let pushed = w.install(&w.bundle, &["--yes"]);
     assert_success(&pushed);
+    // A blob shared by several repositories crosses once and is mounted into the others
+    // (docker-registry mounts as the distribution spec says; ECR does with BLOB_MOUNTING on).
+    let report = json(&pushed);
+    let ecr_plan = &report["plan"]["ecr"];
+    let copy = &report["push"]["copy"];
+    assert!(ecr_plan["blobs_shared"].as_u64().unwrap() > 0, "{ecr_plan}");
+    assert!(copy["blobs_mounted"].as_u64().unwrap() > 0, "{copy}");
+    assert_eq!(copy["bytes_mounted"], ecr_plan["bytes_shared"], "{copy}");
+    assert_eq!(
+        copy["bytes_transferred"].as_u64().unwrap(),
+        ecr_plan["bytes"].as_u64().unwrap() - ecr_plan["bytes_shared"].as_u64().unwrap(),
+        "every distinct blob sent exactly once: {copy} {ecr_plan}"
+    );
+    assert!(stderr(&pushed).contains("mounted from another repository"));
     assert_eq!(
         w.repositories().await,
         [
@@ -1561,5 +1575,99 @@ async fn a_dify_version_change_snapshots_the_database_first() {
         all.db_cluster_snapshots().is_empty(),
         "{:?}",
         all.db_cluster_snapshots()
+    );
+}
+
+/// The copy engine against the real registry, mounting on and off: with mounts, a blob two
+/// repositories share crosses once; where the registry is known not to mount (ECR with
+/// `BLOB_MOUNTING` off), it is sent to each, and both ways every image is whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_blobs_are_mounted_or_sent_to_each_repository() {
+    use dify_bundle::copy::{self, CopyOptions, Root};
+    use dify_bundle::store::registry::Registries;
+    use dify_bundle::store::registry::auth::Credentials;
+    use dify_bundle::store::{LayoutStore, RegistryOptions, Store};
+    use std::sync::Arc;
+
+    let w = world().await;
+    let host = w.ecr_data.host();
+    let layout: Arc<dyn Store> = Arc::new(LayoutStore::open(&w.bundle).unwrap());
+    let mut options = RegistryOptions::default();
+    options.insecure.insert(host.clone());
+    options.credentials.insert(
+        host.clone(),
+        Credentials {
+            username: "AWS".into(),
+            password: TOKEN.into(),
+        },
+    );
+    let copy_into = |prefix: &'static str, mounting: bool| {
+        let registries = Registries::new(options.clone()).unwrap();
+        let store = registries.store(&host);
+        store.set_mounting(mounting);
+        let layout = layout.clone();
+        async move {
+            let roots: Vec<Root> = ["api", "web"]
+                .iter()
+                .map(|role| Root {
+                    source: layout.clone(),
+                    source_repo: role.to_string(),
+                    reference: role.to_string(),
+                    dest_repo: format!("{prefix}/{role}"),
+                    tag: None,
+                    label: role.to_string(),
+                })
+                .collect();
+            let destination: Arc<dyn Store> = store;
+            copy::copy(
+                &roots,
+                destination,
+                &CopyOptions::default(),
+                Arc::new(dify_bundle::progress::Silent),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let sent_to_each = copy_into("off", false).await;
+    assert_eq!(sent_to_each.blobs_mounted, 0);
+    assert_eq!(sent_to_each.bytes_transferred, sent_to_each.blob_bytes);
+    let mounted = copy_into("on", true).await;
+    assert!(mounted.blobs_mounted > 0, "{mounted:?}");
+    assert_eq!(
+        mounted.bytes_transferred + mounted.bytes_mounted,
+        mounted.blob_bytes
+    );
+    for prefix in ["off", "on"] {
+        for role in ["api", "web"] {
+            let listed = common::skopeo(&[
+                "inspect",
+                "--raw",
+                "--tls-verify=false",
+                "--creds",
+                &format!("AWS:{TOKEN}"),
+                &format!(
+                    "docker://{host}/{prefix}/{role}@{}",
+                    sent_to_each.images[if role == "api" { 0 } else { 1 }].digest
+                ),
+            ]);
+            assert!(listed.status.success(), "{prefix}/{role}");
+        }
+    }
+    // skopeo copies every blob of each image back out: mounted blobs are really there.
+    let out = w.work.path().join("copied-back");
+    let back = common::skopeo(&[
+        "copy",
+        "--all",
+        "--src-tls-verify=false",
+        "--src-creds",
+        &format!("AWS:{TOKEN}"),
+        &format!("docker://{host}/on/web@{}", mounted.images[1].digest),
+        &format!("oci:{}:web", out.display()),
+    ]);
+    assert!(
+        back.status.success(),
+        "{}",
+        String::from_utf8_lossy(&back.stderr)
     );
 }

@@ -61,6 +61,21 @@ impl Ecr {
         Ok(found)
     }
 
+    /// The account's `BLOB_MOUNTING` setting (GetAccountSetting): `Some(true)` when ECR mounts
+    /// blobs across repositories, `Some(false)` when it is off, `None` when it cannot be read
+    /// (no permission, or an ECR that predates the setting) — then mounts are simply tried.
+    /// https://docs.aws.amazon.com/AmazonECR/latest/userguide/blob-mounting.html
+    pub async fn blob_mounting(&self) -> Option<bool> {
+        let output = self
+            .client
+            .get_account_setting()
+            .name("BLOB_MOUNTING")
+            .send()
+            .await
+            .ok()?;
+        output.value().map(|v| v.eq_ignore_ascii_case("ENABLED"))
+    }
+
     /// Deletes a repository and every image in it (`force`); `false` when there was none.
     pub async fn delete_repository(&self, name: &str) -> Result<bool> {
         match self

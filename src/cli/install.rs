@@ -260,6 +260,20 @@ fn print_ecr(plan: &InstallPlan) {
         ecr.blobs_present,
         units::bytes(ecr.bytes_present)
     );
+    if ecr.blobs_shared > 0 {
+        match ecr.blob_mounting {
+            Some(false) => eprintln!(
+                "       {} blobs are shared by several repositories: {} sent again to each, as ECR blob mounting is off for this account; `aws ecr put-account-setting --name BLOB_MOUNTING --value ENABLED` turns it on",
+                ecr.blobs_shared,
+                units::bytes(ecr.bytes_shared)
+            ),
+            _ => eprintln!(
+                "       {} blobs are shared by several repositories: sent once, mounted into the others ({} not sent again)",
+                ecr.blobs_shared,
+                units::bytes(ecr.bytes_shared)
+            ),
+        }
+    }
 }
 
 /// Asks on the terminal before a change set runs (the plan was confirmed already, so the
@@ -368,8 +382,10 @@ pub async fn run(args: InstallArgs) -> anyhow::Result<ExitCode> {
         eprintln!("nothing to push: ECR already holds every image, manifest and tag");
     } else {
         eprintln!(
-            "pushed {} ({} blobs already there, {}), wrote {} manifests and tags, created {} repositories, in {:.1}s",
+            "pushed {} ({} blobs mounted from another repository, {}; {} already there, {}), wrote {} manifests and tags, created {} repositories, in {:.1}s",
             units::bytes(copy.bytes_transferred),
+            copy.blobs_mounted,
+            units::bytes(copy.bytes_mounted),
             copy.blobs_present,
             units::bytes(copy.bytes_present),
             copy.manifests_written,

@@ -69,6 +69,9 @@ pub struct CopyReport {
     pub bytes_resumed: u64,
     /// Bytes that crossed the wire.
     pub bytes_transferred: u64,
+    /// Blobs mounted from another repository of the destination instead of sent again.
+    pub blobs_mounted: usize,
+    pub bytes_mounted: u64,
     /// Manifests and tags written (those already there are skipped).
     pub manifests_written: usize,
     pub seconds: f64,
@@ -129,6 +132,8 @@ pub async fn copy(
     report.bytes_present = outcome.bytes_present;
     report.bytes_resumed = outcome.bytes_resumed;
     report.bytes_transferred = outcome.bytes_transferred;
+    report.blobs_mounted = outcome.mounted;
+    report.bytes_mounted = outcome.bytes_mounted;
 
     progress.step("writing manifests");
     for (root, plan) in roots.iter().zip(&plans) {

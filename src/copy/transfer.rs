@@ -28,10 +28,14 @@ pub struct Outcome {
     pub bytes_present: u64,
     pub bytes_resumed: u64,
     pub bytes_transferred: u64,
+    /// Blobs another repository of the destination already held, mounted instead of sent.
+    pub mounted: usize,
+    pub bytes_mounted: u64,
 }
 
 enum Done {
     Present(u64),
+    Mounted(u64),
     Copied { resumed: u64, transferred: u64 },
 }
 
@@ -61,9 +65,26 @@ pub async fn copy_blobs(
         .sum();
     progress.total(total, already);
 
-    let results: Vec<Result<Done>> = futures::stream::iter(jobs.iter().zip(states))
-        .map(|(job, state)| copy_blob(job, state, destination.as_ref(), options, progress))
+    // Where blobs belong to repositories, the jobs of one blob go together: it is sent once,
+    // then mounted into the other repositories (one request each, no bytes), falling back to
+    // sending where the destination will not mount.
+    let mut groups: Vec<Vec<(&BlobJob, BlobState)>> = Vec::new();
+    let mut group_of: std::collections::HashMap<&crate::digest::Digest, usize> =
+        std::collections::HashMap::new();
+    let per_repository = destination.blobs_per_repository();
+    for (job, state) in jobs.iter().zip(states) {
+        match group_of.get(&job.blob.digest) {
+            Some(&i) if per_repository => groups[i].push((job, state)),
+            _ => {
+                group_of.insert(&job.blob.digest, groups.len());
+                groups.push(vec![(job, state)]);
+            }
+        }
+    }
+    let results: Vec<Result<Done>> = futures::stream::iter(groups)
+        .map(|group| copy_group(group, destination.as_ref(), options, progress))
         .buffer_unordered(options.concurrency.max(1))
+        .flat_map(futures::stream::iter)
         .collect()
         .await;
 
@@ -74,6 +95,10 @@ pub async fn copy_blobs(
             Ok(Done::Present(size)) => {
                 outcome.present += 1;
                 outcome.bytes_present += size;
+            }
+            Ok(Done::Mounted(size)) => {
+                outcome.mounted += 1;
+                outcome.bytes_mounted += size;
             }
             Ok(Done::Copied {
                 resumed,
@@ -96,6 +121,49 @@ pub async fn copy_blobs(
             )))
         }
     }
+}
+
+/// The jobs of one blob, in order: a repository that holds it (from the start, or once it
+/// has been sent there) is where the next ones mount it from.
+async fn copy_group(
+    group: Vec<(&BlobJob, BlobState)>,
+    destination: &dyn Store,
+    options: &CopyOptions,
+    progress: &Arc<dyn Progress>,
+) -> Vec<Result<Done>> {
+    let mut holder: Option<String> = group
+        .iter()
+        .find(|(_, state)| *state == BlobState::Present)
+        .map(|(job, _)| job.dest_repo.clone());
+    let mut results = Vec::with_capacity(group.len());
+    for (job, state) in group {
+        if state != BlobState::Present
+            && let Some(from) = &holder
+            && from != &job.dest_repo
+        {
+            match destination
+                .mount_blob(&job.dest_repo, &job.blob, from)
+                .await
+            {
+                Ok(true) => {
+                    progress.blob_advanced(&job.blob.digest, job.blob.size);
+                    results.push(Ok(Done::Mounted(job.blob.size)));
+                    continue;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    results.push(Err(e));
+                    continue;
+                }
+            }
+        }
+        let result = copy_blob(job, state, destination, options, progress).await;
+        if result.is_ok() {
+            holder = Some(job.dest_repo.clone());
+        }
+        results.push(result);
+    }
+    results
 }
 
 async fn copy_blob(

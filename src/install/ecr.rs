@@ -74,6 +74,12 @@ pub struct EcrPlan {
     pub bytes: u64,
     pub blobs_present: usize,
     pub bytes_present: u64,
+    /// Blobs needed by more than one repository: sent once and mounted into the others when
+    /// ECR mounts (`blob_mounting`), sent to each otherwise.
+    pub blobs_shared: usize,
+    pub bytes_shared: u64,
+    /// The account's `BLOB_MOUNTING` setting (`None`: unreadable; mounts are tried).
+    pub blob_mounting: Option<bool>,
 }
 
 #[derive(Debug, Serialize)]
@@ -87,6 +93,8 @@ pub struct Session {
     ecr: Ecr,
     login: RegistryLogin,
     registries: Registries,
+    /// The account's `BLOB_MOUNTING` setting, when it could be read.
+    blob_mounting: Option<bool>,
 }
 
 impl Session {
@@ -113,10 +121,17 @@ impl Session {
                 registry.insecure.insert(host.to_owned());
             }
         }
+        let registries = Registries::new(registry)?;
+        // Where ECR is known not to mount, shared blobs are sent to each repository at once.
+        let blob_mounting = ecr.blob_mounting().await;
+        if blob_mounting == Some(false) {
+            registries.store(&login.host).set_mounting(false);
+        }
         Ok(Session {
             ecr,
-            registries: Registries::new(registry)?,
+            registries,
             login,
+            blob_mounting,
         })
     }
 
@@ -201,7 +216,29 @@ pub async fn plan(
         bytes: 0,
         blobs_present: 0,
         bytes_present: 0,
+        blobs_shared: 0,
+        bytes_shared: 0,
+        blob_mounting: session.blob_mounting,
     };
+    let mut repositories_of: std::collections::BTreeMap<
+        _,
+        (u64, std::collections::BTreeSet<&str>),
+    > = std::collections::BTreeMap::new();
+    for (root, image) in roots.iter().zip(&plans) {
+        for blob in &image.blobs {
+            repositories_of
+                .entry(blob.digest.clone())
+                .or_insert_with(|| (blob.size, Default::default()))
+                .1
+                .insert(root.dest_repo.as_str());
+        }
+    }
+    for (size, repositories) in repositories_of.values() {
+        if repositories.len() > 1 {
+            plan.blobs_shared += 1;
+            plan.bytes_shared += size * (repositories.len() as u64 - 1);
+        }
+    }
     for (root, image) in roots.iter().zip(&plans) {
         let mut seen = std::collections::BTreeSet::new();
         for blob in image.blobs.iter().filter(|b| seen.insert(b.digest.clone())) {

@@ -112,6 +112,12 @@ pub trait Store: Send + Sync {
         false
     }
 
+    /// Makes a blob that `from` (a repository of this store) holds part of `repo` without
+    /// sending it again. `Ok(false)`: the store cannot, and the blob must be written.
+    async fn mount_blob(&self, _repo: &str, _blob: &Descriptor, _from: &str) -> Result<bool> {
+        Ok(false)
+    }
+
     /// Where the blob is as a local file, if it is one (lets a destination read ranges itself).
     fn local_file(&self, _blob: &Descriptor) -> Option<std::path::PathBuf> {
         None

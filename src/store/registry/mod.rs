@@ -122,6 +122,7 @@ impl Registries {
             credentials: Mutex::new(credentials),
             auth: tokio::sync::Mutex::new(AuthState::default()),
             retry: self.options.retry,
+            mounting: std::sync::atomic::AtomicBool::new(true),
         }
     }
 }
@@ -141,6 +142,8 @@ pub struct RegistryStore {
     credentials: Mutex<Option<Credentials>>,
     auth: tokio::sync::Mutex<AuthState>,
     retry: RetryPolicy,
+    /// Whether cross-repository mounts are tried (off when the registry is known to refuse).
+    mounting: std::sync::atomic::AtomicBool,
 }
 
 fn scope(repo: &str, push: bool) -> String {
@@ -245,6 +248,13 @@ impl RegistryStore {
     }
 
     /// Replaces the credentials (a renewed token); cached bearer tokens are dropped.
+    /// Stops trying cross-repository mounts (a registry known to refuse them: one wasted
+    /// request per shared blob saved).
+    pub fn set_mounting(&self, on: bool) {
+        self.mounting
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub async fn set_credentials(&self, credentials: Credentials) {
         *self.credentials.lock().unwrap_or_else(|p| p.into_inner()) = Some(credentials);
         self.auth.lock().await.tokens = TokenCache::default();
@@ -542,6 +552,53 @@ impl Store for RegistryStore {
             0
         };
         Ok((start, body_stream(response, what)))
+    }
+
+    /// OCI distribution-spec v1.1.0, "Mounting a blob from another repository"
+    /// (opencontainers/distribution-spec, spec.md): `POST /v2/REPO/blobs/uploads/?mount=DIGEST
+    /// &from=OTHER` answers 201 Created when the blob was mounted, or 202 Accepted with an
+    /// upload session when the registry would not mount it — that session is given up here
+    /// (DELETE, spec.md "Cancel a blob upload") and the caller uploads as usual. ECR mounts only
+    /// when the account's `BLOB_MOUNTING` setting is on and both repositories share their
+    /// encryption (https://docs.aws.amazon.com/AmazonECR/latest/userguide/blob-mounting.html).
+    /// A refusal of any kind is not an error: the blob is then sent.
+    async fn mount_blob(&self, repo: &str, blob: &Descriptor, from: &str) -> Result<bool> {
+        if !self.mounting.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let what = format!(
+            "mount of blob {} from {from} into {repo} on {}",
+            blob.digest, self.display
+        );
+        let url = self.url(&format!(
+            "{repo}/blobs/uploads/?mount={}&from={from}",
+            blob.digest
+        ));
+        let response = match self
+            .send(&scope(repo, true), &what, || self.http.post(&url))
+            .await
+        {
+            Ok(response) => response,
+            Err(_) => return Ok(false),
+        };
+        if response.status() == StatusCode::CREATED {
+            return Ok(true);
+        }
+        if let Some(location) = response
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+        {
+            let session = if location.starts_with("http://") || location.starts_with("https://") {
+                location.to_owned()
+            } else {
+                format!("{}{location}", self.base)
+            };
+            let _ = self
+                .send(&scope(repo, true), &what, || self.http.delete(&session))
+                .await;
+        }
+        Ok(false)
     }
 
     async fn write_blob(
