@@ -214,14 +214,15 @@ impl Store for SourceStore {
     ) -> Result<(u64, BlobStream)> {
         let source = self.source.clone();
         let path = format!("{BLOBS_DIR}/{}", blob.digest.hex());
+        let blob = blob.clone();
+        // Hashed as it streams out, the last chunk held until the digest matched: what leaves
+        // the bundle is checked even if the bundle changed after it was verified.
         let stream = crate::store::blocking_stream(move |emit| {
             let what = format!("{path} in {}", source.describe());
             let mut reader = source
                 .open(&path)?
                 .ok_or_else(|| Error::NotFound { what: what.clone() })?;
-            std::io::copy(&mut (&mut reader).take(offset), &mut std::io::sink())
-                .map_err(|e| Error::invalid(format!("{what}: {e}")))?;
-            crate::store::pump(&mut reader, &what, emit)
+            crate::store::pump_verified(&mut reader, offset, &blob, &what, emit)
         });
         Ok((offset, stream))
     }

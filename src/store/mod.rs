@@ -58,6 +58,66 @@ pub fn pump(
     }
 }
 
+/// Like [`pump`] for a blob: hashes every byte — the `skip` bytes before those emitted too —
+/// and holds the last chunk back until the whole blob matched its descriptor's size and
+/// digest. Bytes that are not the blob end the stream with an error before its last chunk, so
+/// a destination never receives a whole wrong blob.
+pub fn pump_verified(
+    reader: &mut dyn std::io::Read,
+    skip: u64,
+    blob: &Descriptor,
+    what: &str,
+    emit: &mut dyn FnMut(Bytes) -> bool,
+) -> Result<()> {
+    let read_error = |e: std::io::Error| crate::error::Error::invalid(format!("{what}: {e}"));
+    let mut hasher = crate::digest::Hasher::new();
+    let mut skipped = 0u64;
+    let mut pending: Option<Bytes> = None;
+    loop {
+        let mut buf = vec![0u8; 1 << 20];
+        let want = if skipped < skip {
+            ((skip - skipped) as usize).min(buf.len())
+        } else {
+            buf.len()
+        };
+        let n = reader.read(&mut buf[..want]).map_err(read_error)?;
+        if n == 0 {
+            break;
+        }
+        buf.truncate(n);
+        hasher.update(&buf);
+        if skipped < skip {
+            skipped += n as u64;
+            continue;
+        }
+        if let Some(previous) = pending.replace(Bytes::from(buf))
+            && !emit(previous)
+        {
+            return Ok(());
+        }
+    }
+    let size = hasher.len();
+    if size != blob.size {
+        return Err(crate::error::Error::SizeMismatch {
+            what: what.to_owned(),
+            expected: blob.size,
+            actual: size,
+        });
+    }
+    let digest = hasher.finish();
+    if digest != blob.digest {
+        return Err(crate::error::Error::DigestMismatch {
+            what: what.to_owned(),
+            expected: blob.digest.to_string(),
+            actual: digest.to_string(),
+        });
+    }
+    if let Some(last) = pending {
+        emit(last);
+    }
+    Ok(())
+}
+
 /// What a store already holds of a blob.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BlobState {
@@ -145,4 +205,58 @@ pub trait Store: Send + Sync {
         offset: u64,
         body: BlobStream,
     ) -> Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::Digest;
+
+    fn emitted(data: &[u8], skip: u64, blob: &Descriptor) -> (Vec<u8>, Result<()>) {
+        let mut out = Vec::new();
+        let mut reader = data;
+        let result = pump_verified(&mut reader, skip, blob, "blob", &mut |chunk| {
+            out.extend_from_slice(&chunk);
+            true
+        });
+        (out, result)
+    }
+
+    #[test]
+    fn a_verified_pump_never_lets_a_whole_wrong_blob_out() {
+        let data: Vec<u8> = (0..3_500_000u32).map(|i| (i % 253) as u8).collect();
+        let right = Descriptor::new(
+            "application/octet-stream",
+            Digest::of(&data),
+            data.len() as u64,
+        );
+        let (out, result) = emitted(&data, 0, &right);
+        assert!(result.is_ok());
+        assert_eq!(out, data);
+        // Resumed at an offset: only the rest goes out, but every byte is hashed.
+        let (out, result) = emitted(&data, 1_048_581, &right);
+        assert!(result.is_ok());
+        assert_eq!(out, &data[1_048_581..]);
+
+        let mut damaged = data.clone();
+        damaged[10] ^= 1;
+        let (out, result) = emitted(&damaged, 0, &right);
+        assert!(matches!(
+            result,
+            Err(crate::error::Error::DigestMismatch { .. })
+        ));
+        assert!(out.len() < data.len(), "the last chunk was held back");
+        // Damage inside the skipped prefix is caught too.
+        let (_, result) = emitted(&damaged, 1_048_581, &right);
+        assert!(matches!(
+            result,
+            Err(crate::error::Error::DigestMismatch { .. })
+        ));
+        let (out, result) = emitted(&data[..data.len() - 1], 0, &right);
+        assert!(matches!(
+            result,
+            Err(crate::error::Error::SizeMismatch { .. })
+        ));
+        assert!(out.len() < data.len() - 1);
+    }
 }
