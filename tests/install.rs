@@ -251,21 +251,64 @@ async fn a_tampered_bundle_is_refused_before_any_change() {
     let w = world().await;
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(w.bundle.join("bundle.json")).unwrap()).unwrap();
-    let blob = manifest["files"]
-        .as_array()
-        .unwrap()
+    let files = manifest["files"].as_array().unwrap();
+    // A truncated file is refused by the listing check, before anything is created.
+    let small = files
         .iter()
-        .map(|f| f["path"].as_str().unwrap())
-        .find(|p| p.starts_with("blobs/"))
-        .unwrap();
-    let path = w.bundle.join(blob);
+        .filter(|f| f["path"].as_str().unwrap().starts_with("blobs/"))
+        .min_by_key(|f| f["size"].as_u64().unwrap())
+        .unwrap()["path"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let small_path = w.bundle.join(&small);
+    let original = std::fs::read(&small_path).unwrap();
+    std::fs::write(&small_path, &original[..original.len() - 1]).unwrap();
+    let refused = w.install(&w.bundle, &["--yes"]);
+    assert_fails_with(&refused, &small);
+    assert!(stderr(&refused).contains("nothing was changed"));
+    assert!(w.repositories().await.is_empty());
+    std::fs::write(&small_path, &original).unwrap();
+
+    // A layer changed in place (same size) is caught as it streams to the registry: the push
+    // stops on it, before any manifest or tag, naming it and what to do.
+    let layer = files
+        .iter()
+        .max_by_key(|f| f["size"].as_u64().unwrap())
+        .unwrap()["path"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = w.bundle.join(&layer);
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[0] ^= 1;
     std::fs::write(&path, bytes).unwrap();
     let refused = w.install(&w.bundle, &["--yes"]);
-    assert_fails_with(&refused, blob);
-    assert!(stderr(&refused).contains("nothing was changed"));
-    assert!(w.repositories().await.is_empty());
+    assert_fails_with(&refused, layer.trim_start_matches("blobs/sha256/"));
+    assert!(
+        stderr(&refused).contains("digest mismatch"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(
+        stderr(&refused).contains("dify-bundle verify"),
+        "{}",
+        stderr(&refused)
+    );
+    for name in ["dify-api", "dify-web", "dify-sandbox", "dify-plugin-daemon"] {
+        let tagged = skopeo(&[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "--creds",
+            &format!("AWS:{TOKEN}"),
+            &format!("docker://{}/dify/{name}:1.0", w.ecr_data.host()),
+        ]);
+        assert!(
+            !tagged.status.success(),
+            "{name} was tagged from a damaged bundle"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -364,7 +407,9 @@ async fn a_push_killed_midway_resumes_and_sends_only_the_rest() {
     let copy = &report["push"]["copy"];
     assert!(copy["blobs_present"].as_u64().unwrap() > 0, "{copy}");
     assert_eq!(
-        copy["bytes_transferred"].as_u64().unwrap() + copy["bytes_present"].as_u64().unwrap(),
+        copy["bytes_transferred"].as_u64().unwrap()
+            + copy["bytes_present"].as_u64().unwrap()
+            + copy["bytes_mounted"].as_u64().unwrap(),
         copy["blob_bytes"].as_u64().unwrap()
     );
     assert!(stderr(&w.install(&w.bundle, &["--yes"])).contains("nothing to push"));
@@ -392,9 +437,10 @@ async fn installs_straight_from_s3() {
     assert_success(&installed);
     assert_eq!(w.repositories().await.len(), 4);
     let report = json(&installed);
+    let copy = &report["push"]["copy"];
     assert_eq!(
-        report["push"]["copy"]["bytes_transferred"],
-        report["push"]["copy"]["blob_bytes"]
+        copy["bytes_transferred"].as_u64().unwrap() + copy["bytes_mounted"].as_u64().unwrap(),
+        copy["blob_bytes"].as_u64().unwrap()
     );
     let raw = skopeo(&[
         "inspect",

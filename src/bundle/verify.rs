@@ -90,6 +90,28 @@ pub fn verify(
     policy: &TrustPolicy,
     progress: &dyn Progress,
 ) -> Result<VerifyReport> {
+    verify_to(source, policy, Depth::Full, progress)
+}
+
+/// How much of a bundle a verification reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Depth {
+    /// Every file re-hashed.
+    Full,
+    /// The signature, every file present with its size and nothing extra, and every file but
+    /// the blobs re-hashed: for a consumer that hashes each blob it uses as it reads it
+    /// (install: pushed blobs stream through a check, manifests, the stack template and plugin
+    /// packages are checked on reading), so no byte is used unchecked and none is read twice.
+    Listing,
+}
+
+/// [`verify`] to the given depth.
+pub fn verify_to(
+    source: &dyn BundleSource,
+    policy: &TrustPolicy,
+    depth: Depth,
+    progress: &dyn Progress,
+) -> Result<VerifyReport> {
     let started = std::time::Instant::now();
     let (manifest, signature) = super::trust::open(source, policy)?;
     let listed: BTreeSet<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
@@ -100,11 +122,19 @@ pub fn verify(
         .map(|path| Problem::Extra { path: path.clone() })
         .collect();
 
-    let total: u64 = manifest.files.iter().map(|f| f.size).sum();
+    let hashed = |f: &&BundleFile| {
+        depth == Depth::Full || !f.path.starts_with(crate::store::layout::BLOBS_DIR)
+    };
+    let total: u64 = manifest.files.iter().filter(hashed).map(|f| f.size).sum();
     progress.step(&format!(
-        "verifying {} files ({}) in {}",
+        "verifying {} files ({} hashed{}) in {}",
         manifest.files.len(),
         crate::units::bytes(total),
+        if depth == Depth::Listing {
+            "; blobs as they are used"
+        } else {
+            ""
+        },
         source.describe()
     ));
     progress.total(total, 0);
@@ -119,9 +149,15 @@ pub fn verify(
                     let Some(file) = manifest.files.get(i) else {
                         break;
                     };
-                    if let Some(problem) =
-                        check_file(source, file, present.get(&file.path).copied(), progress)
-                    {
+                    let hash = depth == Depth::Full
+                        || !file.path.starts_with(crate::store::layout::BLOBS_DIR);
+                    if let Some(problem) = check_file(
+                        source,
+                        file,
+                        present.get(&file.path).copied(),
+                        hash,
+                        progress,
+                    ) {
                         found
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
@@ -148,6 +184,7 @@ fn check_file(
     source: &dyn BundleSource,
     file: &BundleFile,
     size: Option<u64>,
+    hash: bool,
     progress: &dyn Progress,
 ) -> Option<Problem> {
     let path = file.path.clone();
@@ -161,6 +198,9 @@ fn check_file(
             expected: file.size,
             actual: size,
         });
+    }
+    if !hash {
+        return None;
     }
     let mut reader = match source.open(&file.path) {
         Ok(Some(reader)) => reader,

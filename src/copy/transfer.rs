@@ -158,10 +158,20 @@ async fn copy_group(
             }
         }
         let result = copy_blob(job, state, destination, options, progress).await;
+        let damaged = result.as_ref().is_err_and(|e| {
+            matches!(
+                e.root(),
+                Error::DigestMismatch { .. } | Error::SizeMismatch { .. }
+            )
+        });
         if result.is_ok() {
             holder = Some(job.dest_repo.clone());
         }
         results.push(result);
+        // The same bytes would fail the same way for every other repository.
+        if damaged {
+            break;
+        }
     }
     results
 }
@@ -219,14 +229,25 @@ async fn copy_blob(
                 }
             }
         }
+        // What the source itself failed with (a blob that does not hash to its digest, say):
+        // a destination sees only a broken body, so this is what gets reported.
+        let source_error: Arc<std::sync::Mutex<Option<Error>>> = Arc::default();
         let result = async {
             let (start, stream) = job.source.read_blob(&job.source_repo, blob, offset).await?;
             resumed.get_or_insert(start);
             progress.blob_started(&blob.digest, blob.size, start);
             let digest = blob.digest.clone();
             let reporter = progress.clone();
+            let slot = source_error.clone();
             let counted = stream
                 .inspect_ok(move |chunk| reporter.blob_advanced(&digest, chunk.len() as u64))
+                .map_err(move |e| {
+                    let message = e.to_string();
+                    slot.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_or_insert(e);
+                    Error::invalid(message)
+                })
                 .boxed();
             destination
                 .write_blob(&job.dest_repo, blob, start, counted)
@@ -234,6 +255,13 @@ async fn copy_blob(
                 .map(|()| blob.size - start)
         }
         .await;
+        let result = result.map_err(|e| {
+            source_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .unwrap_or(e)
+        });
         match result {
             Ok(sent) => {
                 transferred += sent;

@@ -275,9 +275,25 @@ pub async fn push(
     let renewal = session.keep_credentials_fresh();
     let copy = copy::copy(&roots, session.store(), &options.copy, progress).await;
     renewal.abort();
-    let copy = copy.map_err(|e| Error::Context {
-        context: format!("pushing to {}", session.login.host),
-        inner: Box::new(e),
+    let copy = copy.map_err(|e| {
+        let damaged = matches!(
+            e.root(),
+            Error::DigestMismatch { .. } | Error::SizeMismatch { .. }
+        );
+        let e = Error::Context {
+            context: format!("pushing to {}", session.login.host),
+            inner: Box::new(e),
+        };
+        if damaged {
+            // Blobs are hashed as they leave the bundle: a damaged one stops the push
+            // before any manifest or tag, so nothing runs on it.
+            Error::Context {
+                context: "the bundle is damaged; no image was tagged and nothing was deployed (`dify-bundle verify` names every damaged file; carry those parts again)".to_owned(),
+                inner: Box::new(e),
+            }
+        } else {
+            e
+        }
     })?;
     Ok(PushReport {
         repositories_created: plan.repositories_to_create.clone(),

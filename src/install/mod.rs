@@ -98,7 +98,14 @@ impl Installer {
         let reporter = progress.clone();
         // Blocking reads (an S3 source blocks on its own runtime calls).
         let (report, manifest_digest) = tokio::task::spawn_blocking(move || {
-            let report = crate::bundle::verify(checked.as_ref(), &policy, reporter.as_ref())?;
+            // Blobs are hashed as they are pushed (a damaged one stops the push before any
+            // manifest, tag or stack change); the template and plugins when they are read.
+            let report = crate::bundle::verify::verify_to(
+                checked.as_ref(),
+                &policy,
+                crate::bundle::verify::Depth::Listing,
+                reporter.as_ref(),
+            )?;
             let digest =
                 crate::bundle::source::read_all(checked.as_ref(), crate::bundle::BUNDLE_FILE)?
                     .map(|bytes| crate::digest::Digest::of(&bytes).to_string());
