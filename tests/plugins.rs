@@ -754,18 +754,8 @@ async fn build_bundles_verified_plugins_and_a_daemon_image_with_their_wheelhouse
         .arg(&bundle)));
 
     // After a deploy: the admin account and the bundled plugins, through the console API of
-    // a stand-in Dify (which computes identifiers itself).
-    let port = common::free_port();
-    let _dify = common::Server::new(
-        Command::new("python3")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/servers/fake_dify.py"))
-            .arg(port.to_string())
-            .spawn()
-            .unwrap(),
-    );
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    // the real Dify 1.13.3 over HTTPS (test CA), the plugin daemon stand-in behind it.
+    let dify = common::dify::shared();
     let install = |password: Option<&str>| {
         let mut command = dify_bundle();
         command
@@ -776,9 +766,10 @@ async fn build_bundles_verified_plugins_and_a_daemon_image_with_their_wheelhouse
                 "--admin-email",
                 "ops@example.com",
             ])
-            .args(["--url", &format!("http://127.0.0.1:{port}")])
+            .args(["--url", &dify.url])
             .arg("--bundle")
             .arg(&bundle)
+            .env("SSL_CERT_FILE", &dify.ca)
             .env_remove("DIFY_ADMIN_PASSWORD");
         if let Some(password) = password {
             command.env("DIFY_ADMIN_PASSWORD", password);
