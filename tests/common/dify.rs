@@ -276,8 +276,8 @@ impl Scratch {
     }
 
     /// Starts a PostgreSQL 15 cluster on a free port (`tls`: with `ssl=on` and this
-    /// certificate); returns its port. The superuser is `postgres` with `password`.
-    pub fn postgres(&mut self, password: &str, tls: Option<(&Path, &Path)>) -> u16 {
+    /// certificate); returns its port. The superuser is `user` with `password`.
+    pub fn postgres(&mut self, user: &str, password: &str, tls: Option<(&Path, &Path)>) -> u16 {
         let port = free_port();
         let base = self.dir.join(format!("pg-{port}"));
         let data = base.join("data");
@@ -295,7 +295,7 @@ impl Scratch {
         }
         sh(
             pg_command("initdb")
-                .args(["-U", "postgres", "-E", "UTF8", "--auth=scram-sha-256"])
+                .args(["-U", user, "-E", "UTF8", "--auth=scram-sha-256"])
                 .arg(format!("--pwfile={}", pwfile.display()))
                 .arg("-D")
                 .arg(&data),
@@ -348,10 +348,11 @@ impl Scratch {
     }
 
     /// Creates `database` on the cluster at `port`.
-    pub fn createdb(&self, port: u16, password: &str, database: &str) {
+    pub fn createdb(&self, port: u16, user: &str, password: &str, database: &str) {
         sh(
             Command::new("psql")
-                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
+                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", user])
+                .arg("postgres")
                 .args(["-c", &format!("CREATE DATABASE {database}")])
                 .env("PGPASSWORD", password),
             "createdb",
@@ -484,8 +485,8 @@ fn start() -> Dify {
     let db_password = token(12);
     let redis_password = token(12);
     let daemon_key = token(16);
-    let pg = scratch.postgres(&db_password, None);
-    scratch.createdb(pg, &db_password, "dify");
+    let pg = scratch.postgres("postgres", &db_password, None);
+    scratch.createdb(pg, "postgres", &db_password, "dify");
     let redis = scratch.redis(&redis_password, None);
     let daemon = plugin_daemon(&mut scratch, &daemon_key, &[]);
     let port = free_port();
