@@ -14,7 +14,11 @@ use dify_bundle::dify::console::{self, Admin, PluginOutcome};
 use dify_bundle::plugins::PluginPackage;
 
 const EMAIL: &str = "ops@example.com";
-const PASSWORD: &str = "s3cret-Passw0rd";
+/// A password that is itself valid base64 (of "passw0rd"): sent plain, Dify 1.13.3 decodes it
+/// to something else and counts a failed login (a password that does not decode is refused
+/// before the counter, `decrypt_password_field`), which is what lets a test see the order in
+/// which the client tries the two forms.
+const PASSWORD: &str = "cGFzc3cwcmQ=";
 
 fn admin(password: &str) -> Admin {
     Admin {
