@@ -242,3 +242,96 @@ async fn the_password_goes_encoded_first_and_a_wrong_one_is_refused() {
     assert!(err.contains("login"), "{err}");
     redis(&["DEL", &format!("login_error_rate_limit:{EMAIL}")]);
 }
+
+/// The daemon stand-in is no more lenient than the daemon (0.5.3): no or a wrong X-Api-Key is
+/// 401 (`internal/server/middleware.go` CheckingKey); a package whose files changed after
+/// signing is refused at upload (`internal/service/plugin_decoder.go`, FORCE_VERIFYING_SIGNATURE
+/// defaults to true); installing an identifier never uploaded fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_stand_in_refuses_what_the_daemon_refuses() {
+    let _serial = SERIAL.lock().await;
+    let dify = dify();
+    let base = format!(
+        "http://127.0.0.1:{}/plugin/00000000-0000-0000-0000-000000000001/management",
+        dify.daemon_port
+    );
+    let http = reqwest::Client::new();
+    let upload = |key: Option<&str>, bytes: Vec<u8>| {
+        let part = reqwest::multipart::Part::bytes(bytes).file_name("dify_pkg");
+        let mut request = http
+            .post(format!("{base}/install/upload/package"))
+            .multipart(reqwest::multipart::Form::new().part("dify_pkg", part));
+        if let Some(key) = key {
+            request = request.header("X-Api-Key", key);
+        }
+        request.send()
+    };
+    let (_, good) = package("langgenius-agent_0.0.14.difypkg");
+    for key in [None, Some("wrong-key")] {
+        let r = upload(key, good.clone()).await.unwrap();
+        assert_eq!(r.status(), 401, "{key:?}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("PluginDaemonUnauthorizedError")
+        );
+    }
+    let ok: serde_json::Value = upload(Some(&dify.daemon_key), good.clone())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ok["code"], 0, "{ok}");
+    assert_eq!(ok["data"]["manifest"]["verified"], true);
+    // The manifest's description changed, everything else (the signature too) as signed.
+    let dir = tempfile::tempdir().unwrap();
+    let tampered_path = dir.path().join("tampered.difypkg");
+    let rewrite = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, zipfile\n\
+             src = zipfile.ZipFile(sys.argv[1])\n\
+             dst = zipfile.ZipFile(sys.argv[2], 'w', zipfile.ZIP_DEFLATED)\n\
+             for i in src.infolist():\n    \
+                 data = src.read(i)\n    \
+                 if i.filename == 'manifest.yaml': data = data.replace(b'collection', b'Collection')\n    \
+                 dst.writestr(i, data)\n\
+             dst.comment = src.comment\n\
+             dst.close()",
+        ])
+        .arg(fixture("langgenius-agent_0.0.14.difypkg"))
+        .arg(&tampered_path)
+        .output()
+        .unwrap();
+    assert!(
+        rewrite.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rewrite.stderr)
+    );
+    let tampered = std::fs::read(&tampered_path).unwrap();
+    let refused: serde_json::Value = upload(Some(&dify.daemon_key), tampered)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(refused["code"], -400, "{refused}");
+    let message = refused["message"].as_str().unwrap();
+    assert!(message.contains("bad signature"), "{message}");
+    let never = http
+        .post(format!("{base}/install/identifiers"))
+        .header("X-Api-Key", &dify.daemon_key)
+        .json(&serde_json::json!({
+            "plugin_unique_identifiers": [format!("langgenius/never:0.0.1@{}", "0".repeat(64))],
+            "source": "package",
+            "metas": [{}],
+        }))
+        .send()
+        .await
+        .unwrap();
+    let never: serde_json::Value = never.json().await.unwrap();
+    assert_eq!(never["code"], -500, "{never}");
+}

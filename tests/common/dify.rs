@@ -469,6 +469,8 @@ pub struct Dify {
     pub plain_url: String,
     pub redis_port: u16,
     pub redis_password: String,
+    /// The plugin daemon stand-in's port.
+    pub daemon_port: u16,
 }
 
 pub fn shared() -> &'static Dify {
@@ -550,5 +552,6 @@ fn start() -> Dify {
         plain_url,
         redis_port: redis,
         redis_password,
+        daemon_port: daemon,
     }
 }
