@@ -375,6 +375,36 @@ async fn the_templates_settings_boot_the_real_dify_api() {
     // The database Aurora creates with the cluster (its DatabaseName).
     let database = text_of(&template["Resources"]["Database"]["Properties"]["DatabaseName"]);
     scratch.createdb(pg, &db_user, &db_password, &database);
+    // Only TLS gets in: without it the database and Valkey refuse the connection.
+    let plain_pg = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &pg.to_string(),
+            "-U",
+            &db_user,
+            "-c",
+            "select 1",
+        ])
+        .arg(&database)
+        .env("PGPASSWORD", &db_password)
+        .env("PGSSLMODE", "disable")
+        .output()
+        .unwrap();
+    assert!(
+        !plain_pg.status.success(),
+        "PostgreSQL accepted a connection without TLS"
+    );
+    let plain_redis = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &redis.to_string(), "PING"])
+        .env("REDISCLI_AUTH", &redis_token)
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&plain_redis.stdout).contains("PONG"),
+        "Redis answered without TLS"
+    );
     timings.push(("postgres and redis with TLS", started.elapsed()));
     values.insert("Redis.PrimaryEndPoint.Port".into(), redis.to_string());
     let mut with_attachment = db_secret.clone();

@@ -325,6 +325,13 @@ impl Scratch {
                 "chmod",
             );
             options.push_str(" -c ssl=on");
+            // TLS only, as Aurora with rds.force_ssl: a client that does not ask for TLS is
+            // refused, so a missing `sslmode=require` shows.
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all scram-sha-256\nhostssl all all 127.0.0.1/32 scram-sha-256\nhostnossl all all 0.0.0.0/0 reject\n",
+            )
+            .expect("pg_hba.conf");
         }
         sh(
             pg_command("pg_ctl")
