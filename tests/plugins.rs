@@ -776,6 +776,21 @@ async fn build_bundles_verified_plugins_and_a_daemon_image_with_their_wheelhouse
         }
         run(&mut command)
     };
+    // Dify's certificate from a CA the machine does not trust: refused before any password
+    // is sent.
+    let untrusted = run(dify_bundle()
+        .args(["plugin", "install", "--allow-unsigned"])
+        .args(["--admin-email", "ops@example.com", "--url", &dify.url])
+        .arg("--bundle")
+        .arg(&bundle)
+        .env("DIFY_ADMIN_PASSWORD", "s3cret-Passw0rd")
+        .env_remove("SSL_CERT_FILE"));
+    assert!(!untrusted.status.success());
+    assert!(
+        stderr(&untrusted).contains("GET setup"),
+        "{}",
+        stderr(&untrusted)
+    );
     let no_password = install(None);
     assert!(!no_password.status.success());
     assert!(stderr(&no_password).contains("DIFY_ADMIN_PASSWORD"));
