@@ -12,7 +12,6 @@ environment (the daemon's own names, internal/types/app/config.go):
   MAX_PLUGIN_PACKAGE_SIZE (default 52428800, internal/types/app/default.go)
 """
 import base64
-import cgi
 import datetime
 import fnmatch
 import hashlib
@@ -26,6 +25,8 @@ import threading
 import time
 import uuid
 import zipfile
+from email.parser import BytesParser
+from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -53,6 +54,7 @@ UUID_LIKE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-
 
 LOCK = threading.Lock()
 PACKAGES = {}  # identifier -> declaration (internal/core/plugin_manager/packages.go SavePackage)
+VERIFICATIONS = {}  # identifier -> the verification record upload returned
 PLUGINS = set()  # identifiers with a runtime installed (models.Plugin)
 INSTALLATIONS = {}  # (tenant, plugin_id) -> installation (models.PluginInstallation)
 TASKS = {}  # id -> task (internal/types/models/task.go)
@@ -251,14 +253,28 @@ def bad_request(message):
     return error("PluginDaemonBadRequestError", -400, message)
 
 
+def multipart(content_type, raw):
+    """A multipart/form-data body: name -> (filename or None, bytes)."""
+    message = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + raw)
+    fields = {}
+    if not message.is_multipart():
+        return fields
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if name:
+            fields[name] = (part.get_filename(), part.get_payload(decode=True) or b"")
+    return fields
+
+
 def upload(tenant, form):
     """internal/server/controllers/plugins.go UploadPlugin, internal/service/plugin_decoder.go UploadPluginPkg."""
-    if "dify_pkg" not in form or not getattr(form["dify_pkg"], "filename", None):
+    # gin's FormFile: only a part with a file name is a file.
+    filename, data = form.get("dify_pkg", (None, b""))
+    if not filename:
         return bad_request("http: no such file")
-    data = form["dify_pkg"].file.read()
     if len(data) > MAX_PACKAGE:
         return bad_request("file size exceeds the maximum limit")
-    verify = form.getfirst("verify_signature") == "true"
+    verify = form.get("verify_signature", (None, b""))[1] == b"true"
     try:
         package = Package(data)
         declaration = package.declaration()
@@ -271,9 +287,11 @@ def upload(tenant, form):
         return bad_request(
             "plugin verification has been enabled, and the plugin you want to install has a bad signature"
         )
+    verification = package.verification()
     with LOCK:
         PACKAGES[ident] = declaration
-    return success({"unique_identifier": ident, "manifest": declaration, "verification": package.verification()})
+        VERIFICATIONS[ident] = verification
+    return success({"unique_identifier": ident, "manifest": declaration, "verification": verification})
 
 
 def plugin_id(ident):
@@ -414,15 +432,17 @@ def task(tenant, task_id):
 
 
 def decode(tenant, query):
-    """service/decode_service.go DecodePluginFromIdentifier (Dify calls it before install)."""
+    """service/decode_service.go DecodePluginFromIdentifier (Dify calls it before install): the
+    package decoded again from storage, its verification as at upload."""
     ident = (query.get("plugin_unique_identifier") or [""])[0]
     if not IDENTIFIER.match(ident):
         return bad_request("invalid request: plugin_unique_identifier")
     with LOCK:
         declaration = PACKAGES.get(ident)
+        verification = VERIFICATIONS.get(ident)
     if declaration is None:
-        return error("PluginDaemonInternalServerError", -500, "record not found")
-    verification = {"authorized_category": "langgenius"} if declaration["verified"] else None
+        # manager.GetPackage finds nothing: a bad request there.
+        return bad_request("record not found")
     return success({"unique_identifier": ident, "manifest": declaration, "verification": verification})
 
 
@@ -457,12 +477,7 @@ class Handler(BaseHTTPRequestHandler):
         query = parse_qs(url.query)
         # internal/server/http_server.go pluginManagementGroup.
         if method == "POST" and action == "install/upload/package":
-            form = cgi.FieldStorage(
-                fp=io.BytesIO(raw),
-                headers=self.headers,
-                environ={"REQUEST_METHOD": "POST", "CONTENT_TYPE": self.headers.get("Content-Type", "")},
-            )
-            return self.reply(200, upload(tenant, form))
+            return self.reply(200, upload(tenant, multipart(self.headers.get("Content-Type", ""), raw)))
         if method == "POST" and action == "install/identifiers":
             try:
                 body = json.loads(raw)
