@@ -1,4 +1,4 @@
-//! Test support: the real Dify API 1.13.3 (from `/work/shared/fixtures/dify`, or
+//! Test support: the real Dify API 1.13.3 (from `../shared/fixtures/dify`, or
 //! `DIFY_API_TARBALL`) on 127.0.0.1 — unpacked and `uv sync`ed once into
 //! `~/.cache/dify-bundle/dify-1.13.3`, PostgreSQL (initdb/pg_ctl, as a non-root user) and Redis
 //! (redis-server) from Debian's packages in a temp dir, a test CA made with openssl for TLS,
@@ -88,12 +88,19 @@ pub fn api_dir() -> PathBuf {
         return api;
     }
     if !api.exists() {
+        // The project's shared fixtures sit beside the checkout (`../shared/fixtures`).
+        let name = format!("dify-{VERSION}-api.tar.gz");
         let tarball = std::env::var_os("DIFY_API_TARBALL")
             .map(PathBuf::from)
+            .or_else(|| {
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .ancestors()
+                    .skip(1)
+                    .map(|d| d.join("shared/fixtures/dify").join(&name))
+                    .find(|p| p.exists())
+            })
             .unwrap_or_else(|| {
-                PathBuf::from(format!(
-                    "/work/shared/fixtures/dify/dify-{VERSION}-api.tar.gz"
-                ))
+                panic!("{name} not found in ../shared/fixtures/dify: set DIFY_API_TARBALL to it")
             });
         let partial = cache_dir().join(format!("dify-{VERSION}.partial-{}", std::process::id()));
         std::fs::create_dir_all(&partial).expect("cache dir");
