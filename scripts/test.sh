@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
-apt_packages=(docker-registry skopeo minisign apache2-utils bc)
+# postgresql, redis-server, openssl: the real Dify API's database, broker and test CA
+# (tests/common/dify.rs).
+apt_packages=(docker-registry skopeo minisign apache2-utils bc postgresql redis-server redis-tools openssl)
 missing=()
 for p in "${apt_packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -14,7 +16,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-pip_packages=('moto[server]==5.2.5' awscrt cfn-lint==1.51.0 uv cryptography)
+pip_packages=('moto[server]==5.2.5' awscrt cfn-lint==1.51.0 uv cryptography pyyaml)
 export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
 python3 -m pip install -q "${pip_packages[@]}" \
   || python3 -m pip install -q --break-system-packages "${pip_packages[@]}"
@@ -24,6 +26,12 @@ test_wheels="$HOME/.cache/dify-bundle/test-wheels"
 if [ ! -f "$test_wheels/uv-0.13.9-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl" ]; then
   python3 -m pip download -q --no-deps --only-binary=:all: --platform manylinux2014_x86_64 \
     --python-version 3.11 -d "$test_wheels" uv==0.13.9
+fi
+
+# The real Dify API 1.13.3 (tests/common/dify.rs) runs on Python 3.12, as its uv.lock was made;
+# its venv (~2.3 GB) and uv cache (~0.8 GB) live in ~/.cache/dify-bundle, made on first use.
+if ! uv python find 3.12 >/dev/null 2>&1 && ! ls "$HOME"/.pyenv/versions/3.12*/bin/python3.12 >/dev/null 2>&1; then
+  uv python install 3.12
 fi
 
 # checkov pins an older botocore than moto and awscli want: a venv of its own, pinned.

@@ -754,18 +754,8 @@ async fn build_bundles_verified_plugins_and_a_daemon_image_with_their_wheelhouse
         .arg(&bundle)));
 
     // After a deploy: the admin account and the bundled plugins, through the console API of
-    // a stand-in Dify (which computes identifiers itself).
-    let port = common::free_port();
-    let _dify = common::Server::new(
-        Command::new("python3")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/servers/fake_dify.py"))
-            .arg(port.to_string())
-            .spawn()
-            .unwrap(),
-    );
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    // the real Dify 1.13.3 over HTTPS (test CA), the plugin daemon stand-in behind it.
+    let dify = common::dify::shared();
     let install = |password: Option<&str>| {
         let mut command = dify_bundle();
         command
@@ -776,15 +766,31 @@ async fn build_bundles_verified_plugins_and_a_daemon_image_with_their_wheelhouse
                 "--admin-email",
                 "ops@example.com",
             ])
-            .args(["--url", &format!("http://127.0.0.1:{port}")])
+            .args(["--url", &dify.url])
             .arg("--bundle")
             .arg(&bundle)
+            .env("SSL_CERT_FILE", &dify.ca)
             .env_remove("DIFY_ADMIN_PASSWORD");
         if let Some(password) = password {
             command.env("DIFY_ADMIN_PASSWORD", password);
         }
         run(&mut command)
     };
+    // Dify's certificate from a CA the machine does not trust: refused before any password
+    // is sent.
+    let untrusted = run(dify_bundle()
+        .args(["plugin", "install", "--allow-unsigned"])
+        .args(["--admin-email", "ops@example.com", "--url", &dify.url])
+        .arg("--bundle")
+        .arg(&bundle)
+        .env("DIFY_ADMIN_PASSWORD", "s3cret-Passw0rd")
+        .env_remove("SSL_CERT_FILE"));
+    assert!(!untrusted.status.success());
+    assert!(
+        stderr(&untrusted).contains("GET setup"),
+        "{}",
+        stderr(&untrusted)
+    );
     let no_password = install(None);
     assert!(!no_password.status.success());
     assert!(stderr(&no_password).contains("DIFY_ADMIN_PASSWORD"));

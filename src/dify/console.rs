@@ -84,13 +84,19 @@ impl Console {
         Ok(true)
     }
 
-    /// Logs in. Newer releases answer with cookies (access and CSRF tokens), older ones
-    /// with a bearer token in the body; a release that expects the password encoded gets it
-    /// base64-encoded on a second try.
+    /// Logs in. Newer releases answer with cookies (access and CSRF tokens, named
+    /// `__Host-…` when Dify is served over HTTPS without a cookie domain: langgenius/dify
+    /// 1.13.3 `api/libs/token.py` `_real_cookie_name`), older ones with a bearer token in the
+    /// body. The password goes base64-encoded first: Dify >= 1.11 decodes it on `/login`
+    /// (langgenius/dify PR #29659; 1.13.3 `api/controllers/console/wraps.py`
+    /// `decrypt_password_field`, `api/libs/encryption.py` `FieldEncryption.decrypt_field`)
+    /// and answers 401 to a plain one; only a release that refuses the encoded form gets the
+    /// plain password on a second try. Every failed try counts against Dify's login rate
+    /// limit, so the form current releases expect goes first.
     pub async fn login(&mut self, email: &str, password: &str) -> Result<()> {
         let encoded = base64::engine::general_purpose::STANDARD.encode(password);
         let mut last = None;
-        for attempt in [password, encoded.as_str()] {
+        for attempt in [encoded.as_str(), password] {
             let response = self
                 .http
                 .post(self.url("login"))

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod dify;
 pub mod fixtures;
 pub mod moto_template;
 pub mod proxy;
