@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::dify::{self, Scratch, TestCa};
-use common::{Auth, Moto, Registry, assert_success, dify_bundle, run};
+use common::{Auth, Moto, Registry};
 use serde_json::{Value, json};
 
 const REGION: &str = "us-east-1";
@@ -301,14 +301,8 @@ async fn the_templates_settings_boot_the_real_dify_api() {
     // The template as a bundle of Dify 1.13.3 signs it.
     let work = tempfile::tempdir().unwrap();
     let source = Registry::start(Auth::None);
-    let (bundle, stem) = common::dify_like_bundle(&source, work.path(), dify::VERSION).await;
-    let printed = run(dify_bundle()
-        .arg("template")
-        .arg(&bundle)
-        .arg("--pubkey")
-        .arg(stem.with_extension("pub")));
-    assert_success(&printed);
-    let template: Value = serde_json::from_slice(&printed.stdout).unwrap();
+    let printed = common::signed_template(&source, work.path(), dify::VERSION).await;
+    let template: Value = serde_json::from_slice(&printed).unwrap();
     timings.push(("bundle and template", begun.elapsed()));
 
     // Stand-ins of Aurora and Valkey, with TLS from a test CA.

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{Auth, Registry, assert_success, dify_bundle, run};
+use common::{Auth, Registry, run};
 use serde::Deserialize;
 
 /// One finding: (tool, check, resource or template path).
@@ -61,15 +61,9 @@ fn suppressions() -> BTreeMap<Finding, String> {
 /// The template a bundle of Dify `version` signs, as `dify-bundle template` prints it.
 async fn signed_template(version: &str, work: &Path) -> PathBuf {
     let source = Registry::start(Auth::None);
-    let (bundle, stem) = common::dify_like_bundle(&source, work, version).await;
-    let printed = run(dify_bundle()
-        .arg("template")
-        .arg(&bundle)
-        .arg("--pubkey")
-        .arg(stem.with_extension("pub")));
-    assert_success(&printed);
+    let printed = common::signed_template(&source, work, version).await;
     let file = work.join("app.json");
-    std::fs::write(&file, &printed.stdout).unwrap();
+    std::fs::write(&file, printed).unwrap();
     file
 }
 

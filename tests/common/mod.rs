@@ -292,6 +292,19 @@ pub async fn dify_like_bundle(source: &Registry, work: &Path, version: &str) -> 
     (bundle, stem)
 }
 
+/// The application template a signed bundle of Dify-like images for `version` carries, as
+/// `dify-bundle template` prints it (signature checked): built from `source` into `work`.
+pub async fn signed_template(source: &Registry, work: &Path, version: &str) -> Vec<u8> {
+    let (bundle, stem) = dify_like_bundle(source, work, version).await;
+    let printed = run(dify_bundle()
+        .arg("template")
+        .arg(&bundle)
+        .arg("--pubkey")
+        .arg(stem.with_extension("pub")));
+    assert_success(&printed);
+    printed.stdout
+}
+
 pub fn skopeo(args: &[&str]) -> Output {
     Command::new("skopeo")
         .args(args)
