@@ -12,6 +12,7 @@ pub mod dify;
 pub mod digest;
 pub mod error;
 pub mod install;
+pub mod lock;
 pub mod oci;
 pub mod plugins;
 pub mod progress;

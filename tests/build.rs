@@ -470,3 +470,128 @@ async fn verify_names_every_missing_changed_truncated_and_extra_file() {
     let broken = run(dify_bundle().args(["verify", "--allow-unsigned"]).arg(&out));
     assert_fails_with(&broken, "bundle.json");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_damaged_in_place_keeping_its_size_is_fetched_again() {
+    let registry = Registry::start(Auth::None);
+    let base = layer(19, 64 << 10);
+    let images = fixtures::dify_like(&registry, "d", &base, 32 << 10).await;
+    let work = tempfile::tempdir().unwrap();
+    let recipe = recipe_for(&registry.host(), "d", work.path());
+    let out = work.path().join("bundle");
+    let flags = ["--json", "--insecure-registry", &registry.host()];
+    assert_success(&build(&flags, &recipe, &out));
+
+    // A layer and a manifest damaged on disk, sizes kept.
+    let blob = |d: &dify_bundle::digest::Digest| out.join("blobs/sha256").join(d.hex());
+    let damaged_layer = images[0].1.blobs["amd64"][2].digest.clone();
+    let damaged_manifest = images[1].1.platforms["amd64"].clone();
+    for (digest, at) in [(&damaged_layer, 4096), (&damaged_manifest, 0)] {
+        let mut bytes = std::fs::read(blob(digest)).unwrap();
+        bytes[at] ^= 0x20;
+        std::fs::write(blob(digest), bytes).unwrap();
+    }
+    let rerun = build(&flags, &recipe, &out);
+    assert_success(&rerun);
+    let layer_size = std::fs::metadata(blob(&damaged_layer)).unwrap().len();
+    let copied = json(&rerun)["copy"]["bytes_transferred"].as_u64();
+    assert!(copied.is_some_and(|n| n >= layer_size), "{}", json(&rerun));
+    for digest in [&damaged_layer, &damaged_manifest] {
+        let (actual, _) = dify_bundle::digest::hash_file(&blob(digest)).unwrap();
+        assert_eq!(&actual, digest, "{digest} kept damaged");
+    }
+    assert_success(&run(dify_bundle()
+        .args(["verify", "--allow-unsigned"])
+        .arg(&out)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leftovers_of_failed_runs_are_removed_and_a_busy_directory_is_refused() {
+    let registry = Registry::start(Auth::None);
+    let base = layer(23, 64 << 10);
+    fixtures::dify_like(&registry, "l", &base, 32 << 10).await;
+    let work = tempfile::tempdir().unwrap();
+    let recipe = recipe_for(&registry.host(), "l", work.path());
+    let out = work.path().join("bundle");
+    let flags = ["--insecure-registry", &registry.host()];
+    assert_success(&build(&flags, &recipe, &out));
+
+    // What a full disk or a kill leaves: temporary files of atomic writes, a half-built
+    // layer, and a scratch directory.
+    let hex = "ab".repeat(32);
+    let leftovers = [
+        "index.tmp-27583".to_owned(),
+        "bundle.tmp-27583".to_owned(),
+        "bundle.json.tmp-27583".to_owned(),
+        format!("blobs/sha256/{hex}.tmp-27583"),
+        ".partial/layer-27583.tar.gz".to_owned(),
+        ".partial/python-27583/x".to_owned(),
+    ];
+    for path in &leftovers {
+        let full = out.join(path);
+        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+        std::fs::write(full, b"left").unwrap();
+    }
+    assert_success(&build(&flags, &recipe, &out));
+    for path in &leftovers {
+        assert!(!out.join(path).exists(), "{path} left behind");
+    }
+    assert_success(&run(dify_bundle()
+        .args(["verify", "--allow-unsigned"])
+        .arg(&out)));
+
+    // Another process holds the directory: build and pack are refused, naming it.
+    let held = std::fs::File::open(&out).unwrap();
+    held.try_lock().unwrap();
+    let pid = std::process::id().to_string();
+    let refused = build(&flags, &recipe, &out);
+    assert_fails_with(&refused, "in use by process");
+    assert_fails_with(&refused, &pid);
+    let media = work.path().join("media");
+    let packing = run(dify_bundle()
+        .args(["pack", "--allow-unsigned"])
+        .arg(&out)
+        .arg("--out")
+        .arg(&media));
+    assert_fails_with(&packing, &pid);
+    held.unlock().unwrap();
+
+    // A part a failed packing was writing is removed by the next packing; a packing that
+    // fails removes its own.
+    std::fs::create_dir_all(&media).unwrap();
+    std::fs::write(media.join("test-bundle.part009.tar.tmp"), b"half").unwrap();
+    assert_success(&run(dify_bundle()
+        .args(["pack", "--allow-unsigned"])
+        .arg(&out)
+        .arg("--out")
+        .arg(&media)));
+    let temps = |dir: &Path| {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".tmp")
+            })
+            .count()
+    };
+    assert_eq!(temps(&media), 0);
+    let blob = std::fs::read_dir(out.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[7] ^= 1;
+    std::fs::write(&blob, bytes).unwrap();
+    let other = work.path().join("media2");
+    let failed = run(dify_bundle()
+        .args(["pack", "--allow-unsigned"])
+        .arg(&out)
+        .arg("--out")
+        .arg(&other));
+    assert!(!failed.status.success());
+    assert_eq!(temps(&other), 0, "a failed packing left its part");
+}

@@ -496,6 +496,7 @@ pub fn pack(
     progress: &dyn Progress,
 ) -> Result<PackReport> {
     let started = std::time::Instant::now();
+    let _reading = crate::lock::shared(dir, "pack")?;
     let source = DirSource::new(dir);
     let (manifest, _) = trust::open(&source, policy)?;
     let bundle_json = read_all(&source, BUNDLE_FILE)?.unwrap_or_default();
@@ -559,7 +560,16 @@ pub fn pack(
     parts.push(current);
     parts.retain(|p| !p.is_empty());
     let count = parts.len() as u32;
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let _writing = crate::lock::exclusive(out, "pack into")?;
+    // Parts a failed or killed packing was still writing.
+    for entry in std::fs::read_dir(out)
+        .map_err(|e| Error::io(out, e))?
+        .flatten()
+    {
+        if entry.file_name().to_string_lossy().ends_with(".tar.tmp") {
+            std::fs::remove_file(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
+        }
+    }
     let bundle_sha = Digest::of(&bundle_json);
     let expected: BTreeMap<&str, &str> = manifest
         .files
@@ -583,6 +593,7 @@ pub fn pack(
         let name = part_name(&manifest.name, number);
         let final_path = out.join(&name);
         let tmp = out.join(format!("{name}.tmp"));
+        let guard = RemoveOnDrop(Some(tmp.clone()));
         let io = |e| Error::io(&tmp, e);
         let mut builder = tar::Builder::new(std::io::BufWriter::with_capacity(
             1 << 20,
@@ -662,6 +673,7 @@ pub fn pack(
         writer.flush().map_err(io)?;
         drop(writer);
         std::fs::rename(&tmp, &final_path).map_err(|e| Error::io(&final_path, e))?;
+        guard.disarm();
         let size = std::fs::metadata(&final_path)
             .map_err(|e| Error::io(&final_path, e))?
             .len();
@@ -689,6 +701,24 @@ pub fn pack(
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Removes a part being written when packing fails before it is renamed into place (a
+/// full medium must not keep a half-written part).
+struct RemoveOnDrop(Option<std::path::PathBuf>);
+
+impl RemoveOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 struct HashingReader<'a, R> {

@@ -145,7 +145,9 @@ pub async fn download(
         .get_small(&store.location().bundle_key(name, SIGNATURE_FILE))
         .await?;
     let (manifest, status) = trust::check(&bytes, signature.clone(), policy, &origin)?;
+    let _lock = crate::lock::exclusive(dir, "download into")?;
     let layout = Arc::new(LayoutStore::create(dir)?);
+    layout.clean_leftovers()?;
     let jobs = blob_jobs(&manifest, store.clone())?;
     let blobs = jobs.len();
     progress.step(&format!(
