@@ -279,20 +279,8 @@ async fn basic_auth_from_flags_and_docker_config() {
     );
     assert_fails_with(&denied, "--registry-auth");
 
-    // Wrong password: refused, naming the user.
-    let wrong = build(
-        &[
-            "--insecure-registry",
-            &registry.host(),
-            "--registry-auth",
-            &format!("{}=AWS:nope", registry.host()),
-        ],
-        &recipe,
-        work.path().join("wrong"),
-    );
-    assert_fails_with(&wrong, "rejected the credentials for user `AWS`");
-
-    let flagged = build(
+    // A password on the command line is refused, with the ways that work, unechoed.
+    let on_argv = build(
         &[
             "--insecure-registry",
             &registry.host(),
@@ -300,9 +288,136 @@ async fn basic_auth_from_flags_and_docker_config() {
             &format!("{}=AWS:s3cret", registry.host()),
         ],
         &recipe,
-        work.path().join("flag"),
+        work.path().join("argv"),
     );
-    assert_success(&flagged);
+    assert_fails_with(&on_argv, "HOST=USER:env:VARIABLE");
+    assert!(!stderr(&on_argv).contains("s3cret"));
+
+    // Wrong password (from the environment): refused, naming the user.
+    let env_flag = format!("{}=AWS:env:REGISTRY_PW", registry.host());
+    let wrong = run(dify_bundle()
+        .env("REGISTRY_PW", "nope")
+        .args(["build", "--insecure-registry", &registry.host()])
+        .args(["--registry-auth", &env_flag, "--recipe"])
+        .arg(&recipe)
+        .arg("--out")
+        .arg(work.path().join("wrong")));
+    assert_fails_with(&wrong, "rejected the credentials for user `AWS`");
+
+    let from_env = run(dify_bundle()
+        .env("REGISTRY_PW", "s3cret")
+        .args(["build", "--insecure-registry", &registry.host()])
+        .args(["--registry-auth", &env_flag, "--recipe"])
+        .arg(&recipe)
+        .arg("--out")
+        .arg(work.path().join("env")));
+    assert_success(&from_env);
+
+    let mut piped = dify_bundle();
+    piped
+        .args(["build", "--insecure-registry", &registry.host()])
+        .args([
+            "--registry-auth",
+            &format!("{}=AWS:stdin", registry.host()),
+            "--recipe",
+        ])
+        .arg(&recipe)
+        .arg("--out")
+        .arg(work.path().join("stdin"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = piped.spawn().unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"s3cret\n").unwrap();
+    }
+    assert_success(&child.wait_with_output().unwrap());
+
+    // A Docker credential helper (credHelpers for this registry, credsStore for the rest),
+    // asked as docker does: `docker-credential-NAME get`, the server on standard input.
+    let helpers = work.path().join("helpers");
+    std::fs::create_dir_all(&helpers).unwrap();
+    let asked = work.path().join("asked");
+    let script = format!(
+        "#!/bin/sh\n\
+         server=$(cat)\n\
+         echo \"$1 $server\" >> '{}'\n\
+         if [ \"$1\" = get ] && [ \"$server\" = '{}' ]; then\n\
+           printf '{{\"ServerURL\":\"%s\",\"Username\":\"AWS\",\"Secret\":\"s3cret\"}}' \"$server\"\n\
+         else\n\
+           echo 'credentials not found in native keychain'; exit 1\n\
+         fi\n",
+        asked.display(),
+        registry.host()
+    );
+    let helper = helpers.join("docker-credential-testhelper");
+    std::fs::write(&helper, script).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let helper_config = work.path().join("helper-config");
+    std::fs::create_dir_all(&helper_config).unwrap();
+    std::fs::write(
+        helper_config.join("config.json"),
+        format!(
+            r#"{{"credsStore":"nosuchhelper","credHelpers":{{"{}":"testhelper"}}}}"#,
+            registry.host()
+        ),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        helpers.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let helped = run(dify_bundle()
+        .env("DOCKER_CONFIG", &helper_config)
+        .env("PATH", &path)
+        .args(["build", "--insecure-registry", &registry.host(), "--recipe"])
+        .arg(&recipe)
+        .arg("--out")
+        .arg(work.path().join("helped")));
+    assert_success(&helped);
+    let log = std::fs::read_to_string(&asked).unwrap();
+    assert_eq!(
+        log.lines().next(),
+        Some(format!("get {}", registry.host()).as_str())
+    );
+    // A helper that has nothing for the registry: the usual "requires credentials".
+    let nothing = helpers.join("docker-credential-nothing");
+    std::fs::write(
+        &nothing,
+        format!(
+            "#!/bin/sh\nserver=$(cat)\necho \"$1 $server\" > '{}'\n\
+             echo 'credentials not found in native keychain'; exit 1\n",
+            asked.display()
+        ),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&nothing, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::write(
+        helper_config.join("config.json"),
+        r#"{"credsStore":"nothing"}"#,
+    )
+    .unwrap();
+    let unhelped = run(dify_bundle()
+        .env("DOCKER_CONFIG", &helper_config)
+        .env("PATH", &path)
+        .args(["build", "--insecure-registry", &registry.host(), "--recipe"])
+        .arg(&recipe)
+        .arg("--out")
+        .arg(work.path().join("unhelped")));
+    assert_fails_with(&unhelped, "requires credentials");
+    assert_eq!(
+        std::fs::read_to_string(&asked).unwrap().trim(),
+        format!("get {}", registry.host())
+    );
 
     let config_dir = work.path().join("docker");
     std::fs::create_dir_all(&config_dir).unwrap();
