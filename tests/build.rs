@@ -710,3 +710,154 @@ async fn leftovers_of_failed_runs_are_removed_and_a_busy_directory_is_refused() 
     assert!(!failed.status.success());
     assert_eq!(temps(&other), 0, "a failed packing left its part");
 }
+
+/// Rewrites the packing list of a part (the last entry of its tar) with `edit`.
+fn rewrite_pack_list(part: &Path, edit: impl Fn(&mut serde_json::Value)) {
+    let mut archive = tar::Archive::new(std::fs::File::open(part).unwrap());
+    let mut entries: Vec<(String, Vec<u8>)> = Vec::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().to_string_lossy().into_owned();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
+        entries.push((name, bytes));
+    }
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, mut bytes) in entries {
+        if name == "pack.json" {
+            let mut list: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            edit(&mut list);
+            bytes = serde_json::to_vec(&list).unwrap();
+        }
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        builder
+            .append_data(&mut header, &name, bytes.as_slice())
+            .unwrap();
+    }
+    std::fs::write(part, builder.into_inner().unwrap()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_refuses_extra_directories_duplicates_overflows_and_fifos() {
+    use dify_bundle::store::Store as _;
+    let registry = Registry::start(Auth::None);
+    let base = layer(29, 64 << 10);
+    let images = fixtures::dify_like(&registry, "r", &base, 32 << 10).await;
+    let work = tempfile::tempdir().unwrap();
+    let recipe = recipe_for(&registry.host(), "r", work.path());
+    let out = work.path().join("bundle");
+    assert_success(&build(
+        &["--insecure-registry", &registry.host()],
+        &recipe,
+        &out,
+    ));
+    let verify = |path: &Path| run(dify_bundle().args(["verify", "--allow-unsigned"]).arg(path));
+
+    // An extra (empty) directory.
+    std::fs::create_dir_all(out.join("stray/deeper")).unwrap();
+    assert_fails_with(&verify(&out), "stray/: not part of the bundle");
+    std::fs::remove_dir_all(out.join("stray")).unwrap();
+    assert_success(&verify(&out));
+
+    // A file listed twice in bundle.json.
+    let original = std::fs::read(out.join("bundle.json")).unwrap();
+    let mut manifest: serde_json::Value = serde_json::from_slice(&original).unwrap();
+    let first = manifest["files"][0].clone();
+    manifest["files"].as_array_mut().unwrap().push(first);
+    std::fs::write(
+        out.join("bundle.json"),
+        serde_json::to_vec(&manifest).unwrap(),
+    )
+    .unwrap();
+    assert_fails_with(&verify(&out), "listed twice");
+    std::fs::write(out.join("bundle.json"), &original).unwrap();
+
+    // A packing list whose offset + length overflows, checked as one part.
+    let media = work.path().join("media");
+    assert_success(&run(dify_bundle()
+        .args(["pack", "--allow-unsigned", "--split-size", "200KiB"])
+        .arg(&out)
+        .arg("--out")
+        .arg(&media)));
+    let mut parts: Vec<_> = std::fs::read_dir(&media)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    parts.sort();
+    assert!(parts.len() >= 2, "{parts:?}");
+    let victim = parts.last().unwrap().clone();
+    let saved = std::fs::read(&victim).unwrap();
+    rewrite_pack_list(&victim, |list| {
+        list["entries"][0]["offset"] = serde_json::json!(u64::MAX);
+    });
+    assert_fails_with(&verify(&victim), "overflow");
+    std::fs::write(&victim, saved).unwrap();
+    assert_success(&verify(&media));
+
+    // A FIFO among the parts: named, and verify does not wait on it.
+    let fifo = media.join("zz.part009.tar");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut child = dify_bundle()
+        .args(["verify", "--allow-unsigned"])
+        .arg(&media)
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("verify blocked on a FIFO");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert_fails_with(&output, "zz.part009.tar: not a regular file");
+
+    // An index that gives one of its manifests a size other than its own: refused.
+    let store = fixtures::store_for(&registry);
+    let index_descriptor = store.resolve("r/dify-api", "1.0").await.unwrap();
+    let index = store
+        .get_manifest("r/dify-api", &index_descriptor)
+        .await
+        .unwrap();
+    let mut json: serde_json::Value = serde_json::from_slice(&index.bytes).unwrap();
+    json["manifests"][0]["size"] = serde_json::json!(1u64 << 40);
+    let lying = dify_bundle::oci::RawManifest {
+        media_type: index.media_type.clone(),
+        bytes: serde_json::to_vec(&json).unwrap().into(),
+    };
+    store
+        .put_manifest(
+            "r/dify-api",
+            &lying,
+            Some(&dify_bundle::store::Tag {
+                name: "lying".into(),
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap();
+    let lying_dir = work.path().join("lying");
+    std::fs::create_dir_all(&lying_dir).unwrap();
+    let lying_recipe = write_recipe(
+        &lying_dir,
+        &[("api", format!("{}/r/dify-api:lying", registry.host()))],
+    );
+    let refused = build(
+        &["--insecure-registry", &registry.host()],
+        &lying_recipe,
+        work.path().join("lying-bundle"),
+    );
+    assert_fails_with(&refused, "index that names it says 1099511627776");
+    let _ = images;
+}

@@ -80,7 +80,19 @@ pub fn parse_size(text: &str) -> Result<u64> {
         "tib" => 1 << 40,
         other => return Err(Error::invalid(format!("`{text}`: unknown unit `{other}`"))),
     };
-    Ok((number * factor as f64) as u64)
+    let bytes = number * factor as f64;
+    // 2^53: beyond any medium or S3 object, and where f64 stops counting bytes exactly.
+    if !bytes.is_finite() || bytes >= (1u64 << 53) as f64 {
+        return Err(Error::invalid(format!(
+            "`{text}` is larger than any medium holds"
+        )));
+    }
+    if bytes.fract() != 0.0 {
+        return Err(Error::invalid(format!(
+            "`{text}` is not a whole number of bytes"
+        )));
+    }
+    Ok(bytes as u64)
 }
 
 /// Where one entry's bytes are inside a part file.
@@ -127,44 +139,69 @@ fn read_span(path: &Path, span: Span) -> Result<Vec<u8>> {
 }
 
 fn index_part(path: &Path) -> Result<Part> {
+    // Anything but a regular file is refused before it is opened: opening a FIFO would
+    // wait for a writer forever, and a device or symlink is no part.
+    let not_regular = || {
+        part_error(
+            path,
+            "not a regular file (a FIFO, device, directory or symlink); refusing it",
+        )
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_file() => {}
+        Ok(_) => return Err(not_regular()),
+        Err(e) => return Err(Error::io(path, e)),
+    }
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let length = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(not_regular());
+    }
+    let length = meta.len();
     let mut archive = tar::Archive::new(file);
     let unreadable = |e: std::io::Error| {
         part_error(
             path,
-            format!("not a readable part (truncated or damaged?): {e}"),
+            format!(
+                "not a readable part (truncated or damaged?): {}",
+                crate::units::escape(&e.to_string())
+            ),
         )
     };
     let mut spans = BTreeMap::new();
     for entry in archive.entries_with_seek().map_err(unreadable)? {
         let entry = entry.map_err(unreadable)?;
         let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let shown = crate::units::escape(&name);
         let kind = entry.header().entry_type();
         if !kind.is_file() {
             return Err(part_error(
                 path,
-                format!("entry `{name}` is a {kind:?}, not a regular file; refusing the part"),
+                format!("entry `{shown}` is a {kind:?}, not a regular file; refusing the part"),
             ));
         }
         if !is_safe_relative(&name) {
             return Err(part_error(
                 path,
-                format!("entry `{name}` is not a safe relative path; refusing the part"),
+                format!("entry `{shown}` is not a safe relative path; refusing the part"),
             ));
         }
         let span = Span {
             offset: entry.raw_file_position(),
             size: entry.size(),
         };
-        if span.offset + span.size > length {
+        if span
+            .offset
+            .checked_add(span.size)
+            .is_none_or(|end| end > length)
+        {
             return Err(part_error(
                 path,
-                format!("truncated: entry `{name}` ends past the end of the file"),
+                format!("truncated: entry `{shown}` ends past the end of the file"),
             ));
         }
         if spans.insert(name.clone(), span).is_some() {
-            return Err(part_error(path, format!("entry `{name}` appears twice")));
+            return Err(part_error(path, format!("entry `{shown}` appears twice")));
         }
     }
     let pack = spans.get(PACK_FILE).ok_or_else(|| {
@@ -197,7 +234,19 @@ fn index_part(path: &Path) -> Result<Part> {
                 path,
                 format!(
                     "{PACK_FILE} names `{}`, which the part does not hold",
-                    entry.entry
+                    crate::units::escape(&entry.entry)
+                ),
+            ));
+        }
+        if entry.offset.checked_add(entry.length).is_none() {
+            return Err(part_error(
+                path,
+                format!(
+                    "{PACK_FILE}: entry `{}` has offset {} and length {}, which overflow; \
+                     refusing the part",
+                    crate::units::escape(&entry.entry),
+                    entry.offset,
+                    entry.length
                 ),
             ));
         }
@@ -207,7 +256,10 @@ fn index_part(path: &Path) -> Result<Part> {
         if !known && !list.entries.iter().any(|e| &e.entry == name) {
             return Err(part_error(
                 path,
-                format!("entry `{name}` is not in its {PACK_FILE}"),
+                format!(
+                    "entry `{}` is not in its {PACK_FILE}",
+                    crate::units::escape(name)
+                ),
             ));
         }
     }
@@ -345,7 +397,12 @@ impl PartsSource {
                     continue;
                 };
                 let span = part.spans[&entry.entry];
-                if span.size != entry.length || entry.offset + entry.length > expected.size {
+                if span.size != entry.length
+                    || entry
+                        .offset
+                        .checked_add(entry.length)
+                        .is_none_or(|end| end > expected.size)
+                {
                     problems.push(Problem::Truncated {
                         path: named,
                         expected: entry.length,
@@ -746,5 +803,8 @@ mod tests {
         assert_eq!(super::parse_size("1.5KiB").unwrap(), 1536);
         assert!(super::parse_size("lots").is_err());
         assert!(super::parse_size("3 parsecs").is_err());
+        assert!(super::parse_size("1.5").is_err());
+        assert!(super::parse_size("1000000000TiB").is_err());
+        assert!(super::parse_size("18446744073709551615").is_err());
     }
 }

@@ -473,6 +473,18 @@ impl Store for RegistryStore {
                 actual: actual.to_string(),
             });
         }
+        // The digest matched, so a size that does not is the referrer's claim, not these
+        // bytes: refused, or bundle.json would report it (a 418-byte manifest as 1 TiB).
+        if raw.bytes.len() as u64 != manifest.size {
+            return Err(Error::invalid(format!(
+                "manifest {repo}@{} on {}: {} bytes, but the index that names it says {}; \
+                 refusing the image",
+                manifest.digest,
+                self.display,
+                raw.bytes.len(),
+                manifest.size
+            )));
+        }
         if raw.media_type.is_empty() {
             raw.media_type = manifest.media_type.clone();
         }
