@@ -572,4 +572,20 @@ async fn a_damaged_local_blob_is_refused_and_a_wrong_object_is_replaced() {
     let again = w.upload(&good);
     assert_success(&again);
     assert_eq!(json(&again)["bytes_sent"], 0, "{}", json(&again));
+
+    // A bucket that does not exist is named as such; a part size S3 refuses, at once.
+    let nowhere = run(w
+        .cli()
+        .args(["upload", "--pubkey"])
+        .arg(&w.public)
+        .arg(&good)
+        .arg("s3://nosuchbucket/x"));
+    assert_fails_with(&nowhere, "s3://nosuchbucket: no such bucket");
+    let too_big = run(w
+        .cli()
+        .args(["upload", "--part-size", "6GiB", "--pubkey"])
+        .arg(&w.public)
+        .arg(&good)
+        .arg("s3://air/dify"));
+    assert_fails_with(&too_big, "5MiB to 5GiB");
 }

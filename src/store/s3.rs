@@ -372,7 +372,15 @@ impl S3Store {
             .prefix(self.location.key("blobs/"))
             .send()
             .await
-            .map_err(|e| sdk_error(&what, e))?;
+            .map_err(|e| match sdk_error(&what, e) {
+                // The first request of an upload: a 404 here is the bucket itself.
+                Error::NotFound { .. } => Error::invalid(format!(
+                    "s3://{}: no such bucket (or not visible with these credentials); \
+                     create it or check the URL and AWS_REGION",
+                    self.location.bucket
+                )),
+                other => other,
+            })?;
         for upload in listed.uploads() {
             let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) else {
                 continue;
