@@ -227,9 +227,12 @@ impl Store for SourceStore {
 
     async fn blob_state(&self, _repo: &str, blob: &Descriptor) -> Result<BlobState> {
         let path = format!("{BLOBS_DIR}/{}", blob.digest.hex());
-        let present = self
-            .source
-            .list()?
+        // Listing blocks (an S3 source waits on its requests): never on a runtime thread.
+        let source = self.source.clone();
+        let listed = tokio::task::spawn_blocking(move || source.list())
+            .await
+            .map_err(|e| Error::invalid(format!("reader thread failed: {e}")))??;
+        let present = listed
             .iter()
             .any(|(p, size)| *p == path && *size == blob.size);
         Ok(if present {
