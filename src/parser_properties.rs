@@ -169,7 +169,7 @@ proptest! {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("b.part001.tar");
         std::fs::write(&path, &bytes).expect("write");
-        if let Err(e) = crate::bundle::parts::PartsSource::open_parts(&[path.clone()], true) {
+        if let Err(e) = crate::bundle::parts::PartsSource::open_parts(std::slice::from_ref(&path), true) {
             let message = e.to_string();
             prop_assert!(message.contains("b.part001.tar"), "{message}");
             prop_assert!(!message.chars().any(|c| c.is_control() && c != '\n'), "{message:?}");
