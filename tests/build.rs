@@ -796,6 +796,14 @@ async fn verify_refuses_extra_directories_duplicates_overflows_and_fifos() {
     std::fs::write(&victim, saved).unwrap();
     assert_success(&verify(&media));
 
+    // A copy of a part beside it: both files named.
+    let copy = media.join("test-bundle.part001 (1).tar");
+    std::fs::copy(&parts[0], &copy).unwrap();
+    let twice = verify(&media);
+    assert_fails_with(&twice, "claims to be part 1");
+    assert_fails_with(&twice, "part001 (1).tar");
+    std::fs::remove_file(&copy).unwrap();
+
     // A FIFO among the parts: named, and verify does not wait on it.
     let fifo = media.join("zz.part009.tar");
     assert!(

@@ -311,10 +311,19 @@ impl PartsSource {
                     ),
                 ));
             }
-            if part.list.part == parts[0].list.part {
+        }
+        // Sorted by number: a number claimed twice (a copy such as `x.part002 (1).tar`, or
+        // parts of two packings) sits side by side.
+        for pair in parts.windows(2) {
+            if pair[0].list.part == pair[1].list.part {
                 return Err(part_error(
-                    &part.path,
-                    format!("part {} is there twice", part.list.part),
+                    &pair[1].path,
+                    format!(
+                        "claims to be part {} of {}, as {} does; keep one of them",
+                        pair[1].list.part,
+                        pair[1].list.parts,
+                        pair[0].path.display()
+                    ),
                 ));
             }
         }
