@@ -12,7 +12,10 @@ pub mod dify;
 pub mod digest;
 pub mod error;
 pub mod install;
+pub mod lock;
 pub mod oci;
+#[cfg(test)]
+mod parser_properties;
 pub mod plugins;
 pub mod progress;
 pub mod python;

@@ -172,6 +172,14 @@ impl RawManifest {
                 actual: actual.to_string(),
             });
         }
+        if bytes.len() as u64 != descriptor.size {
+            return Err(Error::invalid(format!(
+                "manifest {} in {location}: {} bytes, but its descriptor says {}",
+                descriptor.digest,
+                bytes.len(),
+                descriptor.size
+            )));
+        }
         Ok(RawManifest {
             media_type: descriptor.media_type.clone(),
             bytes: bytes.into(),

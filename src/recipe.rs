@@ -58,6 +58,28 @@ impl RecipeImage {
     }
 }
 
+/// Checks a bundle name or version as it appears in file names (`NAME.part001.tar`), S3
+/// keys (`bundles/NAME/`) and the signature's trusted comment: 1 to 100 ASCII letters,
+/// digits, `.`, `_`, `-` and `+`, not starting with `.` or `-`. So no path separator,
+/// whitespace or control character, and never `..` or a hidden file.
+pub fn check_name(field: &str, value: &str) -> std::result::Result<(), String> {
+    let valid = !value.is_empty()
+        && value.len() <= 100
+        && !value.starts_with(['.', '-'])
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+'));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "{field} `{}` must be 1 to 100 letters, digits, `.`, `_`, `-` or `+`, not starting \
+             with `.` or `-` (it names files, S3 keys and the signature)",
+            crate::units::escape(value)
+        ))
+    }
+}
+
 impl Recipe {
     /// Parses and checks a recipe; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Recipe> {
@@ -74,6 +96,10 @@ impl Recipe {
 
     fn check(&self, origin: &str) -> Result<()> {
         let bad = |why: String| Err(Error::invalid(format!("recipe {origin}: {why}")));
+        check_name("name", &self.name)
+            .map_err(|e| Error::invalid(format!("recipe {origin}: {e}")))?;
+        check_name("dify_version", &self.dify_version)
+            .map_err(|e| Error::invalid(format!("recipe {origin}: {e}")))?;
         if self.images.is_empty() {
             return bad("lists no images".into());
         }
@@ -194,5 +220,23 @@ mod tests {
         let unknown =
             "name='x'\ndify_version='1'\ncolour='red'\n[[images]]\nrole='api'\nimage='a/b:1'";
         assert!(Recipe::parse(unknown, "t").is_err());
+        for (name, version) in [
+            ("../../escaped", "1"),
+            ("my bundle", "1"),
+            ("a\\nb", "1"),
+            ("", "1"),
+            (".hidden", "1"),
+            ("ok", "x name=evil"),
+            ("ok", "1/2"),
+        ] {
+            let text = format!(
+                "name=\"{name}\"\ndify_version=\"{version}\"\n[[images]]\nrole='api'\nimage='a/b:1'"
+            );
+            let refused = Recipe::parse(&text, "t").unwrap_err().to_string();
+            assert!(refused.contains("must be"), "{name} {version}: {refused}");
+            assert!(!refused.contains('\n'), "{refused}");
+        }
+        let fine = "name='dify-1.13.3_custom'\ndify_version='1.13.3+local'\n[[images]]\nrole='api'\nimage='a/b:1'";
+        assert!(Recipe::parse(fine, "t").is_ok());
     }
 }

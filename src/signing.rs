@@ -39,10 +39,23 @@ pub fn signer_of(signature: &str) -> Option<String> {
         .map(|s| key_id(s.keynum()))
 }
 
+/// `STEM.EXT`, keeping every dot of the stem (`team.prod` → `team.prod.key`); a stem that
+/// already ends in `.key` or `.pub` is taken without it.
+fn key_file(stem: &Path, ext: &str) -> PathBuf {
+    let stem = match stem.extension().and_then(|e| e.to_str()) {
+        Some("key" | "pub") => stem.with_extension(""),
+        _ => stem.to_owned(),
+    };
+    let mut name = stem.into_os_string();
+    name.push(".");
+    name.push(ext);
+    PathBuf::from(name)
+}
+
 /// Writes `STEM.key` (secret, mode 0600) and `STEM.pub`. Refuses to overwrite either.
 pub fn generate_key(stem: &Path, password: Password) -> Result<(PathBuf, PathBuf, String)> {
-    let secret_path = stem.with_extension("key");
-    let public_path = stem.with_extension("pub");
+    let secret_path = key_file(stem, "key");
+    let public_path = key_file(stem, "pub");
     for path in [&secret_path, &public_path] {
         if path.exists() {
             return Err(Error::invalid(format!(
@@ -220,5 +233,21 @@ impl SignedFacts {
             }
         }
         facts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_file;
+    use std::path::Path;
+
+    #[test]
+    fn key_files_keep_every_dot_of_the_stem() {
+        assert_eq!(
+            key_file(Path::new("keys/team.prod"), "key"),
+            Path::new("keys/team.prod.key")
+        );
+        assert_eq!(key_file(Path::new("k"), "pub"), Path::new("k.pub"));
+        assert_eq!(key_file(Path::new("k.key"), "pub"), Path::new("k.pub"));
     }
 }

@@ -16,8 +16,35 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
+/// Text from outside (a bundle's name, a header, a helper's message) made safe to print:
+/// control characters (escape sequences, newlines, NUL) are shown escaped (`\u{1b}`,
+/// `\n`), everything else as it is.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Bytes from outside shown as text: UTF-8 where they are, with control characters and
+/// invalid bytes escaped.
+pub fn escape_bytes(bytes: &[u8]) -> String {
+    escape(&String::from_utf8_lossy(bytes))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn escapes_control_characters_only() {
+        assert_eq!(super::escape("a\u{1b}[31mb\nc é"), "a\\u{1b}[31mb\\nc é");
+        assert_eq!(super::escape_bytes(b"x\0y"), "x\\u{0}y");
+    }
+
     #[test]
     fn formats() {
         assert_eq!(super::bytes(12), "12 B");

@@ -418,6 +418,7 @@ async fn a_push_killed_midway_resumes_and_sends_only_the_rest() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn installs_straight_from_s3() {
     let w = world().await;
+    swap_template(&w, common::moto_template::reduce);
     w.moto
         .s3()
         .create_bucket()
@@ -455,6 +456,27 @@ async fn installs_straight_from_s3() {
         "{}",
         String::from_utf8_lossy(&raw.stderr)
     );
+
+    // Into an existing VPC, the application stack planned from the template read in place
+    // in S3 (a read that once blocked inside the async runtime and panicked).
+    let (vpc, subnets) = existing_vpc(&w, "10.53.0.0/16").await;
+    let planned = w.install(
+        Path::new("s3://air/dify/bundles/test-bundle"),
+        &[
+            "--vpc-id",
+            vpc.as_str(),
+            "--subnet-ids",
+            &subnets.join(","),
+            "--app-stack",
+            "dify-app",
+            "--plan",
+        ],
+    );
+    assert_success(&planned);
+    let plan = json(&planned);
+    assert_eq!(plan["app"]["stack"], "dify-app");
+    assert_eq!(plan["app"]["parameters"]["SubnetIds"], subnets.join(","));
+    assert_eq!(plan["app"]["parameters"]["ApiRepository"], "dify/dify-api");
 }
 
 /// Services (short names) of the endpoints in a VPC.

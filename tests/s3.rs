@@ -1,6 +1,7 @@
 //! Carrying bundles through S3 (moto_server 5.2.5 on 127.0.0.1): upload only what the prefix
-//! lacks, multipart with CRC64NVME, resume an interrupted multipart upload, download with
-//! every blob checked, and verify or inspect a bundle in place in S3.
+//! lacks, multipart with SHA256 part checksums, resume an interrupted multipart upload,
+//! download with every blob checked, verify or inspect a bundle in place in S3, refuse a
+//! damaged local blob, and replace a wrong object in the prefix.
 
 mod common;
 
@@ -209,8 +210,8 @@ async fn an_interrupted_multipart_upload_is_resumed() {
         .create_multipart_upload()
         .bucket("air")
         .key(&key)
-        .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc64Nvme)
-        .checksum_type(aws_sdk_s3::types::ChecksumType::FullObject)
+        .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Sha256)
+        .checksum_type(aws_sdk_s3::types::ChecksumType::Composite)
         .send()
         .await
         .unwrap();
@@ -389,4 +390,202 @@ async fn an_upload_killed_midway_completes_when_run_again() {
         .arg("s3://air/dify/bundles/release-a")
         .arg("--pubkey")
         .arg(&w.public)));
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// The largest blob and a small one (over 1000 bytes) of a bundle: (path, size).
+fn big_and_small(bundle: &Path) -> ((String, u64), (String, u64)) {
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("bundle.json")).unwrap()).unwrap();
+    let mut blobs: Vec<(String, u64)> = manifest["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["path"].as_str().unwrap().to_owned(),
+                f["size"].as_u64().unwrap(),
+            )
+        })
+        .filter(|(p, s)| p.starts_with("blobs/") && *s > 1000)
+        .collect();
+    blobs.sort_by_key(|(_, s)| *s);
+    let big = blobs.last().unwrap().clone();
+    assert!(big.1 > 10 << 20, "no multipart-sized blob");
+    (big, blobs[0].clone())
+}
+
+fn flip(path: &Path, at: usize) -> Vec<u8> {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[at] ^= 0xff;
+    std::fs::write(path, &bytes).unwrap();
+    bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_local_blob_is_refused_and_a_wrong_object_is_replaced() {
+    let w = world().await;
+    let good = w.build(
+        "release-a",
+        &[("api", "dify-api"), ("sandbox", "dify-sandbox")],
+    );
+    let ((big, big_size), (small, _)) = big_and_small(&good);
+    let s3 = w.moto.s3();
+
+    // A copy whose blobs were damaged on disk, sizes kept: refused, each named, and
+    // nothing of either becomes an object (no multipart upload left open either).
+    let bad = w.work.path().join("bad");
+    copy_dir(&good, &bad);
+    let wrong_big = flip(&bad.join(&big), 4096);
+    let wrong_small = flip(&bad.join(&small), 500);
+    let refused = w.upload(&bad);
+    assert_fails_with(&refused, big.trim_start_matches("blobs/sha256/"));
+    assert_fails_with(&refused, small.trim_start_matches("blobs/sha256/"));
+    assert_fails_with(&refused, "damaged");
+    for path in [&big, &small] {
+        let head = s3
+            .head_object()
+            .bucket("air")
+            .key(format!("dify/{path}"))
+            .send()
+            .await;
+        assert!(head.is_err(), "{path} became an object");
+    }
+    let open = s3
+        .list_multipart_uploads()
+        .bucket("air")
+        .send()
+        .await
+        .unwrap();
+    assert!(open.uploads().is_empty(), "a refused upload was left open");
+
+    // Wrong objects as an older upload left them: the small one tagged with its sha256 and
+    // a CRC64NVME of the wrong bytes; the big one a SHA256 multipart of the wrong bytes.
+    s3.put_object()
+        .bucket("air")
+        .key(format!("dify/{small}"))
+        .metadata("sha256", small.trim_start_matches("blobs/sha256/"))
+        .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc64Nvme)
+        .body(ByteStream::from(wrong_small))
+        .send()
+        .await
+        .unwrap();
+    let key = format!("dify/{big}");
+    let upload = s3
+        .create_multipart_upload()
+        .bucket("air")
+        .key(&key)
+        .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Sha256)
+        .checksum_type(aws_sdk_s3::types::ChecksumType::Composite)
+        .metadata("sha256", big.trim_start_matches("blobs/sha256/"))
+        .metadata("part-size", (5u64 << 20).to_string())
+        .send()
+        .await
+        .unwrap();
+    let id = upload.upload_id().unwrap();
+    let mut parts = Vec::new();
+    for (i, chunk) in wrong_big.chunks(5 << 20).enumerate() {
+        let number = i as i32 + 1;
+        let part = s3
+            .upload_part()
+            .bucket("air")
+            .key(&key)
+            .upload_id(id)
+            .part_number(number)
+            .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Sha256)
+            .body(ByteStream::from(chunk.to_vec()))
+            .send()
+            .await
+            .unwrap();
+        parts.push(
+            aws_sdk_s3::types::CompletedPart::builder()
+                .part_number(number)
+                .e_tag(part.e_tag().unwrap())
+                .build(),
+        );
+    }
+    s3.complete_multipart_upload()
+        .bucket("air")
+        .key(&key)
+        .upload_id(id)
+        .multipart_upload(
+            aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    // Put the good bundle's files in place so only the blobs are wrong.
+    s3.put_object()
+        .bucket("air")
+        .key("dify/bundles/release-a/bundle.json")
+        .body(ByteStream::from(
+            std::fs::read(good.join("bundle.json")).unwrap(),
+        ))
+        .send()
+        .await
+        .unwrap();
+    s3.put_object()
+        .bucket("air")
+        .key("dify/bundles/release-a/bundle.json.minisig")
+        .body(ByteStream::from(
+            std::fs::read(good.join("bundle.json.minisig")).unwrap(),
+        ))
+        .send()
+        .await
+        .unwrap();
+    let url = "s3://air/dify/bundles/release-a";
+    let verify = || {
+        run(w
+            .cli()
+            .arg("verify")
+            .arg(url)
+            .arg("--pubkey")
+            .arg(&w.public))
+    };
+    let named = verify();
+    assert_fails_with(&named, &big);
+
+    // The next good upload replaces both instead of skipping them as already there.
+    let repaired = w.upload(&good);
+    assert_success(&repaired);
+    assert!(
+        json(&repaired)["bytes_sent"].as_u64().unwrap() >= big_size,
+        "{}",
+        json(&repaired)
+    );
+    assert_success(&verify());
+    // And then the prefix is trusted as it is.
+    let again = w.upload(&good);
+    assert_success(&again);
+    assert_eq!(json(&again)["bytes_sent"], 0, "{}", json(&again));
+
+    // A bucket that does not exist is named as such; a part size S3 refuses, at once.
+    let nowhere = run(w
+        .cli()
+        .args(["upload", "--pubkey"])
+        .arg(&w.public)
+        .arg(&good)
+        .arg("s3://nosuchbucket/x"));
+    assert_fails_with(&nowhere, "s3://nosuchbucket: no such bucket");
+    let too_big = run(w
+        .cli()
+        .args(["upload", "--part-size", "6GiB", "--pubkey"])
+        .arg(&w.public)
+        .arg(&good)
+        .arg("s3://air/dify"));
+    assert_fails_with(&too_big, "5MiB to 5GiB");
 }

@@ -50,6 +50,13 @@ async fn build_signed() -> Built {
         .env("KEY_PASSWORD", "correct horse")));
     let key = stem.with_extension("key");
     let public = stem.with_extension("pub");
+    // An empty password protects nothing: refused, pointing at --no-password.
+    let empty = run(dify_bundle()
+        .args(["key", "generate", "--password-env", "KEY_PASSWORD", "--out"])
+        .arg(work.path().join("empty"))
+        .env("KEY_PASSWORD", ""));
+    assert_fails_with(&empty, "--no-password");
+    assert!(!work.path().join("empty.key").exists());
     let host = registry.host();
     let recipe = write_recipe(
         work.path(),

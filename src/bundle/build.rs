@@ -64,7 +64,15 @@ pub struct BuildReport {
 
 pub async fn build(options: BuildOptions, progress: Arc<dyn Progress>) -> Result<BuildReport> {
     let recipe = &options.recipe;
+    let _lock = crate::lock::exclusive(&options.out, "build into")?;
     let layout = Arc::new(LayoutStore::create(&options.out)?);
+    let leftovers = layout.clean_leftovers()?;
+    if leftovers > 0 {
+        progress.note(&format!(
+            "removed {leftovers} temporary files an interrupted run left in {}",
+            options.out.display()
+        ));
+    }
     let registries = Registries::new(options.registries.clone())?;
     let mut roots = Vec::new();
     for image in &recipe.images {

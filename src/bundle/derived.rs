@@ -11,7 +11,7 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::oci::{self, Descriptor, Index, Manifest, Platform, RawManifest};
 use crate::python::layer::BuiltLayer;
-use crate::store::{LayoutStore, Store};
+use crate::store::LayoutStore;
 
 /// One platform of the base image, read from the layout.
 pub struct PlatformBase {
@@ -29,12 +29,15 @@ pub async fn bases(layout: &LayoutStore, base: &ImagePlan) -> Result<Vec<Platfor
     let mut out = Vec::new();
     for platform_image in &base.platforms {
         let platform: Platform = platform_image.platform.parse()?;
-        let raw = layout
-            .get_manifest(
-                "",
-                &Descriptor::new(oci::OCI_MANIFEST, platform_image.digest.clone(), 0),
-            )
-            .await?;
+        // The plan records the manifest's digest, not its size: read it, and check the
+        // digest (the size is then its own).
+        let bytes = layout.read_small_blob(&platform_image.digest)?;
+        let size = bytes.len() as u64;
+        let raw = RawManifest::checked(
+            bytes,
+            &Descriptor::new(oci::OCI_MANIFEST, platform_image.digest.clone(), size),
+            &layout.root().display().to_string(),
+        )?;
         let Manifest::Image(image) = raw.parse(&format!("manifest {}", platform_image.digest))?
         else {
             return Err(Error::invalid(format!(

@@ -149,18 +149,27 @@ impl BundleManifest {
                 manifest.format
             )));
         }
+        crate::recipe::check_name("name", &manifest.name)
+            .and_then(|()| crate::recipe::check_name("dify_version", &manifest.dify_version))
+            .map_err(|e| Error::invalid(format!("{origin}: {e}")))?;
+        let mut seen = std::collections::HashSet::new();
         for file in &manifest.files {
+            let shown = crate::units::escape(&file.path);
             if !is_safe_relative(&file.path)
                 || file.path == BUNDLE_FILE
                 || file.path == SIGNATURE_FILE
             {
                 return Err(Error::invalid(format!(
-                    "{origin}: file entry `{}` is not a safe relative path",
-                    file.path
+                    "{origin}: file entry `{shown}` is not a safe relative path"
+                )));
+            }
+            if !seen.insert(file.path.as_str()) {
+                return Err(Error::invalid(format!(
+                    "{origin}: file `{shown}` is listed twice; bundle.json must list each file once"
                 )));
             }
             Digest::from_hex(&file.sha256)
-                .map_err(|e| Error::invalid(format!("{origin}: file `{}`: {e}", file.path)))?;
+                .map_err(|e| Error::invalid(format!("{origin}: file `{shown}`: {e}")))?;
         }
         if let Some(installer) = &manifest.installer {
             // The installer is trusted only as one of the files bundle.json lists.

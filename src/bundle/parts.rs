@@ -80,7 +80,19 @@ pub fn parse_size(text: &str) -> Result<u64> {
         "tib" => 1 << 40,
         other => return Err(Error::invalid(format!("`{text}`: unknown unit `{other}`"))),
     };
-    Ok((number * factor as f64) as u64)
+    let bytes = number * factor as f64;
+    // 2^53: beyond any medium or S3 object, and where f64 stops counting bytes exactly.
+    if !bytes.is_finite() || bytes >= (1u64 << 53) as f64 {
+        return Err(Error::invalid(format!(
+            "`{text}` is larger than any medium holds"
+        )));
+    }
+    if bytes.fract() != 0.0 {
+        return Err(Error::invalid(format!(
+            "`{text}` is not a whole number of bytes"
+        )));
+    }
+    Ok(bytes as u64)
 }
 
 /// Where one entry's bytes are inside a part file.
@@ -127,44 +139,69 @@ fn read_span(path: &Path, span: Span) -> Result<Vec<u8>> {
 }
 
 fn index_part(path: &Path) -> Result<Part> {
+    // Anything but a regular file is refused before it is opened: opening a FIFO would
+    // wait for a writer forever, and a device or symlink is no part.
+    let not_regular = || {
+        part_error(
+            path,
+            "not a regular file (a FIFO, device, directory or symlink); refusing it",
+        )
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_file() => {}
+        Ok(_) => return Err(not_regular()),
+        Err(e) => return Err(Error::io(path, e)),
+    }
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let length = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(not_regular());
+    }
+    let length = meta.len();
     let mut archive = tar::Archive::new(file);
     let unreadable = |e: std::io::Error| {
         part_error(
             path,
-            format!("not a readable part (truncated or damaged?): {e}"),
+            format!(
+                "not a readable part (truncated or damaged?): {}",
+                crate::units::escape(&e.to_string())
+            ),
         )
     };
     let mut spans = BTreeMap::new();
     for entry in archive.entries_with_seek().map_err(unreadable)? {
         let entry = entry.map_err(unreadable)?;
         let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let shown = crate::units::escape(&name);
         let kind = entry.header().entry_type();
         if !kind.is_file() {
             return Err(part_error(
                 path,
-                format!("entry `{name}` is a {kind:?}, not a regular file; refusing the part"),
+                format!("entry `{shown}` is a {kind:?}, not a regular file; refusing the part"),
             ));
         }
         if !is_safe_relative(&name) {
             return Err(part_error(
                 path,
-                format!("entry `{name}` is not a safe relative path; refusing the part"),
+                format!("entry `{shown}` is not a safe relative path; refusing the part"),
             ));
         }
         let span = Span {
             offset: entry.raw_file_position(),
             size: entry.size(),
         };
-        if span.offset + span.size > length {
+        if span
+            .offset
+            .checked_add(span.size)
+            .is_none_or(|end| end > length)
+        {
             return Err(part_error(
                 path,
-                format!("truncated: entry `{name}` ends past the end of the file"),
+                format!("truncated: entry `{shown}` ends past the end of the file"),
             ));
         }
         if spans.insert(name.clone(), span).is_some() {
-            return Err(part_error(path, format!("entry `{name}` appears twice")));
+            return Err(part_error(path, format!("entry `{shown}` appears twice")));
         }
     }
     let pack = spans.get(PACK_FILE).ok_or_else(|| {
@@ -197,7 +234,19 @@ fn index_part(path: &Path) -> Result<Part> {
                 path,
                 format!(
                     "{PACK_FILE} names `{}`, which the part does not hold",
-                    entry.entry
+                    crate::units::escape(&entry.entry)
+                ),
+            ));
+        }
+        if entry.offset.checked_add(entry.length).is_none() {
+            return Err(part_error(
+                path,
+                format!(
+                    "{PACK_FILE}: entry `{}` has offset {} and length {}, which overflow; \
+                     refusing the part",
+                    crate::units::escape(&entry.entry),
+                    entry.offset,
+                    entry.length
                 ),
             ));
         }
@@ -207,7 +256,10 @@ fn index_part(path: &Path) -> Result<Part> {
         if !known && !list.entries.iter().any(|e| &e.entry == name) {
             return Err(part_error(
                 path,
-                format!("entry `{name}` is not in its {PACK_FILE}"),
+                format!(
+                    "entry `{}` is not in its {PACK_FILE}",
+                    crate::units::escape(name)
+                ),
             ));
         }
     }
@@ -259,10 +311,19 @@ impl PartsSource {
                     ),
                 ));
             }
-            if part.list.part == parts[0].list.part {
+        }
+        // Sorted by number: a number claimed twice (a copy such as `x.part002 (1).tar`, or
+        // parts of two packings) sits side by side.
+        for pair in parts.windows(2) {
+            if pair[0].list.part == pair[1].list.part {
                 return Err(part_error(
-                    &part.path,
-                    format!("part {} is there twice", part.list.part),
+                    &pair[1].path,
+                    format!(
+                        "claims to be part {} of {}, as {} does; keep one of them",
+                        pair[1].list.part,
+                        pair[1].list.parts,
+                        pair[0].path.display()
+                    ),
                 ));
             }
         }
@@ -345,7 +406,12 @@ impl PartsSource {
                     continue;
                 };
                 let span = part.spans[&entry.entry];
-                if span.size != entry.length || entry.offset + entry.length > expected.size {
+                if span.size != entry.length
+                    || entry
+                        .offset
+                        .checked_add(entry.length)
+                        .is_none_or(|end| end > expected.size)
+                {
                     problems.push(Problem::Truncated {
                         path: named,
                         expected: entry.length,
@@ -496,6 +562,7 @@ pub fn pack(
     progress: &dyn Progress,
 ) -> Result<PackReport> {
     let started = std::time::Instant::now();
+    let _reading = crate::lock::shared(dir, "pack")?;
     let source = DirSource::new(dir);
     let (manifest, _) = trust::open(&source, policy)?;
     let bundle_json = read_all(&source, BUNDLE_FILE)?.unwrap_or_default();
@@ -572,7 +639,16 @@ pub fn pack(
     parts.push(current);
     parts.retain(|p| !p.is_empty());
     let count = parts.len() as u32;
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let _writing = crate::lock::exclusive(out, "pack into")?;
+    // Parts a failed or killed packing was still writing.
+    for entry in std::fs::read_dir(out)
+        .map_err(|e| Error::io(out, e))?
+        .flatten()
+    {
+        if entry.file_name().to_string_lossy().ends_with(".tar.tmp") {
+            std::fs::remove_file(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
+        }
+    }
     let bundle_sha = Digest::of(&bundle_json);
     let expected: BTreeMap<&str, &str> = manifest
         .files
@@ -596,6 +672,7 @@ pub fn pack(
         let name = part_name(&manifest.name, number);
         let final_path = out.join(&name);
         let tmp = out.join(format!("{name}.tmp"));
+        let guard = RemoveOnDrop(Some(tmp.clone()));
         let io = |e| Error::io(&tmp, e);
         let mut builder = tar::Builder::new(std::io::BufWriter::with_capacity(
             1 << 20,
@@ -675,6 +752,7 @@ pub fn pack(
         writer.flush().map_err(io)?;
         drop(writer);
         std::fs::rename(&tmp, &final_path).map_err(|e| Error::io(&final_path, e))?;
+        guard.disarm();
         let size = std::fs::metadata(&final_path)
             .map_err(|e| Error::io(&final_path, e))?
             .len();
@@ -704,6 +782,24 @@ pub fn pack(
     Ok(report)
 }
 
+/// Removes a part being written when packing fails before it is renamed into place (a
+/// full medium must not keep a half-written part).
+struct RemoveOnDrop(Option<std::path::PathBuf>);
+
+impl RemoveOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
 struct HashingReader<'a, R> {
     inner: R,
     chunk: Hasher,
@@ -729,5 +825,8 @@ mod tests {
         assert_eq!(super::parse_size("1.5KiB").unwrap(), 1536);
         assert!(super::parse_size("lots").is_err());
         assert!(super::parse_size("3 parsecs").is_err());
+        assert!(super::parse_size("1.5").is_err());
+        assert!(super::parse_size("1000000000TiB").is_err());
+        assert!(super::parse_size("18446744073709551615").is_err());
     }
 }

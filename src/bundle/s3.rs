@@ -72,7 +72,11 @@ pub async fn upload(
     let source = DirSource::new(dir);
     let (manifest, signature) = trust::open(&source, policy)?;
     let layout: Arc<dyn Store> = Arc::new(LayoutStore::open(dir)?);
+    store.set_local_bundle(dir);
     let jobs = blob_jobs(&manifest, layout)?;
+    for job in &jobs {
+        store.check_part_count(&job.label, job.blob.size)?;
+    }
     let keep: Vec<String> = jobs
         .iter()
         .map(|j| store.location().blob_key(&j.blob.digest))
@@ -141,7 +145,9 @@ pub async fn download(
         .get_small(&store.location().bundle_key(name, SIGNATURE_FILE))
         .await?;
     let (manifest, status) = trust::check(&bytes, signature.clone(), policy, &origin)?;
+    let _lock = crate::lock::exclusive(dir, "download into")?;
     let layout = Arc::new(LayoutStore::create(dir)?);
+    layout.clean_leftovers()?;
     let jobs = blob_jobs(&manifest, store.clone())?;
     let blobs = jobs.len();
     progress.step(&format!(

@@ -22,6 +22,12 @@ pub trait BundleSource: Send + Sync {
 
     /// Opens a file for reading; `None` when the source does not hold it.
     fn open(&self, path: &str) -> Result<Option<Box<dyn Read + Send + '_>>>;
+
+    /// Every directory the source holds (bundle paths, no trailing `/`); sources without
+    /// directories of their own have none.
+    fn directories(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
 }
 
 /// Reads a whole (small) file of a bundle.
@@ -97,6 +103,33 @@ impl BundleSource for DirSource {
                 } else {
                     // Symlinks and other odd entries are listed too; they are never part of a bundle.
                     out.push((relative, if meta.is_file() { meta.len() } else { u64::MAX }));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn directories(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut pending = vec![(self.root.clone(), String::new())];
+        while let Some((path, prefix)) = pending.pop() {
+            for entry in std::fs::read_dir(&path).map_err(|e| Error::io(&path, e))? {
+                let entry = entry.map_err(|e| Error::io(&path, e))?;
+                let is_dir = entry
+                    .path()
+                    .symlink_metadata()
+                    .map_err(|e| Error::io(entry.path(), e))?
+                    .is_dir();
+                if is_dir {
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    let relative = if prefix.is_empty() {
+                        name
+                    } else {
+                        format!("{prefix}/{name}")
+                    };
+                    out.push(relative.clone());
+                    pending.push((entry.path(), relative));
                 }
             }
         }
@@ -194,9 +227,12 @@ impl Store for SourceStore {
 
     async fn blob_state(&self, _repo: &str, blob: &Descriptor) -> Result<BlobState> {
         let path = format!("{BLOBS_DIR}/{}", blob.digest.hex());
-        let present = self
-            .source
-            .list()?
+        // Listing blocks (an S3 source waits on its requests): never on a runtime thread.
+        let source = self.source.clone();
+        let listed = tokio::task::spawn_blocking(move || source.list())
+            .await
+            .map_err(|e| Error::invalid(format!("reader thread failed: {e}")))??;
+        let present = listed
             .iter()
             .any(|(p, size)| *p == path && *size == blob.size);
         Ok(if present {

@@ -119,8 +119,19 @@ pub fn verify_to(
     let mut problems: Vec<Problem> = present
         .keys()
         .filter(|p| !listed.contains(p.as_str()) && *p != BUNDLE_FILE && *p != SIGNATURE_FILE)
-        .map(|path| Problem::Extra { path: path.clone() })
+        .map(|path| Problem::Extra {
+            path: crate::units::escape(path),
+        })
         .collect();
+    // A directory holding none of the listed files is not part of the bundle either.
+    for dir in source.directories()? {
+        let prefix = format!("{dir}/");
+        if !listed.iter().any(|p| p.starts_with(&prefix)) {
+            problems.push(Problem::Extra {
+                path: crate::units::escape(&prefix),
+            });
+        }
+    }
 
     let hashed = |f: &&BundleFile| {
         depth == Depth::Full || !f.path.starts_with(crate::store::layout::BLOBS_DIR)
@@ -192,6 +203,13 @@ fn check_file(
     let Some(size) = size else {
         return Some(Problem::Missing { path });
     };
+    if size == u64::MAX {
+        // How sources list what is not a regular file.
+        return Some(Problem::Unreadable {
+            path,
+            error: "not a regular file (a symlink, FIFO, device or directory)".to_owned(),
+        });
+    }
     if size != file.size {
         return Some(Problem::Truncated {
             path,

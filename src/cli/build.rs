@@ -34,8 +34,10 @@ pub struct BuildArgs {
     /// Platform to include, OS/ARCH[/VARIANT]; repeat for several
     #[arg(long = "platform", default_value = "linux/amd64")]
     platforms: Vec<Platform>,
-    /// Credentials for a registry, HOST=USER:PASS (repeatable); ~/.docker/config.json is read too
-    #[arg(long = "registry-auth", value_name = "HOST=USER:PASS")]
+    /// Credentials for a registry, HOST=USER:env:VARIABLE (password from that environment
+    /// variable) or HOST=USER:stdin (one line of standard input); repeatable. Never the
+    /// password itself. ~/.docker/config.json and its credential helpers are used too
+    #[arg(long = "registry-auth", value_name = "HOST=USER:SOURCE")]
     registry_auth: Vec<String>,
     /// Pull a registry's images through a mirror, REGISTRY=HOST[:PORT] (repeatable)
     #[arg(long = "registry-mirror", value_name = "REGISTRY=HOST[:PORT]")]
@@ -103,9 +105,23 @@ fn registry_options(args: &BuildArgs) -> anyhow::Result<RegistryOptions> {
     };
     if let Some(path) = auth::docker_config_path() {
         options.credentials = auth::read_docker_config(&path)?;
+        options.helpers = auth::read_docker_helpers(&path)?;
     }
+    let mut stdin_used = false;
+    let mut read_stdin = || -> dify_bundle::Result<String> {
+        if std::mem::replace(&mut stdin_used, true) {
+            return Err(dify_bundle::Error::invalid(
+                "--registry-auth: only one password can come from standard input",
+            ));
+        }
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| dify_bundle::Error::invalid(format!("standard input: {e}")))?;
+        Ok(line.trim_end_matches(['\n', '\r']).to_owned())
+    };
     for flag in &args.registry_auth {
-        let (host, credentials) = Credentials::parse_flag(flag)?;
+        let (host, credentials) = Credentials::parse_flag(flag, &mut read_stdin)?;
         options.credentials.insert(host, credentials);
     }
     for flag in &args.registry_mirror {

@@ -22,12 +22,14 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
         super::print_json(&inspection)?;
         return Ok(ExitCode::SUCCESS);
     }
+    // inspect checks no signature: every text from bundle.json is shown escaped.
+    let e = units::escape;
     println!(
         "{}  (Dify {}, built {}, {})",
-        inspection.name,
-        inspection.dify_version,
-        inspection.created,
-        inspection.platforms.join(", ")
+        e(&inspection.name),
+        e(&inspection.dify_version),
+        e(&inspection.created),
+        e(&inspection.platforms.join(", "))
     );
     match &inspection.signed_by {
         Some(id) => println!("signed by key {id} (run `dify-bundle verify --pubkey` to check it)"),
@@ -38,8 +40,8 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
     for image in &inspection.images {
         println!(
             "{:<15} {:<55} {:>10}",
-            image.role,
-            image.source,
+            e(&image.role),
+            e(&image.source),
             units::bytes(image.size)
         );
         println!("{:<15} {}", "", image.digest);
@@ -47,7 +49,7 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
             println!(
                 "{:<15}   {:<14} {}  {}",
                 "",
-                platform.platform,
+                e(&platform.platform.to_string()),
                 platform.digest,
                 units::bytes(platform.size)
             );
@@ -57,7 +59,7 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
     for plugin in &inspection.plugins {
         println!(
             "plugin {}  ({}, signature {})",
-            plugin.identifier,
+            e(&plugin.identifier),
             units::bytes(plugin.size),
             if plugin.signature.is_verified() {
                 "good"

@@ -416,8 +416,7 @@ pub async fn run(args: InstallArgs) -> anyhow::Result<ExitCode> {
     if let Some(admin) = &admin {
         match report.app.as_ref().and_then(|a| a.url.clone()) {
             Some(url) => {
-                let installer_ref = &installer;
-                let packages = tokio::task::block_in_place(|| installer_ref.plugin_packages())?;
+                let packages = installer.plugin_packages().await?;
                 super::plugin::report_plugins(&url, admin, packages).await?;
             }
             None => eprintln!(

@@ -99,6 +99,12 @@ pub fn generate(args: GenerateArgs) -> anyhow::Result<ExitCode> {
     } else {
         args.password.password()?
     };
+    if matches!(&password, Password::Given(p) if p.is_empty()) {
+        anyhow::bail!(
+            "the password in --password-env is empty, which protects nothing; set one, or pass \
+             --no-password for a key without one"
+        );
+    }
     let (secret, public, id) = signing::generate_key(&args.out, password)?;
     eprintln!(
         "key {id}: secret key {} (keep it on the build side only), public key {} (give it to the installers)",

@@ -34,6 +34,16 @@ pub struct S3Args {
 
 impl S3Args {
     async fn store(&self, location: S3Location) -> anyhow::Result<Arc<S3Store>> {
+        let part_size = parse_size(&self.part_size)?;
+        // S3's limits on multipart uploads: parts of 5 MiB to 5 GiB (the last may be
+        // smaller), at most 10,000 of them
+        // (https://docs.aws.amazon.com/AmazonS3/latest/userguide/qfacts.html).
+        if !(5 << 20..=5 << 30).contains(&part_size) {
+            anyhow::bail!(
+                "--part-size {}: S3 takes parts of 5MiB to 5GiB; choose a size in that range",
+                self.part_size
+            );
+        }
         let retry = dify_bundle::retry::RetryPolicy {
             retries: self.retries,
             ..Default::default()
@@ -42,7 +52,7 @@ impl S3Args {
             s3::client().await,
             location,
             retry,
-            parse_size(&self.part_size)?,
+            part_size,
             self.concurrency,
         )))
     }

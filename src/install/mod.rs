@@ -226,7 +226,9 @@ impl Installer {
                 crate::stack::app::ROLES.join(", ")
             ))
         })?;
-        let bytes = crate::bundle::stack::read(self.source.as_ref(), &self.manifest)?;
+        let bytes = self
+            .read_blocking(|source, manifest| crate::bundle::stack::read(source, manifest))
+            .await?;
         let images = ecr::targets(&self.manifest, &self.options.ecr.layout)?;
         let plan = app::plan(
             &self.config,
@@ -257,8 +259,25 @@ impl Installer {
     }
 
     /// The bundle's plugin packages, `(identifier, bytes)`, each checked against its digest.
-    pub fn plugin_packages(&self) -> Result<Vec<(String, Vec<u8>)>> {
-        crate::bundle::daemon::read_packages(self.source.as_ref(), &self.manifest)
+    pub async fn plugin_packages(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        self.read_blocking(|source, manifest| {
+            crate::bundle::daemon::read_packages(source, manifest)
+        })
+        .await
+    }
+
+    /// Runs a read of the bundle on a blocking thread: a source's reads block (an S3
+    /// source waits on its own requests), which must never happen on the runtime's threads.
+    async fn read_blocking<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&dyn BundleSource, &crate::bundle::BundleManifest) -> Result<T>
+        + Send
+        + 'static,
+    ) -> Result<T> {
+        let (source, manifest) = (self.source.clone(), self.manifest.clone());
+        tokio::task::spawn_blocking(move || read(source.as_ref(), &manifest))
+            .await
+            .map_err(|e| Error::invalid(format!("reader thread failed: {e}")))?
     }
 
     /// Carries out the plan: the network, then ECR, then the application.

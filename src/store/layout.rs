@@ -1,6 +1,8 @@
 //! The OCI image layout directory store: `oci-layout`, `index.json`, `blobs/sha256/<hex>`.
 //! Blobs are written under `.partial/` and renamed into place once their digest checks;
-//! an interrupted download resumes from its partial file.
+//! an interrupted download resumes from its partial file. A blob already in place counts
+//! as present only once this process has hashed it; a damaged one is removed and fetched
+//! again.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -26,6 +28,10 @@ const CHUNK: usize = 1 << 20;
 pub struct LayoutStore {
     root: PathBuf,
     index: Mutex<Index>,
+    /// Blobs whose bytes this process has hashed (on arrival, or found in place and
+    /// re-hashed). Only these count as present: a blob left by an earlier run may have been
+    /// damaged since, keeping its size.
+    hashed: Mutex<std::collections::HashSet<Digest>>,
 }
 
 fn empty_index() -> Index {
@@ -53,6 +59,7 @@ impl LayoutStore {
         Ok(LayoutStore {
             root: root.to_owned(),
             index: Mutex::new(index),
+            hashed: Mutex::default(),
         })
     }
 
@@ -67,6 +74,7 @@ impl LayoutStore {
         Ok(LayoutStore {
             root: root.to_owned(),
             index: Mutex::new(read_index(root)?),
+            hashed: Mutex::default(),
         })
     }
 
@@ -97,6 +105,36 @@ impl LayoutStore {
         write_json(&self.root.join(INDEX_FILE), &*index)
     }
 
+    /// Removes what a failed or killed run left behind, for a run that holds the
+    /// directory's lock: temporary files of interrupted writes in the root and among the
+    /// blobs, and everything in `.partial/` but resumable downloads (named by digest).
+    pub fn clean_leftovers(&self) -> Result<usize> {
+        let mut removed = 0;
+        for dir in [self.root.clone(), self.root.join(BLOBS_DIR)] {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if is_atomic_temp(&entry.file_name().to_string_lossy()) {
+                    remove_any(&entry.path())?;
+                    removed += 1;
+                }
+            }
+        }
+        if let Ok(entries) = std::fs::read_dir(self.root.join(PARTIAL_DIR)) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let resumable =
+                    Digest::from_hex(&name).is_ok() && entry.file_type().is_ok_and(|t| t.is_file());
+                if !resumable {
+                    remove_any(&entry.path())?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// Removes what interrupted transfers left behind.
     pub fn clean_partials(&self) -> Result<()> {
         let dir = self.root.join(PARTIAL_DIR);
@@ -116,7 +154,36 @@ impl LayoutStore {
     /// Moves a finished file (whose digest the caller computed while writing it) into place.
     pub fn import_file(&self, path: &Path, digest: &Digest) -> Result<()> {
         let target = self.blob_path(digest);
-        std::fs::rename(path, &target).map_err(|e| Error::io(&target, e))
+        std::fs::rename(path, &target).map_err(|e| Error::io(&target, e))?;
+        self.mark_hashed(digest);
+        Ok(())
+    }
+
+    fn mark_hashed(&self, digest: &Digest) {
+        self.hashed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(digest.clone());
+    }
+
+    fn was_hashed(&self, digest: &Digest) -> bool {
+        self.hashed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(digest)
+    }
+
+    /// Whether the blob file in place holds exactly `blob`: hashed once per process; a file
+    /// whose bytes are not its name is removed, so it is fetched again.
+    pub fn check_in_place(&self, blob: &Descriptor) -> Result<bool> {
+        if self.was_hashed(&blob.digest) {
+            return Ok(self.blob_path(&blob.digest).is_file());
+        }
+        let whole = blob_in_place(&self.blob_path(&blob.digest), blob)?;
+        if whole {
+            self.mark_hashed(&blob.digest);
+        }
+        Ok(whole)
     }
 
     /// Reads a whole (small) blob into memory.
@@ -141,10 +208,16 @@ impl LayoutStore {
             });
         }
         let path = self.blob_path(digest);
-        if path.is_file() {
+        if self.was_hashed(digest)
+            || std::fs::read(&path).is_ok_and(|held| held.as_slice() == bytes)
+        {
+            self.mark_hashed(digest);
             return Ok(());
         }
-        write_atomically(&path, bytes)
+        remove_any(&path)?;
+        write_atomically(&path, bytes)?;
+        self.mark_hashed(digest);
+        Ok(())
     }
 }
 
@@ -155,11 +228,24 @@ fn read_index(root: &Path) -> Result<Index> {
         .map_err(|e| Error::invalid(format!("{}: malformed index: {e}", path.display())))
 }
 
-/// Writes `bytes` to a temporary file beside `path`, then renames it into place.
+/// Writes `bytes` to a temporary file beside `path`, then renames it into place. The
+/// temporary file is removed when either step fails (a full disk must not leave it behind).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    let result = std::fs::write(&tmp, bytes)
+        .map_err(|e| Error::io(&tmp, e))
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Whether `name` is a temporary file [`write_atomically`] makes (`<stem>.tmp-<pid>`).
+pub fn is_atomic_temp(name: &str) -> bool {
+    name.rsplit_once(".tmp-").is_some_and(|(stem, pid)| {
+        !stem.is_empty() && !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit())
+    })
 }
 
 /// Serialises `value` as pretty JSON and writes it atomically.
@@ -220,10 +306,22 @@ impl Store for LayoutStore {
         write_json(&self.root.join(INDEX_FILE), &*index)
     }
 
+    /// Present only when the blob in place was hashed by this process (see
+    /// [`LayoutStore::check_in_place`]); the right size is not enough.
     async fn blob_state(&self, _repo: &str, blob: &Descriptor) -> Result<BlobState> {
-        if let Ok(meta) = std::fs::metadata(self.blob_path(&blob.digest))
-            && meta.len() == blob.size
-        {
+        let present = if self.was_hashed(&blob.digest) {
+            self.blob_path(&blob.digest).is_file()
+        } else {
+            let (path, wanted) = (self.blob_path(&blob.digest), blob.clone());
+            let whole = tokio::task::spawn_blocking(move || blob_in_place(&path, &wanted))
+                .await
+                .map_err(|e| Error::invalid(format!("hash thread failed: {e}")))??;
+            if whole {
+                self.mark_hashed(&blob.digest);
+            }
+            whole
+        };
+        if present {
             return Ok(BlobState::Present);
         }
         match std::fs::metadata(self.partial_path(&blob.digest)) {
@@ -289,8 +387,41 @@ impl Store for LayoutStore {
             });
         }
         let target = self.blob_path(&blob.digest);
-        std::fs::rename(&partial, &target).map_err(|e| Error::io(&target, e))
+        std::fs::rename(&partial, &target).map_err(|e| Error::io(&target, e))?;
+        self.mark_hashed(&blob.digest);
+        Ok(())
     }
+}
+
+/// Hashes the file at `path`: true when it is `blob`, byte for byte; a file of the right
+/// size with other bytes, or anything but a regular file, is removed.
+fn blob_in_place(path: &Path, blob: &Descriptor) -> Result<bool> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_file() && meta.len() == blob.size => {}
+        Ok(meta) if meta.is_file() => return Ok(false),
+        Ok(_) => {
+            remove_any(path)?;
+            return Ok(false);
+        }
+        Err(_) => return Ok(false),
+    }
+    let (actual, len) = crate::digest::hash_file(path)?;
+    if actual == blob.digest && len == blob.size {
+        Ok(true)
+    } else {
+        std::fs::remove_file(path).map_err(|e| Error::io(path, e))?;
+        Ok(false)
+    }
+}
+
+/// Removes whatever is at `path` (file, symlink or directory); nothing there is fine.
+fn remove_any(path: &Path) -> Result<()> {
+    let result = match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(_) => return Ok(()),
+    };
+    result.map_err(|e| Error::io(path, e))
 }
 
 /// Appends `body` to the partial file (re-hashing the `offset` bytes already there) on a
@@ -372,5 +503,33 @@ async fn receive(
         }
         Some(e) => Err(e),
         None => written,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_atomic_write_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // The rename fails: a non-empty directory holds the target name.
+        let target = dir.path().join("index.json");
+        std::fs::create_dir_all(target.join("x")).unwrap();
+        assert!(write_atomically(&target, b"{}").is_err());
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["index.json"]);
+    }
+
+    #[test]
+    fn temporary_names_are_recognised() {
+        assert!(is_atomic_temp("index.tmp-27583"));
+        assert!(is_atomic_temp("bundle.json.tmp-1"));
+        assert!(!is_atomic_temp("index.json"));
+        assert!(!is_atomic_temp(".tmp-1"));
+        assert!(!is_atomic_temp("a.tmp-"));
     }
 }

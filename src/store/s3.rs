@@ -1,8 +1,10 @@
 //! The S3 store: blobs at `PREFIX/blobs/sha256/<hex>`, shared by every bundle uploaded under
 //! the prefix, and each bundle's own files at `PREFIX/bundles/<name>/`. Large blobs go up as
-//! multipart uploads whose parts are read straight from file ranges, concurrently, with a
-//! CRC64NVME full-object checksum compared after each upload; an interrupted multipart
-//! upload is resumed (ListParts). Reads resume with `Range`.
+//! multipart uploads. Every byte sent is hashed as it is read: a blob whose sha256 is not
+//! its name is refused before it becomes an object, and each request carries its SHA256,
+//! which S3 checks. An object counts as present only when S3's recorded SHA256 is known to
+//! match (see `S3Store::holds`), so a wrong object is replaced by the next good upload. An
+//! interrupted multipart upload is resumed (ListParts). Reads resume with `Range`.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -12,7 +14,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
-use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     ChecksumAlgorithm, ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart,
 };
@@ -142,11 +144,76 @@ fn crc64_b64(value: u64) -> String {
     base64::engine::general_purpose::STANDARD.encode(value.to_be_bytes())
 }
 
-/// CRC64NVME of a whole file and of each `part_size` range of it, in one read.
-fn file_checksums(path: &Path, part_size: u64) -> Result<(u64, Vec<u64>)> {
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// The base64 sha256 S3 reports for an object sent in one request with that checksum: the
+/// blob's own digest.
+fn full_sha256_b64(digest: &Digest) -> String {
+    b64(&hex::decode(digest.hex()).unwrap_or_default())
+}
+
+/// The composite SHA256 S3 records for a multipart upload: the sha256 of the parts' binary
+/// sha256s concatenated, reported as `<base64>-<parts>` ("Checking object integrity",
+/// <https://docs.aws.amazon.com/AmazonS3/latest/userguide/checking-object-integrity.html>,
+/// section on multipart checksums: SHA-256 exists only as a COMPOSITE checksum; FULL_OBJECT
+/// is for the CRC algorithms).
+fn composite_sha256_b64(parts: &[[u8; 32]]) -> String {
+    use sha2::Digest as _;
+    let mut outer = sha2::Sha256::new();
+    for part in parts {
+        outer.update(part);
+    }
+    b64(&outer.finalize())
+}
+
+/// The checksum value without the `-<parts>` suffix S3 adds to composite checksums.
+fn checksum_base(value: &str) -> &str {
+    match value.rsplit_once('-') {
+        Some((base, count)) if count.bytes().all(|b| b.is_ascii_digit()) => base,
+        _ => value,
+    }
+}
+
+fn sha256_bytes(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).into()
+}
+
+/// The refusal of a local blob whose bytes are not its name.
+fn damaged_blob(path: &Path, blob: &Descriptor, actual: String) -> Error {
+    Error::DigestMismatch {
+        what: format!(
+            "{} (local blob; damaged, not uploaded — rebuild or download the bundle again)",
+            path.display()
+        ),
+        expected: blob.digest.to_string(),
+        actual,
+    }
+}
+
+/// Reads exactly `length` bytes at `offset` of `path`.
+fn read_range(path: &Path, offset: u64, length: u64) -> Result<Vec<u8>> {
+    use std::io::{Seek, SeekFrom};
     let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut whole = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc64Nvme);
-    let mut part = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc64Nvme);
+    file.seek(SeekFrom::Start(offset))
+        .map_err(|e| Error::io(path, e))?;
+    let mut buf = Vec::with_capacity(length as usize);
+    (&mut file)
+        .take(length)
+        .read_to_end(&mut buf)
+        .map_err(|e| Error::io(path, e))?;
+    Ok(buf)
+}
+
+/// The whole sha256 and each `part_size` part's sha256 of a local file, in one read; for
+/// deciding whether a multipart object in S3 holds exactly this file.
+fn file_part_hashes(path: &Path, part_size: u64) -> Result<(Digest, u64, Vec<[u8; 32]>)> {
+    use sha2::Digest as _;
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut whole = crate::digest::Hasher::new();
+    let mut part = sha2::Sha256::new();
     let mut parts = Vec::new();
     let mut in_part = 0u64;
     let mut buf = vec![0u8; 1 << 20];
@@ -162,15 +229,20 @@ fn file_checksums(path: &Path, part_size: u64) -> Result<(u64, Vec<u64>)> {
         part.update(&buf[..n]);
         in_part += n as u64;
         if in_part == part_size {
-            parts.push(part.finalize_reset());
+            parts.push(part.finalize_reset().into());
             in_part = 0;
         }
     }
     if in_part > 0 || parts.is_empty() {
-        parts.push(part.finalize());
+        parts.push(part.finalize().into());
     }
-    Ok((whole.finalize(), parts))
+    let len = whole.len();
+    Ok((whole.finish(), len, parts))
 }
+
+/// Metadata key holding the part size a multipart blob was sent with, so its composite
+/// checksum can be recomputed from a local copy.
+const PART_SIZE_METADATA: &str = "part-size";
 
 pub struct S3Store {
     client: Client,
@@ -178,6 +250,9 @@ pub struct S3Store {
     retry: RetryPolicy,
     part_size: u64,
     concurrency: usize,
+    /// The local bundle being uploaded, whose `blobs/sha256/<hex>` files let a multipart
+    /// object's composite checksum be checked.
+    local_bundle: std::sync::RwLock<Option<std::path::PathBuf>>,
 }
 
 impl S3Store {
@@ -194,11 +269,43 @@ impl S3Store {
             retry,
             part_size: part_size.max(5 << 20),
             concurrency: concurrency.max(1),
+            local_bundle: std::sync::RwLock::new(None),
         }
+    }
+
+    /// Names the local bundle an upload reads from, so objects sent in parts can be
+    /// recognised as holding exactly its blobs.
+    pub fn set_local_bundle(&self, dir: &Path) {
+        if let Ok(mut slot) = self.local_bundle.write() {
+            *slot = Some(dir.to_owned());
+        }
+    }
+
+    fn local_blob(&self, digest: &Digest) -> Option<std::path::PathBuf> {
+        let dir = self.local_bundle.read().ok()?.clone()?;
+        let path = dir.join("blobs/sha256").join(digest.hex());
+        path.is_file().then_some(path)
     }
 
     pub fn location(&self) -> &S3Location {
         &self.location
+    }
+
+    /// Refuses, before anything is sent, a blob that would take more parts than S3 allows
+    /// (10,000, https://docs.aws.amazon.com/AmazonS3/latest/userguide/qfacts.html).
+    pub fn check_part_count(&self, what: &str, size: u64) -> Result<()> {
+        let parts = size.div_ceil(self.part_size);
+        if parts > 10_000 {
+            return Err(Error::invalid(format!(
+                "{what}: {size} bytes in parts of {} would take {parts} parts; S3 allows 10000 \
+                 — use --part-size {} or more",
+                self.part_size,
+                crate::units::bytes(size.div_ceil(10_000).next_multiple_of(1 << 20))
+                    .replace(' ', "")
+                    .replace(".0", "")
+            )));
+        }
+        Ok(())
     }
 
     /// Fetches a whole small object; `None` if it does not exist.
@@ -265,7 +372,15 @@ impl S3Store {
             .prefix(self.location.key("blobs/"))
             .send()
             .await
-            .map_err(|e| sdk_error(&what, e))?;
+            .map_err(|e| match sdk_error(&what, e) {
+                // The first request of an upload: a 404 here is the bucket itself.
+                Error::NotFound { .. } => Error::invalid(format!(
+                    "s3://{}: no such bucket (or not visible with these credentials); \
+                     create it or check the URL and AWS_REGION",
+                    self.location.bucket
+                )),
+                other => other,
+            })?;
         for upload in listed.uploads() {
             let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) else {
                 continue;
@@ -316,23 +431,12 @@ impl S3Store {
         }
     }
 
-    /// Compares what S3 computed with what we computed.
-    fn check_crc(&self, what: &str, expected: &str, actual: Option<&str>) -> Result<()> {
-        match actual {
-            Some(actual) if actual == expected => Ok(()),
-            other => Err(Error::Http {
-                what: what.to_owned(),
-                message: format!(
-                    "CRC64NVME after upload is {}, expected {expected}; the object will be sent again",
-                    other.unwrap_or("missing")
-                ),
-                status: None,
-                transient: true,
-                retry_after: None,
-            }),
-        }
-    }
-
+    /// Sends a blob in parts. Each part is read once into memory, hashed, and sent with its
+    /// sha256, which S3 checks against what it received; the parts' hashes also make the
+    /// blob's own sha256, and the upload is completed only when that is the blob's name, so
+    /// a damaged local file never becomes an object. A part of an interrupted upload is kept
+    /// only when S3 reports the same sha256 for it (or, from servers that list no part
+    /// checksums, an ETag that is the part's MD5).
     async fn upload_multipart(
         &self,
         key: &str,
@@ -342,15 +446,21 @@ impl S3Store {
     ) -> Result<u64> {
         let what = format!("s3://{}/{key}", self.location.bucket);
         let part_size = self.part_size;
-        let checksum_path = path.to_owned();
-        let (whole, part_crcs) =
-            tokio::task::spawn_blocking(move || file_checksums(&checksum_path, part_size))
-                .await
-                .map_err(|e| Error::invalid(format!("checksum thread failed: {e}")))??;
-        let whole = crc64_b64(whole);
-        let part_crcs: Vec<String> = part_crcs.into_iter().map(crc64_b64).collect();
+        let count = blob.size.div_ceil(part_size).max(1);
+        if count > 10_000 {
+            return Err(Error::invalid(format!(
+                "{what}: {} bytes in parts of {part_size} would take {count} parts; S3 allows \
+                 10000 — use a larger --part-size",
+                blob.size
+            )));
+        }
+        let count = count as i32;
+        let part_len = |number: i32| {
+            let offset = part_size * (number - 1) as u64;
+            (offset, part_size.min(blob.size - offset))
+        };
 
-        // Resume an interrupted upload of this key when its parts still match.
+        // Resume an interrupted upload of this key sent with SHA256 part checksums.
         let existing = self
             .client
             .list_multipart_uploads()
@@ -360,12 +470,15 @@ impl S3Store {
             .await
             .map_err(|e| sdk_error(&what, e))?;
         let mut upload_id = None;
-        let mut done: HashMap<i32, (String, String)> = HashMap::new();
+        // number -> (etag, size, sha256 as S3 lists it)
+        let mut listed: HashMap<i32, (String, i64, Option<String>)> = HashMap::new();
         for upload in existing.uploads().iter().filter(|u| u.key() == Some(key)) {
             let Some(id) = upload.upload_id() else {
                 continue;
             };
-            if upload_id.is_some() {
+            if upload_id.is_some()
+                || upload.checksum_algorithm() != Some(&ChecksumAlgorithm::Sha256)
+            {
                 let _ = self
                     .client
                     .abort_multipart_upload()
@@ -388,21 +501,17 @@ impl S3Store {
                 .await
                 .map_err(|e| sdk_error(&what, e))?;
             for part in parts.parts() {
-                let (Some(number), Some(etag)) = (part.part_number(), part.e_tag()) else {
-                    continue;
-                };
-                let index = (number - 1) as usize;
-                let expected_size = if index + 1 < part_crcs.len() {
-                    part_size
-                } else {
-                    blob.size - part_size * index as u64
-                };
-                let same_crc = part
-                    .checksum_crc64_nvme()
-                    .is_none_or(|c| Some(c) == part_crcs.get(index).map(String::as_str));
-                if index < part_crcs.len() && part.size() == Some(expected_size as i64) && same_crc
+                if let (Some(number), Some(etag), Some(size)) =
+                    (part.part_number(), part.e_tag(), part.size())
                 {
-                    done.insert(number, (etag.to_owned(), part_crcs[index].clone()));
+                    listed.insert(
+                        number,
+                        (
+                            etag.to_owned(),
+                            size,
+                            part.checksum_sha256().map(str::to_owned),
+                        ),
+                    );
                 }
             }
             upload_id = Some(id.to_owned());
@@ -414,9 +523,10 @@ impl S3Store {
                 .create_multipart_upload()
                 .bucket(&self.location.bucket)
                 .key(key)
-                .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
-                .checksum_type(ChecksumType::FullObject)
+                .checksum_algorithm(ChecksumAlgorithm::Sha256)
+                .checksum_type(ChecksumType::Composite)
                 .metadata(SHA256_METADATA, blob.digest.hex())
+                .metadata(PART_SIZE_METADATA, part_size.to_string())
                 .send()
                 .await
                 .map_err(|e| sdk_error(&what, e))?
@@ -424,76 +534,118 @@ impl S3Store {
                 .map(str::to_owned)
                 .ok_or_else(|| Error::invalid(format!("{what}: S3 gave no upload id")))?,
         };
-        let resumed: u64 = done
-            .keys()
-            .map(|n| {
-                let index = (*n - 1) as u64;
-                part_size.min(blob.size - part_size * index)
-            })
-            .sum();
-        progress(resumed);
+        let abort = || async {
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.location.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+        };
 
-        let pending: Vec<i32> = (1..=part_crcs.len() as i32)
-            .filter(|n| !done.contains_key(n))
-            .collect();
-        let uploaded: Vec<(i32, String)> = futures::stream::iter(pending)
-            .map(|number| {
-                let what = what.clone();
-                let upload_id = upload_id.clone();
-                let crc = part_crcs[(number - 1) as usize].clone();
-                async move {
-                    let offset = part_size * (number - 1) as u64;
-                    let length = part_size.min(blob.size - offset);
-                    let etag = self
-                        .retry
-                        .run(|| async {
-                            let body = ByteStream::read_from()
-                                .path(path)
-                                .offset(offset)
-                                .length(Length::Exact(length))
-                                .build()
-                                .await
-                                .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
-                            let part = self
-                                .client
-                                .upload_part()
-                                .bucket(&self.location.bucket)
-                                .key(key)
-                                .upload_id(&upload_id)
-                                .part_number(number)
-                                .content_length(length as i64)
-                                .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
-                                .checksum_crc64_nvme(&crc)
-                                .body(body)
-                                .send()
-                                .await
-                                .map_err(|e| sdk_error(&format!("{what} part {number}"), e))?;
-                            part.e_tag().map(str::to_owned).ok_or_else(|| {
-                                Error::invalid(format!("{what} part {number}: no ETag"))
-                            })
-                        })
-                        .await?;
+        // Parts are read in order (the blob's sha256 runs over them in order) and sent
+        // concurrently; at most `concurrency` parts are held in memory.
+        let mut whole = crate::digest::Hasher::new();
+        let mut sent: Vec<(i32, String, [u8; 32], u64)> = Vec::new();
+        let mut in_flight = futures::stream::FuturesUnordered::new();
+        let mut failure = None;
+        for number in 1..=count {
+            let (offset, length) = part_len(number);
+            let read_path = path.to_owned();
+            let bytes =
+                match tokio::task::spawn_blocking(move || read_range(&read_path, offset, length))
+                    .await
+                {
+                    Ok(Ok(bytes)) => bytes,
+                    Ok(Err(e)) => {
+                        failure = Some(e);
+                        break;
+                    }
+                    Err(e) => {
+                        failure = Some(Error::invalid(format!("read thread failed: {e}")));
+                        break;
+                    }
+                };
+            if bytes.len() as u64 != length {
+                failure = Some(Error::SizeMismatch {
+                    what: format!("{} (local blob)", path.display()),
+                    expected: blob.size,
+                    actual: offset + bytes.len() as u64,
+                });
+                break;
+            }
+            whole.update(&bytes);
+            let sha = sha256_bytes(&bytes);
+            if let Some((etag, size, listed_sha)) = listed.get(&number) {
+                let same = *size == bytes.len() as i64
+                    && match listed_sha {
+                        Some(listed_sha) => checksum_base(listed_sha) == b64(&sha),
+                        None => {
+                            use md5::Digest as _;
+                            etag.trim_matches('"') == hex::encode(md5::Md5::digest(&bytes))
+                        }
+                    };
+                if same {
                     progress(length);
-                    Ok::<_, Error>((number, etag))
+                    sent.push((number, etag.clone(), sha, length));
+                    continue;
                 }
-            })
-            .buffer_unordered(self.concurrency)
-            .try_collect()
-            .await?;
-        for (number, etag) in uploaded {
-            done.insert(number, (etag, part_crcs[(number - 1) as usize].clone()));
+            }
+            in_flight.push(self.send_part(
+                key,
+                &upload_id,
+                number,
+                Bytes::from(bytes),
+                sha,
+                progress,
+            ));
+            while in_flight.len() >= self.concurrency {
+                match in_flight.next().await {
+                    Some(Ok(done)) => sent.push(done),
+                    Some(Err(e)) => {
+                        failure = Some(e);
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            if failure.is_some() {
+                break;
+            }
         }
-        let mut parts: Vec<CompletedPart> = done
-            .into_iter()
-            .map(|(number, (etag, crc))| {
+        while failure.is_none() {
+            match in_flight.next().await {
+                Some(Ok(done)) => sent.push(done),
+                Some(Err(e)) => failure = Some(e),
+                None => break,
+            }
+        }
+        drop(in_flight);
+        if let Some(e) = failure {
+            // The parts sent so far stay for a resumed upload.
+            return Err(e);
+        }
+        let actual = whole.finish();
+        if actual != blob.digest {
+            abort().await;
+            return Err(damaged_blob(path, blob, actual.to_string()));
+        }
+        let resumed: u64 = sent.iter().map(|(_, _, _, kept)| kept).sum();
+        sent.sort_by_key(|(number, ..)| *number);
+        let hashes: Vec<[u8; 32]> = sent.iter().map(|(_, _, sha, _)| *sha).collect();
+        let expected = composite_sha256_b64(&hashes);
+        let parts: Vec<CompletedPart> = sent
+            .iter()
+            .map(|(number, etag, sha, _)| {
                 CompletedPart::builder()
-                    .part_number(number)
+                    .part_number(*number)
                     .e_tag(etag)
-                    .checksum_crc64_nvme(crc)
+                    .checksum_sha256(b64(sha))
                     .build()
             })
             .collect();
-        parts.sort_by_key(|p| p.part_number());
         let completed = self
             .retry
             .run(|| async {
@@ -502,8 +654,7 @@ impl S3Store {
                     .bucket(&self.location.bucket)
                     .key(key)
                     .upload_id(&upload_id)
-                    .checksum_type(ChecksumType::FullObject)
-                    .checksum_crc64_nvme(&whole)
+                    .checksum_type(ChecksumType::Composite)
                     .multipart_upload(
                         CompletedMultipartUpload::builder()
                             .set_parts(Some(parts.clone()))
@@ -514,14 +665,14 @@ impl S3Store {
                     .map_err(|e| sdk_error(&what, e))
             })
             .await?;
-        let crc = match completed.checksum_crc64_nvme() {
-            Some(crc) => Some(crc.to_owned()),
+        let reported = match completed.checksum_sha256() {
+            Some(sha) => Some(sha.to_owned()),
             None => self
                 .head(key)
                 .await?
-                .and_then(|h| h.checksum_crc64_nvme().map(str::to_owned)),
+                .and_then(|h| h.checksum_sha256().map(str::to_owned)),
         };
-        if let Err(e) = self.check_crc(&what, &whole, crc.as_deref()) {
+        if let Err(e) = self.check_sha256(&what, &expected, reported.as_deref()) {
             let _ = self
                 .client
                 .delete_object()
@@ -532,6 +683,104 @@ impl S3Store {
             return Err(e);
         }
         Ok(resumed)
+    }
+
+    /// Sends one part with its sha256 (S3 refuses it if the bytes it gets differ); returns
+    /// `(number, etag, sha256, 0)`: nothing of it was resumed.
+    async fn send_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        bytes: Bytes,
+        sha: [u8; 32],
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<(i32, String, [u8; 32], u64)> {
+        let what = format!("s3://{}/{key} part {number}", self.location.bucket);
+        let sha_b64 = b64(&sha);
+        let length = bytes.len() as u64;
+        let etag = self
+            .retry
+            .run(|| async {
+                let part = self
+                    .client
+                    .upload_part()
+                    .bucket(&self.location.bucket)
+                    .key(key)
+                    .upload_id(upload_id)
+                    .part_number(number)
+                    .content_length(length as i64)
+                    .checksum_algorithm(ChecksumAlgorithm::Sha256)
+                    .checksum_sha256(&sha_b64)
+                    .body(ByteStream::from(bytes.clone()))
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(&what, e))?;
+                part.e_tag()
+                    .map(str::to_owned)
+                    .ok_or_else(|| Error::invalid(format!("{what}: no ETag")))
+            })
+            .await?;
+        progress(length);
+        Ok((number, etag, sha, 0))
+    }
+
+    /// Compares the SHA256 S3 recorded with what we computed.
+    fn check_sha256(&self, what: &str, expected: &str, actual: Option<&str>) -> Result<()> {
+        match actual {
+            Some(actual) if checksum_base(actual) == expected => Ok(()),
+            other => Err(Error::Http {
+                what: what.to_owned(),
+                message: format!(
+                    "S3 recorded SHA256 {} after the upload, expected {expected}; the object \
+                     will be sent again",
+                    other.unwrap_or("missing")
+                ),
+                status: None,
+                transient: true,
+                retry_after: None,
+            }),
+        }
+    }
+
+    /// Whether the object at `key`, as HeadObject describes it, is known to hold `blob`:
+    /// sent in one request, S3 recorded the blob's own sha256 (S3 computes it and refuses a
+    /// mismatching upload with BadDigest, "Checking object integrity for data uploads",
+    /// <https://docs.aws.amazon.com/AmazonS3/latest/userguide/checking-object-integrity-upload.html>);
+    /// sent in parts, its composite SHA256 equals the one computed from the local copy being
+    /// uploaded, which must itself hash to the blob's name. Anything else (no SHA256, a
+    /// checksum from another algorithm, no local copy to compare with) is not trusted.
+    async fn holds(
+        &self,
+        blob: &Descriptor,
+        head: &aws_sdk_s3::operation::head_object::HeadObjectOutput,
+    ) -> Result<bool> {
+        if head.content_length() != Some(blob.size as i64) {
+            return Ok(false);
+        }
+        let Some(recorded) = head.checksum_sha256() else {
+            return Ok(false);
+        };
+        if recorded == full_sha256_b64(&blob.digest)
+            && head.checksum_type() != Some(&ChecksumType::Composite)
+        {
+            return Ok(true);
+        }
+        let part_size = head
+            .metadata()
+            .and_then(|m| m.get(PART_SIZE_METADATA))
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|p| (5 << 20..=5 << 30).contains(p));
+        let (Some(part_size), Some(local)) = (part_size, self.local_blob(&blob.digest)) else {
+            return Ok(false);
+        };
+        let (digest, len, parts) =
+            tokio::task::spawn_blocking(move || file_part_hashes(&local, part_size))
+                .await
+                .map_err(|e| Error::invalid(format!("hash thread failed: {e}")))??;
+        Ok(digest == blob.digest
+            && len == blob.size
+            && checksum_base(recorded) == composite_sha256_b64(&parts))
     }
 }
 
@@ -570,21 +819,13 @@ impl Store for S3Store {
             .await
     }
 
-    /// Present only when the object has the right size and the sha256 we record after a
-    /// checked upload.
+    /// Present only when what S3 holds is known to be the blob (see [`S3Store::holds`]); an
+    /// object that is not — damaged, or written without a SHA256 checksum — is sent again,
+    /// which replaces it.
     async fn blob_state(&self, _repo: &str, blob: &Descriptor) -> Result<BlobState> {
         let key = self.location.blob_key(&blob.digest);
         Ok(match self.head(&key).await? {
-            Some(head)
-                if head.content_length() == Some(blob.size as i64)
-                    && head
-                        .metadata()
-                        .and_then(|m| m.get(SHA256_METADATA))
-                        .map(String::as_str)
-                        == Some(blob.digest.hex()) =>
-            {
-                BlobState::Present
-            }
+            Some(head) if self.holds(blob, &head).await? => BlobState::Present,
             _ => BlobState::Absent,
         })
     }
@@ -643,37 +884,12 @@ impl Store for S3Store {
                 .await
                 .map(Some);
         }
-        let what = format!("s3://{}/{key}", self.location.bucket);
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let crc = crc64_b64(crc_fast::checksum(
-            crc_fast::CrcAlgorithm::Crc64Nvme,
-            &bytes,
-        ));
-        let bytes = Bytes::from(bytes);
-        let put = self
-            .retry
-            .run(|| async {
-                self.client
-                    .put_object()
-                    .bucket(&self.location.bucket)
-                    .key(&key)
-                    .body(ByteStream::from(bytes.clone()))
-                    .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
-                    .checksum_crc64_nvme(&crc)
-                    .metadata(SHA256_METADATA, blob.digest.hex())
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error(&what, e))
-            })
-            .await?;
-        let reported = match put.checksum_crc64_nvme() {
-            Some(crc) => Some(crc.to_owned()),
-            None => self
-                .head(&key)
-                .await?
-                .and_then(|h| h.checksum_crc64_nvme().map(str::to_owned)),
-        };
-        self.check_crc(&what, &crc, reported.as_deref())?;
+        let actual = Digest::of(&bytes);
+        if actual != blob.digest || bytes.len() as u64 != blob.size {
+            return Err(damaged_blob(path, blob, actual.to_string()));
+        }
+        self.put_blob(&key, blob, Bytes::from(bytes)).await?;
         progress(blob.size);
         Ok(Some(0))
     }
@@ -696,23 +912,40 @@ impl Store for S3Store {
             });
         }
         let key = self.location.blob_key(&blob.digest);
+        self.put_blob(&key, blob, Bytes::from(bytes)).await
+    }
+}
+
+impl S3Store {
+    /// Sends bytes already hashed to `blob`'s digest in one request with that sha256, which
+    /// S3 checks against what it receives; then checks that S3 recorded it.
+    async fn put_blob(&self, key: &str, blob: &Descriptor, bytes: Bytes) -> Result<()> {
         let what = format!("s3://{}/{key}", self.location.bucket);
-        let crc = crc64_b64(crc_fast::checksum(
-            crc_fast::CrcAlgorithm::Crc64Nvme,
-            &bytes,
-        ));
-        self.client
-            .put_object()
-            .bucket(&self.location.bucket)
-            .key(&key)
-            .body(ByteStream::from(bytes))
-            .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
-            .checksum_crc64_nvme(&crc)
-            .metadata(SHA256_METADATA, blob.digest.hex())
-            .send()
-            .await
-            .map_err(|e| sdk_error(&what, e))?;
-        Ok(())
+        let sha = full_sha256_b64(&blob.digest);
+        let put = self
+            .retry
+            .run(|| async {
+                self.client
+                    .put_object()
+                    .bucket(&self.location.bucket)
+                    .key(key)
+                    .body(ByteStream::from(bytes.clone()))
+                    .checksum_algorithm(ChecksumAlgorithm::Sha256)
+                    .checksum_sha256(&sha)
+                    .metadata(SHA256_METADATA, blob.digest.hex())
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(&what, e))
+            })
+            .await?;
+        let reported = match put.checksum_sha256() {
+            Some(sha) => Some(sha.to_owned()),
+            None => self
+                .head(key)
+                .await?
+                .and_then(|h| h.checksum_sha256().map(str::to_owned)),
+        };
+        self.check_sha256(&what, &sha, reported.as_deref())
     }
 }
 

@@ -14,7 +14,7 @@ use crate::stack::sub;
 /// An extra environment variable: a plain value, an SSM parameter, or a Secrets Manager
 /// secret (optionally one JSON field of it).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, deny_unknown_fields)]
 pub enum EnvValue {
     Plain(String),
     Ssm {
@@ -30,6 +30,64 @@ pub enum EnvValue {
 /// Extra variables per container name (`api`, `worker`, `beat`, `sandbox`, `plugin-daemon`,
 /// `web`), or `all`.
 pub type ExtraEnvironment = BTreeMap<String, BTreeMap<String, EnvValue>>;
+
+/// Checks the operator's extra variables before anything is built from them: names are
+/// environment variable names (`[A-Za-z_][A-Za-z0-9_]*`, as ECS and the shell take them);
+/// SSM and Secrets Manager references are not empty; and no plain value replaces a
+/// variable the stack injects as a secret (that would put it in the template in clear).
+pub fn check_extra(extra: &ExtraEnvironment) -> std::result::Result<(), String> {
+    let empty = ExtraEnvironment::new();
+    let version = DifyVersion(u32::MAX, 0, 0);
+    let mut containers = api_task(version, &empty, &[]);
+    containers.extend(beat_task(version, &empty));
+    containers.push(sandbox_task(&empty));
+    containers.push(web_task(version, &empty));
+    for (scope, variables) in extra {
+        for (key, value) in variables {
+            let shown = crate::units::escape(key);
+            let valid = key
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+                && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && key.len() <= 255;
+            if !valid {
+                return Err(format!(
+                    "[environment.{scope}] `{shown}` is not a variable name (letters, digits and \
+                     `_`, not starting with a digit)"
+                ));
+            }
+            match value {
+                EnvValue::Ssm { ssm } if ssm.trim().is_empty() => {
+                    return Err(format!("[environment.{scope}] {shown}: `ssm` is empty"));
+                }
+                EnvValue::Secret { secret, field }
+                    if secret.trim().is_empty()
+                        || field.as_deref().is_some_and(|f| f.trim().is_empty()) =>
+                {
+                    return Err(format!(
+                        "[environment.{scope}] {shown}: `secret` (or its `field`) is empty"
+                    ));
+                }
+                EnvValue::Plain(_) => {
+                    if let Some(injected) = containers.iter().find(|c| {
+                        (scope == "all" || scope == c.name) && c.secrets.contains_key(key)
+                    }) {
+                        return Err(format!(
+                            "[environment.{scope}] {shown}: the stack injects it into `{}` from \
+                             Secrets Manager; a plain value would be written in clear into the \
+                             signed template. Give it as {{ secret = \"ARN\", field = \"KEY\" }} \
+                             or {{ ssm = \"/NAME\" }}, or leave it to the stack",
+                            injected.name
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
 
 pub const CONTAINERS: [&str; 7] = [
     "migrate",
@@ -548,4 +606,36 @@ pub fn web_task(version: DifyVersion, extra: &ExtraEnvironment) -> Container {
     web.health = Some("wget -q --spider http://127.0.0.1:3000/ || exit 1");
     web.extra(extra);
     web
+}
+
+#[cfg(test)]
+mod checks {
+    use super::*;
+
+    fn parse(text: &str) -> std::result::Result<ExtraEnvironment, String> {
+        #[derive(Deserialize)]
+        struct File {
+            environment: ExtraEnvironment,
+        }
+        let file: File = toml::from_str(text).map_err(|e| e.to_string())?;
+        check_extra(&file.environment)?;
+        Ok(file.environment)
+    }
+
+    #[test]
+    fn extra_variables_are_checked_where_read() {
+        assert!(parse("[environment.api]\nLOG_LEVEL = \"DEBUG\"\nMAIL = { ssm = \"/m\" }").is_ok());
+        let plain_secret = parse("[environment.api]\nSECRET_KEY = \"plaintext\"").unwrap_err();
+        assert!(plain_secret.contains("SECRET_KEY") && plain_secret.contains("Secrets Manager"));
+        assert!(parse("[environment.all]\nDB_PASSWORD = \"x\"").is_err());
+        assert!(parse("[environment.plugin-daemon]\nSERVER_KEY = \"x\"").is_err());
+        // The same name from Secrets Manager is the operator's choice.
+        assert!(parse("[environment.api]\nSECRET_KEY = { secret = \"arn:x\" }").is_ok());
+        for bad in ["\"BAD KEY=1\"", "\"\"", "\"1X\"", "\"A-B\""] {
+            let text = format!("[environment.api]\n{bad} = \"v\"");
+            assert!(parse(&text).is_err(), "{bad}");
+        }
+        assert!(parse("[environment.api]\nX = { ssm = \"\" }").is_err());
+        assert!(parse("[environment.api]\nX = { ssm = \"/a\", zzz = 1 }").is_err());
+    }
 }

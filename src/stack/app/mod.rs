@@ -59,6 +59,8 @@ impl StackSettings {
                 )));
             }
         }
+        containers::check_extra(&settings.environment)
+            .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
         Ok(settings)
     }
 }

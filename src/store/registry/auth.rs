@@ -1,4 +1,5 @@
-//! Registry authentication: credentials from flags and `~/.docker/config.json`, the
+//! Registry authentication: credentials from flags (password from the environment or
+//! standard input, never argv), `~/.docker/config.json` and its credential helpers, the
 //! `WWW-Authenticate` challenge, and Docker's bearer-token flow (anonymous or with Basic
 //! credentials), with tokens cached per scope until they expire.
 
@@ -33,24 +34,55 @@ impl Credentials {
         )
     }
 
-    /// Parses `HOST=USER:PASS` as given to `--registry-auth`.
-    pub fn parse_flag(flag: &str) -> Result<(String, Credentials)> {
+    /// Parses `--registry-auth HOST=USER:SOURCE`, where SOURCE says where the password comes
+    /// from: `env:VARIABLE` (the environment) or `stdin` (one line of standard input, read
+    /// by `read_stdin`). A password written on the command line is refused: any local user
+    /// can read a process's arguments (`ps`, `/proc/PID/cmdline`).
+    pub fn parse_flag(
+        flag: &str,
+        read_stdin: &mut dyn FnMut() -> Result<String>,
+    ) -> Result<(String, Credentials)> {
+        // Never echo what follows USER: it may be a password.
+        let shown = match flag.split_once(':') {
+            Some((before, _)) => format!("{before}:…"),
+            None => flag.to_owned(),
+        };
         let bad = || {
             Error::invalid(format!(
-                "--registry-auth `{}`: expected HOST=USER:PASS",
-                flag.split(':').next().unwrap_or_default()
+                "--registry-auth `{shown}`: expected HOST=USER:env:VARIABLE or HOST=USER:stdin"
             ))
         };
-        let (host, userpass) = flag.split_once('=').ok_or_else(bad)?;
-        let (username, password) = userpass.split_once(':').ok_or_else(bad)?;
+        let (host, rest) = flag.split_once('=').ok_or_else(bad)?;
+        let (username, source) = rest.split_once(':').ok_or_else(bad)?;
         if host.is_empty() || username.is_empty() {
             return Err(bad());
+        }
+        let password = if let Some(variable) = source.strip_prefix("env:") {
+            std::env::var(variable).map_err(|_| {
+                Error::invalid(format!(
+                    "--registry-auth `{shown}`: the environment variable `{variable}` is not set"
+                ))
+            })?
+        } else if source == "stdin" {
+            read_stdin()?
+        } else {
+            return Err(Error::invalid(format!(
+                "--registry-auth `{shown}`: a password on the command line can be read by any \
+                 local user (ps, /proc/PID/cmdline), so it is not accepted; use \
+                 HOST=USER:env:VARIABLE, HOST=USER:stdin, or `docker login` / a credential \
+                 helper (credsStore, credHelpers in ~/.docker/config.json)"
+            )));
+        };
+        if password.is_empty() {
+            return Err(Error::invalid(format!(
+                "--registry-auth `{shown}`: the password is empty"
+            )));
         }
         Ok((
             normalise_host(host),
             Credentials {
                 username: username.to_owned(),
-                password: password.to_owned(),
+                password,
             },
         ))
     }
@@ -74,6 +106,154 @@ pub fn normalise_host(host: &str) -> String {
 struct DockerConfig {
     #[serde(default)]
     auths: HashMap<String, DockerAuth>,
+    #[serde(default, rename = "credsStore")]
+    creds_store: Option<String>,
+    #[serde(default, rename = "credHelpers")]
+    cred_helpers: HashMap<String, String>,
+}
+
+/// Docker credential helpers named in `config.json`: `credHelpers` per registry, and
+/// `credsStore` for every other registry.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CredentialHelpers {
+    pub store: Option<String>,
+    pub per_host: HashMap<String, String>,
+}
+
+impl CredentialHelpers {
+    /// The helper to ask for `host`'s credentials, if any.
+    pub fn for_host(&self, host: &str) -> Option<&str> {
+        self.per_host
+            .get(&normalise_host(host))
+            .or(self.store.as_ref())
+            .map(String::as_str)
+            .filter(|h| !h.is_empty())
+    }
+}
+
+/// Reads `credsStore` and `credHelpers` from a Docker config file (missing file: none).
+pub fn read_docker_helpers(path: &std::path::Path) -> Result<CredentialHelpers> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(CredentialHelpers::default());
+        }
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let config: DockerConfig = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::invalid(format!("{}: malformed Docker config: {e}", path.display())))?;
+    let helpers = CredentialHelpers {
+        store: config.creds_store,
+        per_host: config
+            .cred_helpers
+            .into_iter()
+            .map(|(host, helper)| (normalise_host(&host), helper))
+            .collect(),
+    };
+    for helper in helpers.per_host.values().chain(&helpers.store) {
+        if helper.is_empty()
+            || !helper
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        {
+            return Err(Error::invalid(format!(
+                "{}: credential helper `{}` is not a plain name (docker-credential-NAME)",
+                path.display(),
+                crate::units::escape(helper)
+            )));
+        }
+    }
+    Ok(helpers)
+}
+
+/// What a credential helper's `get` prints.
+#[derive(Deserialize)]
+struct HelperAnswer {
+    #[serde(rename = "Username")]
+    username: String,
+    #[serde(rename = "Secret")]
+    secret: String,
+}
+
+/// The server name a helper is asked about: Docker Hub's credentials are stored under
+/// its v1 index URL (docker/cli `registry.IndexServer`; go-containerregistry
+/// pkg/authn/keychain.go `DefaultAuthKey`), anything else under its host.
+pub fn helper_server(host: &str) -> String {
+    match normalise_host(host).as_str() {
+        "docker.io" => "https://index.docker.io/v1/".to_owned(),
+        other => other.to_owned(),
+    }
+}
+
+/// Asks `docker-credential-HELPER get` for `server`'s credentials, the protocol of
+/// docker/docker-credential-helpers (client/client.go, v0.9.3): the server on standard
+/// input, `{"ServerURL","Username","Secret"}` on standard output; a helper that has none
+/// exits non-zero saying "credentials not found in native keychain"
+/// (credentials/error.go). skopeo (containers/image pkg/docker/config/config.go) and crane
+/// (go-containerregistry pkg/authn/keychain.go) ask the same way. `None`: it has none.
+pub async fn helper_get(helper: &str, server: &str) -> Result<Option<Credentials>> {
+    use tokio::io::AsyncWriteExt;
+    let program = format!("docker-credential-{helper}");
+    let failed = |message: String| Error::Auth {
+        what: server.to_owned(),
+        message: format!("credential helper {program}: {message}"),
+    };
+    let mut child = tokio::process::Command::new(&program)
+        .arg("get")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| {
+            failed(format!(
+                "cannot run it ({e}); install it, or remove it from credsStore/credHelpers in \
+                 the Docker config"
+            ))
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(server.as_bytes())
+            .await
+            .map_err(|e| failed(format!("cannot write to it: {e}")))?;
+    }
+    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .map_err(|_| failed("no answer within 60 s".to_owned()))?
+        .map_err(|e| failed(e.to_string()))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        if stdout.contains("credentials not found") {
+            return Ok(None);
+        }
+        let said = String::from_utf8_lossy(&output.stderr);
+        let said = said
+            .lines()
+            .chain(stdout.lines())
+            .next()
+            .unwrap_or_default();
+        return Err(failed(format!(
+            "{}: {}",
+            output.status,
+            crate::units::escape(&said.chars().take(200).collect::<String>())
+        )));
+    }
+    let answer: HelperAnswer = serde_json::from_slice(&output.stdout)
+        .map_err(|e| failed(format!("its answer is not the expected JSON: {e}")))?;
+    if answer.username == "<token>" {
+        return Err(failed(
+            "it holds an identity token, which dify-bundle cannot use; log in with a user \
+             name and password or token"
+                .to_owned(),
+        ));
+    }
+    if answer.username.is_empty() && answer.secret.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Credentials {
+        username: answer.username,
+        password: answer.secret,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -306,10 +486,28 @@ mod tests {
 
     #[test]
     fn parses_registry_auth_flags_and_docker_config() {
-        let (host, c) = Credentials::parse_flag("index.docker.io=me:pa:ss").unwrap();
+        let mut no_stdin = || -> Result<String> { panic!("stdin read") };
+        // SAFETY of the test: a variable name no other test uses.
+        unsafe { std::env::set_var("DIFY_BUNDLE_TEST_REGISTRY_PW", "pa:ss") };
+        let (host, c) = Credentials::parse_flag(
+            "index.docker.io=me:env:DIFY_BUNDLE_TEST_REGISTRY_PW",
+            &mut no_stdin,
+        )
+        .unwrap();
         assert_eq!(host, "docker.io");
         assert_eq!(c.password, "pa:ss");
-        assert!(Credentials::parse_flag("nohost").is_err());
+        let (_, c) =
+            Credentials::parse_flag("reg:5000=me:stdin", &mut || Ok("from-stdin".into())).unwrap();
+        assert_eq!(c.password, "from-stdin");
+        assert!(Credentials::parse_flag("nohost", &mut no_stdin).is_err());
+        // A password on argv is refused, with the ways that work, and never echoed.
+        let refused = Credentials::parse_flag("reg=me:hunter2", &mut no_stdin)
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("env:VARIABLE") && refused.contains("credHelpers"));
+        assert!(!refused.contains("hunter2"), "{refused}");
+        let unset = Credentials::parse_flag("reg=me:env:DIFY_BUNDLE_TEST_UNSET", &mut no_stdin);
+        assert!(unset.is_err());
 
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.json");
@@ -319,8 +517,21 @@ mod tests {
         )
         .unwrap();
         let creds = read_docker_config(&path).unwrap();
+        let helpers = read_docker_helpers(&path).unwrap();
+        assert_eq!(helpers.for_host("anything"), Some("desktop"));
         assert_eq!(creds["docker.io"].username, "user");
         assert_eq!(creds["127.0.0.1:5000"].password, "t");
+        std::fs::write(
+            &path,
+            r#"{"credsStore":"desktop","credHelpers":{"https://index.docker.io/v1/":"pass","r.example":"ecr-login"}}"#,
+        )
+        .unwrap();
+        let helpers = read_docker_helpers(&path).unwrap();
+        assert_eq!(helpers.for_host("docker.io"), Some("pass"));
+        assert_eq!(helpers.for_host("r.example"), Some("ecr-login"));
+        assert_eq!(helpers.for_host("other"), Some("desktop"));
+        std::fs::write(&path, r#"{"credsStore":"../../bin/sh"}"#).unwrap();
+        assert!(read_docker_helpers(&path).is_err());
         std::fs::write(&path, "{").unwrap();
         assert!(read_docker_config(&path).is_err());
         assert!(

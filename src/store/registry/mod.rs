@@ -30,6 +30,9 @@ const MAX_MANIFEST_BYTES: usize = 4 << 20;
 pub struct RegistryOptions {
     /// Credentials by registry host (`docker.io`, `127.0.0.1:5000`).
     pub credentials: HashMap<String, Credentials>,
+    /// Docker credential helpers, asked when a registry without credentials above
+    /// demands them.
+    pub helpers: auth::CredentialHelpers,
     /// Registry name → mirror host to pull it through (`docker.io` → `mirror.local:5000`).
     pub mirrors: HashMap<String, String>,
     /// Hosts spoken to over plain HTTP.
@@ -109,6 +112,24 @@ impl Registries {
             .get(&host)
             .or_else(|| self.options.credentials.get(&name))
             .cloned();
+        // Docker Hub itself is known to helpers by its index URL; a mirror by its host.
+        let asked = if host == "registry-1.docker.io" {
+            &name
+        } else {
+            &host
+        };
+        let helper = match credentials {
+            Some(_) => None,
+            None => self
+                .options
+                .helpers
+                .per_host
+                .get(&host)
+                .or_else(|| self.options.helpers.per_host.get(&name))
+                .map(String::as_str)
+                .or_else(|| self.options.helpers.for_host(asked))
+                .map(|helper| (helper.to_owned(), auth::helper_server(asked))),
+        };
         RegistryStore {
             display: if host == name
                 || name == DOCKER_HUB && !self.options.mirrors.contains_key(&name)
@@ -120,6 +141,7 @@ impl Registries {
             base: format!("{scheme}://{host}"),
             http: self.http.clone(),
             credentials: Mutex::new(credentials),
+            helper: tokio::sync::Mutex::new(helper),
             auth: tokio::sync::Mutex::new(AuthState::default()),
             retry: self.options.retry,
             mounting: std::sync::atomic::AtomicBool::new(true),
@@ -140,6 +162,8 @@ pub struct RegistryStore {
     http: reqwest::Client,
     /// Replaceable, so short-lived credentials (ECR tokens) can be renewed mid-run.
     credentials: Mutex<Option<Credentials>>,
+    /// The credential helper to ask (and the server name to ask it about), until asked.
+    helper: tokio::sync::Mutex<Option<(String, String)>>,
     auth: tokio::sync::Mutex<AuthState>,
     retry: RetryPolicy,
     /// Whether cross-repository mounts are tried (off when the registry is known to refuse).
@@ -302,6 +326,12 @@ impl RegistryStore {
                 message: "the registry answered 401 without a usable WWW-Authenticate challenge"
                     .to_owned(),
             })?;
+        if self.credentials().is_none()
+            && let Some((helper, server)) = self.helper.lock().await.take()
+            && let Some(credentials) = auth::helper_get(&helper, &server).await?
+        {
+            *self.credentials.lock().unwrap_or_else(|p| p.into_inner()) = Some(credentials);
+        }
         if challenge == Challenge::Basic && self.credentials().is_none() {
             return Err(self.needs_credentials(what));
         }
@@ -315,7 +345,7 @@ impl RegistryStore {
         Error::Auth {
             what: what.to_owned(),
             message: format!(
-                "{} requires credentials: pass --registry-auth HOST=USER:PASS or log in with `docker login` (~/.docker/config.json)",
+                "{} requires credentials: pass --registry-auth HOST=USER:env:VARIABLE (or HOST=USER:stdin), or log in with `docker login` (~/.docker/config.json, credential helpers included)",
                 self.display
             ),
         }
@@ -452,6 +482,18 @@ impl Store for RegistryStore {
                 expected: manifest.digest.to_string(),
                 actual: actual.to_string(),
             });
+        }
+        // The digest matched, so a size that does not is the referrer's claim, not these
+        // bytes: refused, or bundle.json would report it (a 418-byte manifest as 1 TiB).
+        if raw.bytes.len() as u64 != manifest.size {
+            return Err(Error::invalid(format!(
+                "manifest {repo}@{} on {}: {} bytes, but the index that names it says {}; \
+                 refusing the image",
+                manifest.digest,
+                self.display,
+                raw.bytes.len(),
+                manifest.size
+            )));
         }
         if raw.media_type.is_empty() {
             raw.media_type = manifest.media_type.clone();
