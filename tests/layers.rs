@@ -10,7 +10,7 @@ use std::path::Path;
 const LAYERS: &[(&str, &[&str])] = &[
     (
         "foundations",
-        &["error", "digest", "units", "retry", "progress"],
+        &["error", "digest", "units", "retry", "progress", "lock"],
     ),
     (
         "formats and network",
