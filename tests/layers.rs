@@ -25,10 +25,7 @@ const LAYERS: &[(&str, &[&str])] = &[
 ];
 
 /// Known exceptions, each to be removed by moving the code to its layer.
-const TOLERATED: &[(&str, &str)] = &[
-    // The S3 store reads a bundle in place (`BundleSource` for S3): belongs in `bundle::s3`.
-    ("src/store/s3.rs", "bundle"),
-];
+const TOLERATED: &[(&str, &str)] = &[];
 
 fn layer_of(module: &str) -> Option<usize> {
     LAYERS

@@ -157,7 +157,9 @@ pub fn open_any(
             64 << 20,
             8,
         ));
-        return Ok(Box::new(s3::S3BundleSource::new(store, name, runtime)));
+        return Ok(Box::new(transfer::S3BundleSource::new(
+            store, name, runtime,
+        )));
     }
     Ok(dify_bundle::bundle::open_source(std::path::Path::new(
         what,

@@ -9,7 +9,6 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
@@ -23,7 +22,6 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
 use super::{BlobState, BlobStream, Store, Tag};
-use crate::bundle::source::BundleSource;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::oci::{Descriptor, RawManifest};
@@ -114,7 +112,10 @@ pub async fn client() -> Client {
     Client::from_conf(s3)
 }
 
-fn sdk_error<E>(what: &str, e: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Error
+pub(crate) fn sdk_error<E>(
+    what: &str,
+    e: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> Error
 where
     E: std::error::Error + Send + Sync + 'static,
 {
@@ -245,7 +246,7 @@ fn file_part_hashes(path: &Path, part_size: u64) -> Result<(Digest, u64, Vec<[u8
 const PART_SIZE_METADATA: &str = "part-size";
 
 pub struct S3Store {
-    client: Client,
+    pub(crate) client: Client,
     location: S3Location,
     retry: RetryPolicy,
     part_size: u64,
@@ -406,7 +407,7 @@ impl S3Store {
         Ok(aborted)
     }
 
-    async fn head(
+    pub(crate) async fn head(
         &self,
         key: &str,
     ) -> Result<Option<aws_sdk_s3::operation::head_object::HeadObjectOutput>> {
@@ -946,140 +947,6 @@ impl S3Store {
                 .and_then(|h| h.checksum_sha256().map(str::to_owned)),
         };
         self.check_sha256(&what, &sha, reported.as_deref())
-    }
-}
-
-/// A bundle in S3, read in place (blocking reads on top of the async client, for verify and
-/// inspect, which run on blocking threads).
-pub struct S3BundleSource {
-    store: Arc<S3Store>,
-    name: String,
-    runtime: tokio::runtime::Handle,
-}
-
-impl S3BundleSource {
-    pub fn new(store: Arc<S3Store>, name: String, runtime: tokio::runtime::Handle) -> Self {
-        S3BundleSource {
-            store,
-            name,
-            runtime,
-        }
-    }
-
-    fn key(&self, path: &str) -> Result<String> {
-        match path.strip_prefix("blobs/sha256/") {
-            Some(hex) => Ok(self.store.location.blob_key(&Digest::from_hex(hex)?)),
-            None => Ok(self.store.location.bundle_key(&self.name, path)),
-        }
-    }
-}
-
-impl BundleSource for S3BundleSource {
-    fn describe(&self) -> String {
-        format!("{}/bundles/{}", self.store.location, self.name)
-    }
-
-    /// The bundle's own files, and the blobs bundle.json names that exist (the blob pool is
-    /// shared by every bundle under the prefix, so other blobs are not this bundle's extras).
-    fn list(&self) -> Result<Vec<(String, u64)>> {
-        self.runtime.block_on(async {
-            let location = &self.store.location;
-            let mut out = Vec::new();
-            let own = location.bundle_key(&self.name, "");
-            let mut pages = self
-                .store
-                .client
-                .list_objects_v2()
-                .bucket(&location.bucket)
-                .prefix(&own)
-                .into_paginator()
-                .send();
-            while let Some(page) = pages.next().await {
-                let page = page.map_err(|e| sdk_error(&self.describe(), e))?;
-                for object in page.contents() {
-                    if let Some(key) = object.key() {
-                        out.push((
-                            key.trim_start_matches(&own).to_owned(),
-                            object.size().unwrap_or(0) as u64,
-                        ));
-                    }
-                }
-            }
-            if let Some(bytes) = self
-                .store
-                .get_small(&location.bundle_key(&self.name, crate::bundle::BUNDLE_FILE))
-                .await?
-                && let Ok(manifest) = crate::bundle::BundleManifest::parse(&bytes, "bundle.json")
-            {
-                let blobs = futures::stream::iter(
-                    manifest
-                        .files
-                        .into_iter()
-                        .filter(|f| f.path.starts_with("blobs/")),
-                )
-                .map(|file| async move {
-                    let key = self.key(&file.path)?;
-                    Ok::<_, Error>(
-                        self.store
-                            .head(&key)
-                            .await?
-                            .map(|h| (file.path, h.content_length().unwrap_or(0) as u64)),
-                    )
-                })
-                .buffer_unordered(16)
-                .try_collect::<Vec<_>>()
-                .await?;
-                out.extend(blobs.into_iter().flatten());
-            }
-            out.sort();
-            Ok(out)
-        })
-    }
-
-    fn open(&self, path: &str) -> Result<Option<Box<dyn Read + Send + '_>>> {
-        let key = self.key(path)?;
-        let what = format!("s3://{}/{key}", self.store.location.bucket);
-        let object = self.runtime.block_on(async {
-            self.store
-                .client
-                .get_object()
-                .bucket(&self.store.location.bucket)
-                .key(&key)
-                .send()
-                .await
-        });
-        match object {
-            Ok(object) => Ok(Some(Box::new(BlockingBody {
-                body: object.body,
-                runtime: self.runtime.clone(),
-                pending: Bytes::new(),
-            }))),
-            Err(e) => match sdk_error(&what, e) {
-                Error::NotFound { .. } => Ok(None),
-                other => Err(other),
-            },
-        }
-    }
-}
-
-struct BlockingBody {
-    body: ByteStream,
-    runtime: tokio::runtime::Handle,
-    pending: Bytes,
-}
-
-impl Read for BlockingBody {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.pending.is_empty() {
-            match self.runtime.block_on(self.body.try_next()) {
-                Ok(Some(chunk)) => self.pending = chunk,
-                Ok(None) => return Ok(0),
-                Err(e) => return Err(std::io::Error::other(e.to_string())),
-            }
-        }
-        let n = buf.len().min(self.pending.len());
-        buf[..n].copy_from_slice(&self.pending.split_to(n));
-        Ok(n)
     }
 }
 
