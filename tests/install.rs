@@ -65,6 +65,18 @@ impl World {
             .stdin(std::process::Stdio::null()))
     }
 
+    /// `skopeo inspect --raw` of `docker://REGISTRY/<image>` on the ECR data plane stand-in.
+    fn ecr_inspect(&self, image: &str) -> Output {
+        skopeo(&[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "--creds",
+            &format!("AWS:{TOKEN}"),
+            &format!("docker://{}/{image}", self.ecr_data.host()),
+        ])
+    }
+
     /// Runs a `dify-bundle` command against moto, in us-east-1, with no terminal.
     fn cli(&self, args: &[&str]) -> Output {
         let mut command = dify_bundle();
@@ -183,15 +195,7 @@ async fn plan_then_push_then_nothing_to_push() {
             .split(':')
             .next()
             .unwrap();
-        let reference = format!("docker://{}/dify/{name}:1.0", w.ecr_data.host());
-        let raw = skopeo(&[
-            "inspect",
-            "--raw",
-            "--tls-verify=false",
-            "--creds",
-            &format!("AWS:{TOKEN}"),
-            &reference,
-        ]);
+        let raw = w.ecr_inspect(&format!("dify/{name}:1.0"));
         assert!(
             raw.status.success(),
             "{name}: {}",
@@ -202,19 +206,8 @@ async fn plan_then_push_then_nothing_to_push() {
             image["digest"].as_str().unwrap()
         );
         for platform in image["platforms"].as_array().unwrap() {
-            let by_digest = format!(
-                "docker://{}/dify/{name}@{}",
-                w.ecr_data.host(),
-                platform["digest"].as_str().unwrap()
-            );
-            let found = skopeo(&[
-                "inspect",
-                "--raw",
-                "--tls-verify=false",
-                "--creds",
-                &format!("AWS:{TOKEN}"),
-                &by_digest,
-            ]);
+            let digest = platform["digest"].as_str().unwrap();
+            let found = w.ecr_inspect(&format!("dify/{name}@{digest}"));
             assert!(found.status.success(), "{name} {}", platform["platform"]);
         }
     }
@@ -296,14 +289,7 @@ async fn a_tampered_bundle_is_refused_before_any_change() {
         stderr(&refused)
     );
     for name in ["dify-api", "dify-web", "dify-sandbox", "dify-plugin-daemon"] {
-        let tagged = skopeo(&[
-            "inspect",
-            "--raw",
-            "--tls-verify=false",
-            "--creds",
-            &format!("AWS:{TOKEN}"),
-            &format!("docker://{}/dify/{name}:1.0", w.ecr_data.host()),
-        ]);
+        let tagged = w.ecr_inspect(&format!("dify/{name}:1.0"));
         assert!(
             !tagged.status.success(),
             "{name} was tagged from a damaged bundle"
@@ -443,14 +429,7 @@ async fn installs_straight_from_s3() {
         copy["bytes_transferred"].as_u64().unwrap() + copy["bytes_mounted"].as_u64().unwrap(),
         copy["blob_bytes"].as_u64().unwrap()
     );
-    let raw = skopeo(&[
-        "inspect",
-        "--raw",
-        "--tls-verify=false",
-        "--creds",
-        &format!("AWS:{TOKEN}"),
-        &format!("docker://{}/dify/dify-web:1.0", w.ecr_data.host()),
-    ]);
+    let raw = w.ecr_inspect("dify/dify-web:1.0");
     assert!(
         raw.status.success(),
         "{}",
@@ -1708,17 +1687,10 @@ async fn shared_blobs_are_mounted_or_sent_to_each_repository() {
     );
     for prefix in ["off", "on"] {
         for role in ["api", "web"] {
-            let listed = common::skopeo(&[
-                "inspect",
-                "--raw",
-                "--tls-verify=false",
-                "--creds",
-                &format!("AWS:{TOKEN}"),
-                &format!(
-                    "docker://{host}/{prefix}/{role}@{}",
-                    sent_to_each.images[if role == "api" { 0 } else { 1 }].digest
-                ),
-            ]);
+            let listed = w.ecr_inspect(&format!(
+                "{prefix}/{role}@{}",
+                sent_to_each.images[if role == "api" { 0 } else { 1 }].digest
+            ));
             assert!(listed.status.success(), "{prefix}/{role}");
         }
     }

@@ -529,24 +529,15 @@ async fn a_damaged_local_blob_is_refused_and_a_wrong_object_is_replaced() {
         .await
         .unwrap();
     // Put the good bundle's files in place so only the blobs are wrong.
-    s3.put_object()
-        .bucket("air")
-        .key("dify/bundles/release-a/bundle.json")
-        .body(ByteStream::from(
-            std::fs::read(good.join("bundle.json")).unwrap(),
-        ))
-        .send()
-        .await
-        .unwrap();
-    s3.put_object()
-        .bucket("air")
-        .key("dify/bundles/release-a/bundle.json.minisig")
-        .body(ByteStream::from(
-            std::fs::read(good.join("bundle.json.minisig")).unwrap(),
-        ))
-        .send()
-        .await
-        .unwrap();
+    for file in ["bundle.json", "bundle.json.minisig"] {
+        s3.put_object()
+            .bucket("air")
+            .key(format!("dify/bundles/release-a/{file}"))
+            .body(ByteStream::from(std::fs::read(good.join(file)).unwrap()))
+            .send()
+            .await
+            .unwrap();
+    }
     let url = "s3://air/dify/bundles/release-a";
     let verify = || {
         run(w
