@@ -66,10 +66,17 @@ impl Ecr {
     /// (no permission, or an ECR that predates the setting) — then mounts are simply tried.
     /// https://docs.aws.amazon.com/AmazonECR/latest/userguide/blob-mounting.html
     pub async fn blob_mounting(&self) -> Option<bool> {
+        // Asked once, never retried: an ECR that does not know the setting may answer 500, and
+        // retrying that would only delay every install by the SDK's backoff.
         let output = self
             .client
             .get_account_setting()
             .name("BLOB_MOUNTING")
+            .customize()
+            .config_override(
+                aws_sdk_ecr::config::Builder::default()
+                    .retry_config(aws_sdk_ecr::config::retry::RetryConfig::disabled()),
+            )
             .send()
             .await
             .ok()?;
