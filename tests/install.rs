@@ -244,16 +244,22 @@ async fn a_tampered_bundle_is_refused_before_any_change() {
     let w = world().await;
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(w.bundle.join("bundle.json")).unwrap()).unwrap();
-    let files = manifest["files"].as_array().unwrap();
-    // A truncated file is refused by the listing check, before anything is created.
-    let small = files
-        .iter()
-        .filter(|f| f["path"].as_str().unwrap().starts_with("blobs/"))
-        .min_by_key(|f| f["size"].as_u64().unwrap())
-        .unwrap()["path"]
-        .as_str()
+    // The bundle's blobs, smallest first.
+    let mut blobs: Vec<(u64, String)> = manifest["files"]
+        .as_array()
         .unwrap()
-        .to_owned();
+        .iter()
+        .map(|f| {
+            (
+                f["size"].as_u64().unwrap(),
+                f["path"].as_str().unwrap().to_owned(),
+            )
+        })
+        .filter(|(_, path)| path.starts_with("blobs/"))
+        .collect();
+    blobs.sort();
+    // A truncated file is refused by the listing check, before anything is created.
+    let small = blobs[0].1.clone();
     let small_path = w.bundle.join(&small);
     let original = std::fs::read(&small_path).unwrap();
     std::fs::write(&small_path, &original[..original.len() - 1]).unwrap();
@@ -265,13 +271,7 @@ async fn a_tampered_bundle_is_refused_before_any_change() {
 
     // A layer changed in place (same size) is caught as it streams to the registry: the push
     // stops on it, before any manifest or tag, naming it and what to do.
-    let layer = files
-        .iter()
-        .max_by_key(|f| f["size"].as_u64().unwrap())
-        .unwrap()["path"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let layer = blobs[blobs.len() - 1].1.clone();
     let path = w.bundle.join(&layer);
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[0] ^= 1;

@@ -185,20 +185,19 @@ async fn the_bundle_carries_its_installer_across_on_media() {
         ],
     );
     let bundle = work.path().join("bundle");
-    let built = run(dify_bundle()
-        .env_remove("DIFY_BUNDLE_NO_INSTALLER")
-        .args([
-            "build",
-            "--json",
-            "--insecure-registry",
-            &host,
-            "--sign-key",
-        ])
-        .arg(stem.with_extension("key"))
-        .arg("--recipe")
-        .arg(&recipe)
-        .arg("--out")
-        .arg(&bundle));
+    // `build --json` of the recipe into `bundle`, carrying an installer, with `extra` flags.
+    let build = |extra: &[&std::ffi::OsStr]| {
+        run(dify_bundle()
+            .env_remove("DIFY_BUNDLE_NO_INSTALLER")
+            .args(["build", "--json", "--insecure-registry", &host])
+            .args(extra)
+            .arg("--recipe")
+            .arg(&recipe)
+            .arg("--out")
+            .arg(&bundle))
+    };
+    let key = stem.with_extension("key");
+    let built = build(&["--sign-key".as_ref(), key.as_os_str()]);
     assert_success(&built);
     let report = json(&built);
     let installer = &report["installer"];
@@ -286,34 +285,14 @@ async fn the_bundle_carries_its_installer_across_on_media() {
     header.extend(183u16.to_le_bytes());
     header.extend([0u8; 4096]);
     std::fs::write(&arm, &header).unwrap();
-    let other = run(dify_bundle()
-        .env_remove("DIFY_BUNDLE_NO_INSTALLER")
-        .args([
-            "build",
-            "--json",
-            "--insecure-registry",
-            &host,
-            "--installer",
-        ])
-        .arg(&arm)
-        .arg("--recipe")
-        .arg(&recipe)
-        .arg("--out")
-        .arg(&bundle));
+    let other = build(&["--installer".as_ref(), arm.as_os_str()]);
     assert_success(&other);
     assert_eq!(json(&other)["installer"]["platform"], "linux/arm64");
     assert!(json(&other)["installer"]["version"].is_null());
     let script = work.path().join("install.sh");
     std::fs::write(&script, "#!/bin/sh\n").unwrap();
     assert_fails_with(
-        &run(dify_bundle()
-            .env_remove("DIFY_BUNDLE_NO_INSTALLER")
-            .args(["build", "--insecure-registry", &host, "--installer"])
-            .arg(&script)
-            .arg("--recipe")
-            .arg(&recipe)
-            .arg("--out")
-            .arg(&bundle)),
+        &build(&["--installer".as_ref(), script.as_os_str()]),
         "not an ELF executable",
     );
 }
