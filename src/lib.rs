@@ -7,12 +7,12 @@
 pub mod aws;
 pub mod bundle;
 pub mod copy;
-pub mod derive;
 pub mod dify;
 pub mod digest;
 pub mod error;
 pub mod install;
 pub mod lock;
+pub mod net;
 pub mod oci;
 #[cfg(test)]
 mod parser_properties;

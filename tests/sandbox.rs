@@ -415,7 +415,7 @@ async fn a_wheel_that_does_not_match_its_lock_hash_is_refused_by_name() {
     use dify_bundle::digest::Digest;
     use dify_bundle::oci::Descriptor;
     use dify_bundle::progress::{Progress, Silent};
-    use dify_bundle::store::http::UrlStore;
+    use dify_bundle::store::url::UrlStore;
     use dify_bundle::store::{LayoutStore, Store};
 
     let served = tempfile::tempdir().unwrap();

@@ -13,11 +13,11 @@ use super::sandbox::WheelSet;
 use crate::copy::{CopyOptions, ImagePlan};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::oci::layer::LayerFile;
+use crate::oci::layer::write_layer_with;
 use crate::plugins::wheelhouse::{self, IMAGE_ROOT};
 use crate::plugins::{PluginKey, PluginPackage, SignatureCheck, marketplace};
 use crate::progress::Progress;
-use crate::python::layer::write_layer_with;
-use crate::python::wheel::InstalledFile;
 use crate::python::{PythonTarget, interpreter};
 use crate::recipe::RecipePlugin;
 use crate::store::LayoutStore;
@@ -174,7 +174,7 @@ pub async fn derive(
     for (n, path) in options.keys.iter().enumerate() {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         // The daemon wants nothing after the END line, not even a newline.
-        keys.push(InstalledFile {
+        keys.push(LayerFile {
             path: format!("{KEYS_DIR}/plugin-key-{}.pem", n + 1),
             mode: 0o644,
             bytes: text.trim().as_bytes().to_vec(),

@@ -6,11 +6,11 @@
 use std::path::{Path, PathBuf};
 
 use crate::copy::{ImagePlan, PlatformImage};
-use crate::derive::{self, NewLayer};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::oci::layer::BuiltLayer;
+use crate::oci::mutate::{self, NewLayer};
 use crate::oci::{self, Descriptor, Index, Manifest, Platform, RawManifest};
-use crate::python::layer::BuiltLayer;
 use crate::store::LayoutStore;
 
 /// One platform of the base image, read from the layout.
@@ -101,7 +101,7 @@ impl DerivedBuilder {
         created_by: String,
     ) -> Result<Digest> {
         layout.import_file(layer_path, &built.digest)?;
-        let derived = derive::add_layer(
+        let derived = mutate::add_layer(
             &base.manifest,
             &base.config,
             &NewLayer {

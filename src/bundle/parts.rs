@@ -58,43 +58,6 @@ fn padded(n: u64) -> u64 {
     n.div_ceil(BLOCK) * BLOCK
 }
 
-/// Parses sizes such as `4GiB`, `700MiB`, `650M`, `1000000`.
-pub fn parse_size(text: &str) -> Result<u64> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| Error::invalid(format!("`{text}` is not a size (e.g. 4GiB, 700MiB)")))?;
-    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1000,
-        "kib" => 1 << 10,
-        "m" | "mb" => 1_000_000,
-        "mib" => 1 << 20,
-        "g" | "gb" => 1_000_000_000,
-        "gib" => 1 << 30,
-        "t" | "tb" => 1_000_000_000_000,
-        "tib" => 1 << 40,
-        other => return Err(Error::invalid(format!("`{text}`: unknown unit `{other}`"))),
-    };
-    let bytes = number * factor as f64;
-    // 2^53: beyond any medium or S3 object, and where f64 stops counting bytes exactly.
-    if !bytes.is_finite() || bytes >= (1u64 << 53) as f64 {
-        return Err(Error::invalid(format!(
-            "`{text}` is larger than any medium holds"
-        )));
-    }
-    if bytes.fract() != 0.0 {
-        return Err(Error::invalid(format!(
-            "`{text}` is not a whole number of bytes"
-        )));
-    }
-    Ok(bytes as u64)
-}
-
 /// Where one entry's bytes are inside a part file.
 #[derive(Clone, Copy, Debug)]
 struct Span {
@@ -812,21 +775,5 @@ impl<R: Read> Read for HashingReader<'_, R> {
         self.chunk.update(&buf[..n]);
         self.whole.update(&buf[..n]);
         Ok(n)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn sizes() {
-        assert_eq!(super::parse_size("4GiB").unwrap(), 4 << 30);
-        assert_eq!(super::parse_size("700MiB").unwrap(), 700 << 20);
-        assert_eq!(super::parse_size("650M").unwrap(), 650_000_000);
-        assert_eq!(super::parse_size("1.5KiB").unwrap(), 1536);
-        assert!(super::parse_size("lots").is_err());
-        assert!(super::parse_size("3 parsecs").is_err());
-        assert!(super::parse_size("1.5").is_err());
-        assert!(super::parse_size("1000000000TiB").is_err());
-        assert!(super::parse_size("18446744073709551615").is_err());
     }
 }

@@ -14,10 +14,11 @@ use super::derived::{DerivedBuilder, DerivedImage};
 use crate::copy::{CopyOptions, ImagePlan};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::oci::layer::LayerFile;
+use crate::oci::layer::{BuiltLayer, write_layer};
 use crate::progress::Progress;
-use crate::python::layer::{BuiltLayer, write_layer};
 use crate::python::resolve::{LockedWheel, requested_names};
-use crate::python::wheel::{self, InstalledFile};
+use crate::python::wheel;
 use crate::python::{PythonTarget, fetch, interpreter, resolve};
 use crate::store::LayoutStore;
 
@@ -168,7 +169,7 @@ fn install_layer(
     out: &Path,
 ) -> Result<BuiltLayer> {
     let mut owner: BTreeMap<String, String> = BTreeMap::new();
-    let mut files: Vec<InstalledFile> = Vec::new();
+    let mut files: Vec<LayerFile> = Vec::new();
     for locked in wheels {
         let installed = wheel::install(
             &cache.blob_path(&locked.sha256),
@@ -186,7 +187,7 @@ fn install_layer(
             files.push(file);
         }
     }
-    files.push(InstalledFile {
+    files.push(LayerFile {
         path: SANDBOX_REQUIREMENTS_FILE.to_owned(),
         mode: 0o644,
         bytes: Vec::new(),

@@ -4,8 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use dify_bundle::bundle::parts::{self, parse_size};
+use dify_bundle::bundle::parts;
 use dify_bundle::units;
+use dify_bundle::units::parse_size;
 
 use super::progress::Reporter;
 

@@ -5,11 +5,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Args;
-use dify_bundle::bundle::parts::parse_size;
 use dify_bundle::bundle::s3::{self as transfer, TransferReport};
 use dify_bundle::copy::CopyOptions;
 use dify_bundle::store::s3::{self, S3Location, S3Store};
 use dify_bundle::units;
+use dify_bundle::units::parse_size;
 
 use super::progress::Reporter;
 

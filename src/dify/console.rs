@@ -45,7 +45,7 @@ async fn json_of(what: &str, response: reqwest::Response) -> Result<Value> {
 
 impl Console {
     pub fn new(base_url: &str) -> Result<Console> {
-        let http = crate::store::http::client(Duration::from_secs(300))?;
+        let http = crate::net::http::client(Duration::from_secs(300))?;
         Ok(Console {
             http,
             base: format!("{}/console/api", base_url.trim_end_matches('/')),

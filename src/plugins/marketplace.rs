@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::net::http::{client, status_error, transport_error};
 use crate::retry::RetryPolicy;
-use crate::store::registry::{status_error, transport_error};
 
 pub const DEFAULT_URL: &str = "https://marketplace.dify.ai";
 
@@ -25,7 +25,7 @@ pub async fn fetch(base: &str, id: &str, version: &str, retry: RetryPolicy) -> R
         )));
     }
     let url = download_url(base, id, version);
-    let http = crate::store::http::client(Duration::from_secs(120))?;
+    let http = client(Duration::from_secs(120))?;
     let what = format!("plugin {id} {version} ({url})");
     retry
         .run(|| async {
@@ -35,7 +35,7 @@ pub async fn fetch(base: &str, id: &str, version: &str, retry: RetryPolicy) -> R
                 .await
                 .map_err(|e| transport_error(&what, &e))?;
             if !response.status().is_success() {
-                return Err(status_error(&what, response).await);
+                return Err(status_error(&what, "marketplace", response).await);
             }
             let bytes = response
                 .bytes()

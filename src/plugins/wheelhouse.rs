@@ -8,9 +8,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::python::layer::FileFromDisk;
+use crate::oci::layer::FileFromDisk;
+use crate::oci::layer::LayerFile;
 use crate::python::resolve::LockedWheel;
-use crate::python::wheel::{InstalledFile, normalise};
+use crate::python::wheel::normalise;
 use crate::store::LayoutStore;
 
 /// Where the wheelhouse lives in the derived plugin-daemon image.
@@ -87,7 +88,7 @@ impl Wheelhouse {
 
     /// The index pages under `root` (`simple/index.html`, `simple/<project>/index.html`),
     /// linking to `files/<wheel>` with its sha256.
-    pub fn index_files(&self, root: &str) -> Vec<InstalledFile> {
+    pub fn index_files(&self, root: &str) -> Vec<LayerFile> {
         let mut projects: BTreeMap<String, Vec<&LockedWheel>> = BTreeMap::new();
         for wheel in self.wheels.values() {
             projects
@@ -100,7 +101,7 @@ impl Wheelhouse {
             .keys()
             .map(|p| (format!("{p}/"), p.clone()))
             .collect();
-        files.push(InstalledFile {
+        files.push(LayerFile {
             path: format!("{root}/simple/index.html"),
             mode: 0o644,
             bytes: html("Simple index", &top),
@@ -119,7 +120,7 @@ impl Wheelhouse {
                     )
                 })
                 .collect();
-            files.push(InstalledFile {
+            files.push(LayerFile {
                 path: format!("{root}/simple/{project}/index.html"),
                 mode: 0o644,
                 bytes: html(&format!("Links for {project}"), &links),

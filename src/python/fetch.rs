@@ -10,7 +10,7 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::oci::Descriptor;
 use crate::progress::Progress;
-use crate::store::http::UrlStore;
+use crate::store::url::UrlStore;
 use crate::store::{LayoutStore, Store};
 
 /// Downloads `wheels` into the content-addressed cache with the one copy engine, each

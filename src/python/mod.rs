@@ -4,7 +4,6 @@
 
 pub mod fetch;
 pub mod interpreter;
-pub mod layer;
 pub mod resolve;
 pub mod uv;
 pub mod wheel;

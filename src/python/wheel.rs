@@ -12,21 +12,13 @@ use sha2::{Digest as _, Sha256};
 
 use super::interpreter::PythonTarget;
 use crate::error::{Error, Result};
-
-/// A file an installed wheel puts into the image.
-#[derive(Clone, Debug)]
-pub struct InstalledFile {
-    /// Absolute path inside the image, without the leading `/`.
-    pub path: String,
-    pub mode: u32,
-    pub bytes: Vec<u8>,
-}
+use crate::oci::layer::LayerFile;
 
 /// Everything one wheel installs.
 pub struct InstalledWheel {
     pub name: String,
     pub version: String,
-    pub files: Vec<InstalledFile>,
+    pub files: Vec<LayerFile>,
 }
 
 fn bad(wheel: &str, why: impl std::fmt::Display) -> Error {
@@ -199,17 +191,17 @@ pub fn install(
                 .split_once('/')
                 .ok_or_else(|| bad(filename, format!("`{member}` is outside any .data scheme")))?;
             match scheme {
-                "purelib" | "platlib" => files.push(InstalledFile {
+                "purelib" | "platlib" => files.push(LayerFile {
                     path: join(&site, rest),
                     mode,
                     bytes,
                 }),
-                "headers" => files.push(InstalledFile {
+                "headers" => files.push(LayerFile {
                     path: join(&include, rest),
                     mode,
                     bytes,
                 }),
-                "data" => files.push(InstalledFile {
+                "data" => files.push(LayerFile {
                     path: join(&prefix, rest),
                     mode,
                     bytes,
@@ -230,7 +222,7 @@ pub fn install(
                         }
                         None => bytes,
                     };
-                    files.push(InstalledFile {
+                    files.push(LayerFile {
                         path: join(&bin, rest),
                         mode: 0o755,
                         bytes,
@@ -239,7 +231,7 @@ pub fn install(
                 other => return Err(bad(filename, format!("unknown .data scheme `{other}`"))),
             }
         } else {
-            files.push(InstalledFile {
+            files.push(LayerFile {
                 path: join(&site, &member),
                 mode,
                 bytes,
@@ -259,7 +251,7 @@ pub fn install(
                     format!("unsafe console script name `{script}`"),
                 ));
             }
-            files.push(InstalledFile {
+            files.push(LayerFile {
                 path: join(&bin, &script),
                 mode: 0o755,
                 bytes: console_script(&target.interpreter, &module, &attribute).into_bytes(),
@@ -268,13 +260,13 @@ pub fn install(
     }
 
     let dist_info_path = join(&site, &dist_info);
-    files.push(InstalledFile {
+    files.push(LayerFile {
         path: format!("{dist_info_path}/INSTALLER"),
         mode: 0o644,
         bytes: b"dify-bundle\n".to_vec(),
     });
     if requested {
-        files.push(InstalledFile {
+        files.push(LayerFile {
             path: format!("{dist_info_path}/REQUESTED"),
             mode: 0o644,
             bytes: Vec::new(),
@@ -295,7 +287,7 @@ pub fn install(
         "{},,\n",
         csv_field(&relative(&site, &record_path))
     ));
-    files.push(InstalledFile {
+    files.push(LayerFile {
         path: record_path,
         mode: 0o644,
         bytes: record.into_bytes(),
@@ -435,12 +427,12 @@ mod tests {
     fn layers_are_deterministic() {
         let dir = tempfile::tempdir().unwrap();
         let files = vec![
-            InstalledFile {
+            LayerFile {
                 path: "b/x.py".into(),
                 mode: 0o644,
                 bytes: b"x".to_vec(),
             },
-            InstalledFile {
+            LayerFile {
                 path: "a/bin/tool".into(),
                 mode: 0o755,
                 bytes: b"#!/bin/sh\n".to_vec(),

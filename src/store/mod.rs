@@ -10,10 +10,10 @@ use futures::stream::BoxStream;
 use crate::error::Result;
 use crate::oci::{Descriptor, RawManifest};
 
-pub mod http;
 pub mod layout;
 pub mod registry;
 pub mod s3;
+pub mod url;
 
 pub use layout::LayoutStore;
 pub use registry::{RegistryOptions, RegistryStore};

@@ -417,7 +417,7 @@ pub async fn fetch_token(
     }
     let response = request.send().await.map_err(|e| Error::Http {
         what: what.clone(),
-        message: super::describe_reqwest(&e),
+        message: crate::net::http::describe_reqwest(&e),
         status: None,
         transient: true,
         retry_after: None,
@@ -437,7 +437,7 @@ pub async fn fetch_token(
         });
     }
     if !status.is_success() {
-        return Err(super::status_error(&what, response).await);
+        return Err(crate::net::http::status_error(&what, "token server", response).await);
     }
     let body: TokenResponse = response.json().await.map_err(|e| Error::Http {
         what: what.clone(),

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use reqwest::header::{self, HeaderMap};
 use reqwest::{Response, StatusCode};
 
@@ -18,6 +18,7 @@ use self::auth::{Challenge, Credentials, TokenCache};
 use super::{BlobState, BlobStream, Store, Tag};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::net::http::{body_stream, status_error, transport_error};
 use crate::oci::{Descriptor, MANIFEST_ACCEPT, RawManifest};
 use crate::reference::DOCKER_HUB;
 use crate::retry::RetryPolicy;
@@ -177,86 +178,6 @@ fn scope(repo: &str, push: bool) -> String {
     )
 }
 
-/// Describes a transport error with its causes (`connection refused`, `timed out`, …).
-pub(crate) fn describe_reqwest(e: &reqwest::Error) -> String {
-    let mut message = if e.is_timeout() {
-        "timed out".to_owned()
-    } else if e.is_connect() {
-        "cannot connect".to_owned()
-    } else {
-        "request failed".to_owned()
-    };
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
-        source = s.source();
-    }
-    message
-}
-
-pub(crate) fn transport_error(what: &str, e: &reqwest::Error) -> Error {
-    Error::Http {
-        what: what.to_owned(),
-        message: describe_reqwest(e),
-        status: None,
-        transient: true,
-        retry_after: None,
-    }
-}
-
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let when = httpdate::parse_http_date(value).ok()?;
-    Some(
-        when.duration_since(std::time::SystemTime::now())
-            .unwrap_or_default(),
-    )
-}
-
-/// Turns an unsuccessful response into an error that says what the registry said.
-pub(crate) async fn status_error(what: &str, response: Response) -> Error {
-    let status = response.status();
-    let wait = retry_after(response.headers());
-    let body = response.text().await.unwrap_or_default();
-    let detail: String = body.chars().take(300).collect();
-    let detail = detail.trim();
-    let message = if detail.is_empty() {
-        format!("registry answered {status}")
-    } else {
-        format!("registry answered {status}: {detail}")
-    };
-    match status {
-        StatusCode::NOT_FOUND => Error::NotFound {
-            what: what.to_owned(),
-        },
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Error::Auth {
-            what: what.to_owned(),
-            message,
-        },
-        s => Error::Http {
-            what: what.to_owned(),
-            message,
-            status: Some(s.as_u16()),
-            transient: s == StatusCode::TOO_MANY_REQUESTS
-                || s == StatusCode::REQUEST_TIMEOUT
-                || s.is_server_error(),
-            retry_after: wait,
-        },
-    }
-}
-
-/// A response body as a blob stream whose failures say the connection was lost.
-pub(crate) fn body_stream(response: Response, what: String) -> BlobStream {
-    response
-        .bytes_stream()
-        .map_err(move |e| Error::connection_lost(what.clone(), describe_reqwest(&e)))
-        .boxed()
-}
-
 fn content_type(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
     let media_type = value.split(';').next()?.trim();
@@ -389,7 +310,7 @@ impl RegistryStore {
             if response.status().is_success() || response.status() == StatusCode::PARTIAL_CONTENT {
                 return Ok(response);
             }
-            return Err(status_error(what, response).await);
+            return Err(status_error(what, "registry", response).await);
         }
     }
 
@@ -700,7 +621,7 @@ impl Store for RegistryStore {
             .await
             .map_err(|e| transport_error(&what, &e))?;
         if response.status() != StatusCode::CREATED && !response.status().is_success() {
-            return Err(status_error(&what, response).await);
+            return Err(status_error(&what, "registry", response).await);
         }
         Ok(())
     }

@@ -2,6 +2,9 @@
 //! manifests and indexes. Raw bytes are always kept beside the parsed form, because
 //! re-serialising a manifest would change its digest.
 
+pub mod layer;
+pub mod mutate;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;

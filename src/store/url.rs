@@ -10,25 +10,14 @@ use reqwest::{StatusCode, header};
 use super::{BlobState, BlobStream, Store, Tag};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::net::http::{body_stream, client, describe_reqwest, status_error};
 use crate::oci::{Descriptor, RawManifest};
 use crate::retry::RetryPolicy;
-use crate::store::registry::{body_stream, describe_reqwest, status_error};
 
 pub struct UrlStore {
     http: reqwest::Client,
     urls: HashMap<Digest, String>,
     retry: RetryPolicy,
-}
-
-/// An HTTP client for plain web servers (package indexes, the marketplace, Dify itself):
-/// our user agent, a 20 s connect timeout, and `read_timeout` between bytes.
-pub fn client(read_timeout: Duration) -> Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .user_agent(concat!("dify-bundle/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(20))
-        .read_timeout(read_timeout)
-        .build()
-        .map_err(|e| Error::invalid(format!("cannot set up the HTTP client: {e}")))
 }
 
 impl UrlStore {
@@ -106,7 +95,7 @@ impl Store for UrlStore {
                 if response.status().is_success() {
                     Ok(response)
                 } else {
-                    Err(status_error(&what, response).await)
+                    Err(status_error(&what, "package index", response).await)
                 }
             })
             .await?;

@@ -6,9 +6,17 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
-use super::wheel::InstalledFile;
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
+
+/// A file to put into a layer: its path inside the image (no leading `/`), mode and bytes.
+#[derive(Clone, Debug)]
+pub struct LayerFile {
+    /// Absolute path inside the image, without the leading `/`.
+    pub path: String,
+    pub mode: u32,
+    pub bytes: Vec<u8>,
+}
 
 /// A layer written to disk.
 #[derive(Clone, Debug)]
@@ -49,7 +57,7 @@ fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
 }
 
 /// Writes `files` as a gzip-compressed tar at `out`. Paths must be unique and relative.
-pub fn write_layer(files: &[InstalledFile], out: &Path) -> Result<BuiltLayer> {
+pub fn write_layer(files: &[LayerFile], out: &Path) -> Result<BuiltLayer> {
     write_layer_with(files, &[], out)
 }
 
@@ -63,13 +71,13 @@ pub struct FileFromDisk {
 
 enum Item<'a> {
     Directory,
-    Bytes(&'a InstalledFile),
+    Bytes(&'a LayerFile),
     Disk(&'a FileFromDisk),
 }
 
 /// [`write_layer`], plus files streamed from disk.
 pub fn write_layer_with(
-    files: &[InstalledFile],
+    files: &[LayerFile],
     from_disk: &[FileFromDisk],
     out: &Path,
 ) -> Result<BuiltLayer> {

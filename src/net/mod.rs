@@ -1,0 +1,3 @@
+//! The network layer below every store and client.
+
+pub mod http;
