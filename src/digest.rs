@@ -121,12 +121,16 @@ impl Hasher {
 
 /// Hashes a whole file with a large buffer; returns its digest and length.
 pub fn hash_file(path: &std::path::Path) -> Result<(Digest, u64)> {
-    use std::io::Read;
     let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    hash_reader(&mut file).map_err(|e| Error::io(path, e))
+}
+
+/// Reads `reader` to its end, hashing: its digest and how many bytes it gave.
+pub fn hash_reader(reader: &mut dyn std::io::Read) -> std::io::Result<(Digest, u64)> {
     let mut hasher = Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = file.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        let n = reader.read(&mut buf)?;
         if n == 0 {
             break;
         }

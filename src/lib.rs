@@ -5,7 +5,9 @@
 //! OCI image layout plus a `bundle.json` that lists every file with its digest.
 
 pub mod aws;
+pub mod build;
 pub mod bundle;
+pub mod carry;
 pub mod copy;
 pub mod dify;
 pub mod digest;

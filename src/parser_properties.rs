@@ -73,7 +73,7 @@ fn part() -> Vec<u8> {
     let list = format!(
         r#"{{"format":"{}","bundle":"b","bundle_sha256":"{}","part":1,"parts":1,
         "entries":[{{"entry":"blobs/sha256/{HEX}","path":"blobs/sha256/{HEX}","offset":0,"length":1,"sha256":"{HEX}"}}]}}"#,
-        crate::bundle::parts::PARTS_FORMAT_V1,
+        crate::bundle::source::parts::PARTS_FORMAT_V1,
         crate::digest::Digest::of(&bundle).hex()
     );
     let mut builder = tar::Builder::new(Vec::new());
@@ -126,7 +126,7 @@ fn the_samples_are_valid() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("b.part001.tar");
     std::fs::write(&path, part()).expect("write");
-    crate::bundle::parts::PartsSource::open_parts(&[path], true).expect("part");
+    crate::bundle::source::parts::PartsSource::open_parts(&[path], true).expect("part");
     let bytes = zip();
     let archive = crate::plugins::archive::Archive::read(&bytes).expect("zip");
     assert_eq!(archive.entries.len(), 2);
@@ -169,7 +169,7 @@ proptest! {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("b.part001.tar");
         std::fs::write(&path, &bytes).expect("write");
-        if let Err(e) = crate::bundle::parts::PartsSource::open_parts(std::slice::from_ref(&path), true) {
+        if let Err(e) = crate::bundle::source::parts::PartsSource::open_parts(std::slice::from_ref(&path), true) {
             let message = e.to_string();
             prop_assert!(message.contains("b.part001.tar"), "{message}");
             prop_assert!(!message.chars().any(|c| c.is_control() && c != '\n'), "{message:?}");

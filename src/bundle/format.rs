@@ -36,7 +36,7 @@ pub struct BundleManifest {
     pub images: Vec<BundleImage>,
     /// Python wheel sets installed into derived images.
     #[serde(default)]
-    pub python: Vec<crate::bundle::sandbox::WheelSet>,
+    pub python: Vec<WheelSet>,
     /// Dify plugin packages, stored as blobs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plugins: Vec<BundlePlugin>,
@@ -115,6 +115,21 @@ pub struct BundleFile {
     pub path: String,
     pub size: u64,
     pub sha256: String,
+}
+
+/// One platform's wheels and the layer they went into.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WheelSet {
+    pub image: String,
+    pub platform: String,
+    pub python: crate::python::PythonTarget,
+    pub wheels: Vec<crate::python::LockedWheel>,
+    /// The layer the wheels were installed into.
+    pub layer: Digest,
+    pub diff_id: Digest,
+    pub layer_size: u64,
+    /// The derived per-platform manifest.
+    pub manifest: Digest,
 }
 
 /// Whether a path from bundle.json is a plain relative path that stays inside the bundle.

@@ -1,23 +1,18 @@
-//! The bundle: an OCI image layout plus `bundle.json`, the list of everything in it with
-//! digests. Building one, verifying one, and describing one.
+//! A bundle somebody handed you (the read side): its format (`bundle.json`), where it is read
+//! from (a directory, media parts, S3), its signature, verification and description, and
+//! the artefacts it carries. Making one is the `build` module; moving one is `carry`.
 
-pub mod build;
-pub mod daemon;
-pub mod derived;
+pub mod artefacts;
 pub mod format;
 pub mod inspect;
-pub mod installer;
-pub mod parts;
-pub mod s3;
-pub mod sandbox;
+pub mod location;
 pub mod source;
-pub mod stack;
 pub mod trust;
 pub mod verify;
 
-pub use build::{BuildOptions, BuildReport, build};
 pub use format::{BUNDLE_FILE, BundleManifest, SIGNATURE_FILE};
 pub use inspect::{Inspection, inspect};
-pub use source::{BundleSource, open_source};
+pub use location::{open_any, open_path};
+pub use source::BundleSource;
 pub use trust::{SignatureStatus, TrustPolicy, open, sign};
-pub use verify::{Problem, VerifyReport, verify, verify_path};
+pub use verify::{Problem, VerifyReport, verify, verify_part, verify_path};

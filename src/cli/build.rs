@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Args;
-use dify_bundle::bundle::daemon::PluginOptions;
-use dify_bundle::bundle::installer::InstallerOptions;
-use dify_bundle::bundle::sandbox::Requirements;
-use dify_bundle::bundle::{self, BuildOptions};
+use dify_bundle::build::BuildOptions;
+use dify_bundle::build::daemon::PluginOptions;
+use dify_bundle::build::installer::InstallerOptions;
+use dify_bundle::build::sandbox::Requirements;
+use dify_bundle::bundle;
 use dify_bundle::oci::Platform;
 use dify_bundle::recipe::Recipe;
 use dify_bundle::retry::RetryPolicy;
@@ -203,7 +204,7 @@ pub async fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let reporter = Arc::new(Reporter::new());
-    let report = bundle::build(options, reporter.clone())
+    let report = dify_bundle::build::build(options, reporter.clone())
         .await
         .with_context(|| format!("building the bundle in {}", args.out.display()))?;
     reporter.finish();

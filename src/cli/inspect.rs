@@ -16,7 +16,7 @@ pub struct InspectArgs {
 }
 
 pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
-    let source = super::s3::open_any(&args.bundle, tokio::runtime::Handle::current())?;
+    let source = dify_bundle::bundle::open_any(&args.bundle, tokio::runtime::Handle::current())?;
     let inspection = bundle::inspect(source.as_ref())?;
     if args.json {
         super::print_json(&inspection)?;

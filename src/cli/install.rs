@@ -343,7 +343,7 @@ pub async fn run(args: InstallArgs) -> anyhow::Result<ExitCode> {
     let admin = args.admin.admin()?;
     let what = args.bundle.clone();
     let source = tokio::task::spawn_blocking(move || {
-        super::s3::open_any(&what, tokio::runtime::Handle::current())
+        dify_bundle::bundle::open_any(&what, tokio::runtime::Handle::current())
     })
     .await??;
     let reporter = Arc::new(Reporter::new());

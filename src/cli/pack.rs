@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use dify_bundle::bundle::parts;
+use dify_bundle::carry::parts;
 use dify_bundle::units;
 use dify_bundle::units::parse_size;
 

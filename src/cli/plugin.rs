@@ -214,12 +214,12 @@ async fn install(args: InstallArgs) -> anyhow::Result<ExitCode> {
     let policy = args.trust.policy()?;
     let what = args.bundle.clone();
     let source = tokio::task::spawn_blocking(move || {
-        super::s3::open_any(&what, tokio::runtime::Handle::current())
+        dify_bundle::bundle::open_any(&what, tokio::runtime::Handle::current())
     })
     .await??;
     let packages = tokio::task::spawn_blocking(move || {
         let (manifest, _) = dify_bundle::bundle::open(source.as_ref(), &policy)?;
-        dify_bundle::bundle::daemon::read_packages(source.as_ref(), &manifest)
+        dify_bundle::bundle::artefacts::plugin_packages(source.as_ref(), &manifest)
     })
     .await??;
     report_plugins(&args.url, &admin, packages).await?;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Args;
-use dify_bundle::bundle::s3::{self as transfer, TransferReport};
+use dify_bundle::carry::s3::{self as transfer, TransferReport};
 use dify_bundle::copy::CopyOptions;
 use dify_bundle::store::s3::{self, S3Location, S3Store};
 use dify_bundle::units;
@@ -139,29 +139,4 @@ pub async fn download(args: DownloadArgs) -> anyhow::Result<ExitCode> {
     .await?;
     reporter.finish();
     summarise("downloaded", &report, args.s3.json)
-}
-
-/// Opens a bundle named on the command line: a directory, a folder of parts, one part, or
-/// `s3://BUCKET/PREFIX/bundles/NAME`. Must run on a blocking thread.
-pub fn open_any(
-    what: &str,
-    runtime: tokio::runtime::Handle,
-) -> anyhow::Result<Box<dyn dify_bundle::bundle::BundleSource>> {
-    if what.starts_with("s3://") {
-        let (location, name) = S3Location::parse_bundle(what)?;
-        let client = runtime.block_on(s3::client());
-        let store = Arc::new(S3Store::new(
-            client,
-            location,
-            Default::default(),
-            64 << 20,
-            8,
-        ));
-        return Ok(Box::new(transfer::S3BundleSource::new(
-            store, name, runtime,
-        )));
-    }
-    Ok(dify_bundle::bundle::open_source(std::path::Path::new(
-        what,
-    ))?)
 }

@@ -129,7 +129,8 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
             let policy = args.trust.policy()?;
             let what = what.clone();
             let (manifest, bytes) = tokio::task::spawn_blocking(move || {
-                let source = super::s3::open_any(&what, tokio::runtime::Handle::current())?;
+                let source =
+                    dify_bundle::bundle::open_any(&what, tokio::runtime::Handle::current())?;
                 let (manifest, _) = dify_bundle::bundle::trust::open(source.as_ref(), &policy)?;
                 let bytes = dify_bundle::bundle::source::read_all(
                     source.as_ref(),

@@ -16,10 +16,10 @@ pub struct TemplateArgs {
 
 pub fn run(args: TemplateArgs) -> anyhow::Result<ExitCode> {
     let policy = args.trust.policy()?;
-    let source = super::s3::open_any(&args.bundle, tokio::runtime::Handle::current())?;
+    let source = dify_bundle::bundle::open_any(&args.bundle, tokio::runtime::Handle::current())?;
     let (manifest, signature) = bundle::open(source.as_ref(), &policy)?;
     super::keys::report_signature(&signature);
-    let bytes = bundle::stack::read(source.as_ref(), &manifest)?;
+    let bytes = bundle::artefacts::stack_template(source.as_ref(), &manifest)?;
     let mut out = std::io::stdout().lock();
     out.write_all(&bytes)?;
     out.write_all(b"\n")?;

@@ -29,7 +29,7 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let policy = args.trust.policy()?;
     let report = tokio::task::spawn_blocking(move || -> anyhow::Result<bundle::VerifyReport> {
         if dir.starts_with("s3://") {
-            let source = super::s3::open_any(&dir, tokio::runtime::Handle::current())?;
+            let source = dify_bundle::bundle::open_any(&dir, tokio::runtime::Handle::current())?;
             return Ok(bundle::verify(source.as_ref(), &policy, progress.as_ref())?);
         }
         Ok(bundle::verify_path(

@@ -227,7 +227,9 @@ impl Installer {
             ))
         })?;
         let bytes = self
-            .read_blocking(|source, manifest| crate::bundle::stack::read(source, manifest))
+            .read_blocking(|source, manifest| {
+                crate::bundle::artefacts::stack_template(source, manifest)
+            })
             .await?;
         let images = ecr::targets(&self.manifest, &self.options.ecr.layout)?;
         let plan = app::plan(
@@ -261,7 +263,7 @@ impl Installer {
     /// The bundle's plugin packages, `(identifier, bytes)`, each checked against its digest.
     pub async fn plugin_packages(&self) -> Result<Vec<(String, Vec<u8>)>> {
         self.read_blocking(|source, manifest| {
-            crate::bundle::daemon::read_packages(source, manifest)
+            crate::bundle::artefacts::plugin_packages(source, manifest)
         })
         .await
     }

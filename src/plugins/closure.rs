@@ -19,8 +19,9 @@ use serde::Deserialize;
 use super::package::PluginPackage;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::python::LockedWheel;
 use crate::python::PythonTarget;
-use crate::python::resolve::{self, LockedWheel};
+use crate::python::resolve;
 use crate::python::wheel::normalise;
 
 /// The wheels one plugin needs in the index.

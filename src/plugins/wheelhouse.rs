@@ -10,7 +10,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::oci::layer::FileFromDisk;
 use crate::oci::layer::LayerFile;
-use crate::python::resolve::LockedWheel;
+use crate::python::LockedWheel;
 use crate::python::wheel::normalise;
 use crate::store::LayoutStore;
 

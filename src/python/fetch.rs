@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::resolve::LockedWheel;
+use super::wheel::LockedWheel;
 use crate::copy::{self, BlobJob, CopyOptions};
 use crate::digest::Digest;
 use crate::error::{Error, Result};

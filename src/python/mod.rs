@@ -9,4 +9,5 @@ pub mod uv;
 pub mod wheel;
 
 pub use interpreter::PythonTarget;
-pub use resolve::{LockedWheel, resolve};
+pub use resolve::resolve;
+pub use wheel::LockedWheel;

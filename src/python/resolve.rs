@@ -4,23 +4,12 @@
 use std::path::Path;
 use std::process::Command;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::interpreter::PythonTarget;
-use super::wheel::normalise;
+use super::wheel::{LockedWheel, normalise};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-
-/// One wheel of a resolved set.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LockedWheel {
-    pub name: String,
-    pub version: String,
-    pub filename: String,
-    pub url: String,
-    pub size: u64,
-    pub sha256: Digest,
-}
 
 #[derive(Deserialize)]
 struct Pylock {

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::{Arc, OnceLock};
 
 use super::fetch::fetch_wheels;
-use super::resolve::LockedWheel;
+use super::wheel::LockedWheel;
 use crate::copy::CopyOptions;
 use crate::digest::Digest;
 use crate::error::{Error, Result};

@@ -8,11 +8,24 @@ use std::io::Read;
 use std::path::Path;
 
 use base64::Engine as _;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use super::interpreter::PythonTarget;
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::oci::layer::LayerFile;
+
+/// One wheel of a resolved set: what the resolver chose and where to fetch it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockedWheel {
+    pub name: String,
+    pub version: String,
+    pub filename: String,
+    pub url: String,
+    pub size: u64,
+    pub sha256: Digest,
+}
 
 /// Everything one wheel installs.
 pub struct InstalledWheel {
@@ -438,15 +451,15 @@ mod tests {
                 bytes: b"#!/bin/sh\n".to_vec(),
             },
         ];
-        let one = super::super::layer::write_layer(&files, &dir.path().join("one")).unwrap();
+        let one = crate::oci::layer::write_layer(&files, &dir.path().join("one")).unwrap();
         let mut reversed = files.clone();
         reversed.reverse();
-        let two = super::super::layer::write_layer(&reversed, &dir.path().join("two")).unwrap();
+        let two = crate::oci::layer::write_layer(&reversed, &dir.path().join("two")).unwrap();
         assert_eq!(one.digest, two.digest);
         assert_eq!(one.diff_id, two.diff_id);
         let mut twice = files.clone();
         twice.push(files[0].clone());
-        assert!(super::super::layer::write_layer(&twice, &dir.path().join("three")).is_err());
+        assert!(crate::oci::layer::write_layer(&twice, &dir.path().join("three")).is_err());
     }
 
     #[test]

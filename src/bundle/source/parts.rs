@@ -1,28 +1,25 @@
-//! Media parts: a bundle split into `NAME.partNNN.tar` files that fit the media. Files are
+//! Reading media parts in place: a bundle split into `NAME.partNNN.tar` files that fit the media. Files are
 //! split at file boundaries, a blob larger than a part into numbered chunks; every part
 //! carries bundle.json, its signature and a packing list (`pack.json`), so each part can be
 //! checked alone on arrival. Parts are read in place by offset, never re-assembled on disk.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::format::{BUNDLE_FILE, SIGNATURE_FILE, is_safe_relative};
-use super::source::{BundleSource, DirSource, read_all};
-use super::trust::{self, TrustPolicy};
-use super::verify::{Problem, VerifyReport};
-use crate::digest::{Digest, Hasher};
+use super::BundleSource;
+use crate::bundle::format::{BUNDLE_FILE, SIGNATURE_FILE, is_safe_relative};
+use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::progress::Progress;
 
 pub const PACK_FILE: &str = "pack.json";
 pub const PARTS_FORMAT_V1: &str = "dify-bundle-parts/v1";
-const BLOCK: u64 = 512;
+pub const BLOCK: u64 = 512;
 /// Room kept in each part for its packing list: a base plus this much per entry.
-const PACK_BASE: u64 = 4096;
-const PACK_PER_ENTRY: u64 = 512;
+pub const PACK_BASE: u64 = 4096;
+pub const PACK_PER_ENTRY: u64 = 512;
 
 /// The packing list of one part.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -54,7 +51,7 @@ pub fn part_name(bundle: &str, part: u32) -> String {
     format!("{bundle}.part{part:03}.tar")
 }
 
-fn padded(n: u64) -> u64 {
+pub fn padded(n: u64) -> u64 {
     n.div_ceil(BLOCK) * BLOCK
 }
 
@@ -77,6 +74,15 @@ struct Piece {
     part: usize,
     span: Span,
     file_offset: u64,
+}
+
+/// One entry of a part, as [`PartsSource::entries`] yields it.
+pub struct PartEntry<'a> {
+    pub part: &'a Path,
+    pub entry: &'a PackEntry,
+    /// Where the entry's bytes start inside the part file, and how many there are.
+    pub offset: u64,
+    pub size: u64,
 }
 
 /// Reads parts in place.
@@ -339,93 +345,20 @@ impl PartsSource {
         self.partial
     }
 
-    /// Checks each part on its own: the signature of the bundle.json it carries, then every
-    /// entry — whole files against bundle.json, chunks against the packing list.
-    pub fn verify_entries(
-        &self,
-        policy: &TrustPolicy,
-        progress: &dyn Progress,
-    ) -> Result<VerifyReport> {
-        let started = std::time::Instant::now();
-        let (manifest, signature) = trust::open(self, policy)?;
-        let listed: BTreeMap<&str, &super::format::BundleFile> = manifest
-            .files
-            .iter()
-            .map(|f| (f.path.as_str(), f))
-            .collect();
-        let mut problems = Vec::new();
-        let mut bytes = 0;
-        let mut files = 0;
-        for part in &self.parts {
-            let part_file = part
-                .path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            for entry in &part.list.entries {
-                let named = format!("{part_file}: {}", entry.entry);
-                let Some(expected) = listed.get(entry.path.as_str()) else {
-                    problems.push(Problem::Extra { path: named });
-                    continue;
-                };
+    /// Every entry of every part, in order: the part's file, its packing-list record and
+    /// where the entry's bytes are inside the part.
+    pub fn entries(&self) -> impl Iterator<Item = PartEntry<'_>> {
+        self.parts.iter().flat_map(|part| {
+            part.list.entries.iter().map(move |entry| {
                 let span = part.spans[&entry.entry];
-                if span.size != entry.length
-                    || entry
-                        .offset
-                        .checked_add(entry.length)
-                        .is_none_or(|end| end > expected.size)
-                {
-                    problems.push(Problem::Truncated {
-                        path: named,
-                        expected: entry.length,
-                        actual: span.size,
-                    });
-                    continue;
+                PartEntry {
+                    part: &part.path,
+                    entry,
+                    offset: span.offset,
+                    size: span.size,
                 }
-                let whole = entry.offset == 0 && entry.length == expected.size;
-                let want = if whole {
-                    expected.sha256.as_str()
-                } else {
-                    entry.sha256.as_str()
-                };
-                let mut file =
-                    std::fs::File::open(&part.path).map_err(|e| Error::io(&part.path, e))?;
-                file.seek(SeekFrom::Start(span.offset))
-                    .map_err(|e| Error::io(&part.path, e))?;
-                let digest = hash_reader(&mut file.take(span.size), &part.path)?;
-                progress.note(&format!("  checked {named}"));
-                files += 1;
-                bytes += span.size;
-                if digest.hex() != want {
-                    problems.push(Problem::Changed {
-                        path: named,
-                        expected: format!("sha256:{want}"),
-                        actual: digest.to_string(),
-                    });
-                }
-            }
-        }
-        Ok(VerifyReport {
-            name: manifest.name.clone(),
-            signature,
-            files,
-            bytes,
-            problems,
-            seconds: started.elapsed().as_secs_f64(),
-            manifest,
+            })
         })
-    }
-}
-
-fn hash_reader(reader: &mut dyn Read, path: &Path) -> Result<Digest> {
-    let mut hasher = Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = reader.read(&mut buf).map_err(|e| Error::io(path, e))?;
-        if n == 0 {
-            return Ok(hasher.finish());
-        }
-        hasher.update(&buf[..n]);
     }
 }
 
@@ -497,283 +430,5 @@ impl BundleSource for PartsSource {
                 current: None,
             }) as Box<dyn Read + Send + '_>
         }))
-    }
-}
-
-/// What packing wrote.
-#[derive(Debug, Serialize)]
-pub struct PackReport {
-    pub bundle: String,
-    pub parts: Vec<(String, u64)>,
-    pub bytes: u64,
-    pub seconds: f64,
-}
-
-struct Planned {
-    path: String,
-    offset: u64,
-    length: u64,
-    chunk: Option<u32>,
-}
-
-/// Splits the bundle at `dir` into parts of at most `split_size` bytes in `out`.
-pub fn pack(
-    dir: &Path,
-    out: &Path,
-    split_size: u64,
-    policy: &TrustPolicy,
-    progress: &dyn Progress,
-) -> Result<PackReport> {
-    let started = std::time::Instant::now();
-    let _reading = crate::lock::shared(dir, "pack")?;
-    let source = DirSource::new(dir);
-    let (manifest, _) = trust::open(&source, policy)?;
-    let bundle_json = read_all(&source, BUNDLE_FILE)?.unwrap_or_default();
-    let signature = read_all(&source, SIGNATURE_FILE)?;
-    let fixed = 3 * BLOCK
-        + padded(bundle_json.len() as u64)
-        + signature
-            .as_ref()
-            .map_or(0, |s| BLOCK + padded(s.len() as u64))
-        + PACK_BASE
-        + 2 * BLOCK;
-    let smallest = fixed + 2 * BLOCK + PACK_PER_ENTRY + (1 << 16);
-    if split_size < smallest {
-        return Err(Error::invalid(format!(
-            "--split-size {split_size} is too small: each part carries bundle.json and its packing list; use at least {smallest} bytes"
-        )));
-    }
-    let capacity = split_size - fixed;
-
-    // Plan: files in order, split at file boundaries; a file that does not fit is chunked.
-    let mut parts: Vec<Vec<Planned>> = Vec::new();
-    let mut current: Vec<Planned> = Vec::new();
-    let mut left = capacity;
-    let cost = BLOCK + PACK_PER_ENTRY;
-    // The installer first, whole in part 1 when it fits: the inside takes it out with `tar`
-    // before it has any tool of ours.
-    let installer_path = manifest.installer.as_ref().map(|i| i.path.as_str());
-    let ordered = manifest
-        .files
-        .iter()
-        .filter(|f| Some(f.path.as_str()) == installer_path)
-        .chain(
-            manifest
-                .files
-                .iter()
-                .filter(|f| Some(f.path.as_str()) != installer_path),
-        );
-    for file in ordered {
-        let mut offset = 0;
-        let mut chunk = 0;
-        loop {
-            let remaining = file.size - offset;
-            if offset == 0 && padded(remaining) + cost <= left {
-                current.push(Planned {
-                    path: file.path.clone(),
-                    offset: 0,
-                    length: remaining,
-                    chunk: None,
-                });
-                left -= padded(remaining) + cost;
-                break;
-            }
-            let room = left.saturating_sub(cost) / BLOCK * BLOCK;
-            if room < (1 << 16) {
-                parts.push(std::mem::take(&mut current));
-                left = capacity;
-                continue;
-            }
-            let take = remaining.min(room);
-            chunk += 1;
-            current.push(Planned {
-                path: file.path.clone(),
-                offset,
-                length: take,
-                chunk: Some(chunk),
-            });
-            left -= padded(take) + cost;
-            offset += take;
-            if offset == file.size {
-                break;
-            }
-        }
-    }
-    parts.push(current);
-    parts.retain(|p| !p.is_empty());
-    let count = parts.len() as u32;
-    let _writing = crate::lock::exclusive(out, "pack into")?;
-    // Parts a failed or killed packing was still writing.
-    for entry in std::fs::read_dir(out)
-        .map_err(|e| Error::io(out, e))?
-        .flatten()
-    {
-        if entry.file_name().to_string_lossy().ends_with(".tar.tmp") {
-            std::fs::remove_file(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
-        }
-    }
-    let bundle_sha = Digest::of(&bundle_json);
-    let expected: BTreeMap<&str, &str> = manifest
-        .files
-        .iter()
-        .map(|f| (f.path.as_str(), f.sha256.as_str()))
-        .collect();
-    let mut whole: BTreeMap<String, Hasher> = BTreeMap::new();
-    let mut report = PackReport {
-        bundle: manifest.name.clone(),
-        parts: Vec::new(),
-        bytes: 0,
-        seconds: 0.0,
-    };
-    progress.step(&format!(
-        "packing {} into {count} parts of at most {}",
-        manifest.name,
-        crate::units::bytes(split_size)
-    ));
-    for (index, planned) in parts.iter().enumerate() {
-        let number = index as u32 + 1;
-        let name = part_name(&manifest.name, number);
-        let final_path = out.join(&name);
-        let tmp = out.join(format!("{name}.tmp"));
-        let guard = RemoveOnDrop(Some(tmp.clone()));
-        let io = |e| Error::io(&tmp, e);
-        let mut builder = tar::Builder::new(std::io::BufWriter::with_capacity(
-            1 << 20,
-            std::fs::File::create(&tmp).map_err(io)?,
-        ));
-        let mut append = |name: &str, size: u64, data: &mut dyn Read| -> Result<()> {
-            let mut header = tar::Header::new_gnu();
-            header.set_entry_type(tar::EntryType::Regular);
-            header.set_mode(0o644);
-            header.set_mtime(0);
-            header.set_size(size);
-            builder.append_data(&mut header, name, data).map_err(io)
-        };
-        append(
-            BUNDLE_FILE,
-            bundle_json.len() as u64,
-            &mut bundle_json.as_slice(),
-        )?;
-        if let Some(signature) = &signature {
-            append(
-                SIGNATURE_FILE,
-                signature.len() as u64,
-                &mut signature.as_slice(),
-            )?;
-        }
-        let mut entries = Vec::new();
-        for item in planned {
-            let entry = match item.chunk {
-                None => item.path.clone(),
-                Some(n) => format!("{}.chunk{n:03}", item.path),
-            };
-            let full = dir.join(&item.path);
-            let mut file = std::fs::File::open(&full).map_err(|e| Error::io(&full, e))?;
-            file.seek(SeekFrom::Start(item.offset))
-                .map_err(|e| Error::io(&full, e))?;
-            let mut reader = HashingReader {
-                inner: file.take(item.length),
-                chunk: Hasher::new(),
-                whole: whole.entry(item.path.clone()).or_default(),
-            };
-            append(&entry, item.length, &mut reader)?;
-            if reader.chunk.len() != item.length {
-                return Err(Error::invalid(format!(
-                    "{}: shorter than bundle.json says; run verify",
-                    full.display()
-                )));
-            }
-            entries.push(PackEntry {
-                entry,
-                path: item.path.clone(),
-                offset: item.offset,
-                length: item.length,
-                sha256: reader.chunk.finish().hex().to_owned(),
-            });
-            if item.offset + item.length == std::fs::metadata(&full).map(|m| m.len()).unwrap_or(0) {
-                let hash = whole.remove(&item.path).unwrap_or_default().finish();
-                if Some(hash.hex()) != expected.get(item.path.as_str()).copied() {
-                    return Err(Error::invalid(format!(
-                        "{}: its content no longer matches bundle.json; run `dify-bundle verify` and rebuild",
-                        item.path
-                    )));
-                }
-            }
-        }
-        let list = PackList {
-            format: PARTS_FORMAT_V1.to_owned(),
-            bundle: manifest.name.clone(),
-            bundle_sha256: bundle_sha.hex().to_owned(),
-            part: number,
-            parts: count,
-            entries,
-        };
-        let list = serde_json::to_vec_pretty(&list)
-            .map_err(|e| Error::invalid(format!("{PACK_FILE}: {e}")))?;
-        append(PACK_FILE, list.len() as u64, &mut list.as_slice())?;
-        let mut writer = builder.into_inner().map_err(io)?;
-        writer.flush().map_err(io)?;
-        drop(writer);
-        std::fs::rename(&tmp, &final_path).map_err(|e| Error::io(&final_path, e))?;
-        guard.disarm();
-        let size = std::fs::metadata(&final_path)
-            .map_err(|e| Error::io(&final_path, e))?
-            .len();
-        if size > split_size {
-            return Err(Error::invalid(format!(
-                "{name}: {size} bytes, over the split size {split_size} (a packing bug)"
-            )));
-        }
-        progress.note(&format!("  wrote {name} ({})", crate::units::bytes(size)));
-        report.bytes += size;
-        report.parts.push((name, size));
-    }
-    // Parts of an earlier packing of the same bundle that this one does not have.
-    for entry in std::fs::read_dir(out)
-        .map_err(|e| Error::io(out, e))?
-        .flatten()
-    {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with(&format!("{}.part", manifest.name))
-            && name.ends_with(".tar")
-            && !report.parts.iter().any(|(p, _)| *p == name)
-        {
-            let _ = std::fs::remove_file(entry.path());
-        }
-    }
-    report.seconds = started.elapsed().as_secs_f64();
-    Ok(report)
-}
-
-/// Removes a part being written when packing fails before it is renamed into place (a
-/// full medium must not keep a half-written part).
-struct RemoveOnDrop(Option<std::path::PathBuf>);
-
-impl RemoveOnDrop {
-    fn disarm(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        if let Some(path) = self.0.take() {
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
-
-struct HashingReader<'a, R> {
-    inner: R,
-    chunk: Hasher,
-    whole: &'a mut Hasher,
-}
-
-impl<R: Read> Read for HashingReader<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.chunk.update(&buf[..n]);
-        self.whole.update(&buf[..n]);
-        Ok(n)
     }
 }

@@ -1,9 +1,7 @@
-//! The application stack's template inside a bundle: generated at build time from the
-//! bundle's own image digests, stored as a blob (so bundle.json — and its signature — pins
-//! it), and read back with its digest checked.
+//! The application stack's template, generated at build time from the bundle's own image
+//! digests and stored as a blob (so bundle.json — and its signature — pins it).
 
-use super::format::{BundleImage, BundleManifest, StackTemplate};
-use super::source::{BundleSource, read_blob_checked};
+use crate::bundle::format::{BundleImage, StackTemplate};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::oci::Platform;
@@ -64,17 +62,4 @@ pub fn generate(
         size: bytes.len() as u64,
         required_parameters,
     }))
-}
-
-/// The template's bytes, checked against the digest bundle.json names.
-pub fn read(source: &dyn BundleSource, manifest: &BundleManifest) -> Result<Vec<u8>> {
-    let stack = manifest.stack.as_ref().ok_or_else(|| {
-        Error::invalid(format!(
-            "{}: bundle {} has no application stack (its recipe lacks one of the images {}); rebuild it with a full recipe",
-            source.describe(),
-            manifest.name,
-            app::ROLES.join(", ")
-        ))
-    })?;
-    read_blob_checked(source, &stack.digest, "stack template")
 }

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::derived::{self, DerivedBuilder, DerivedImage};
-use super::format::BundlePlugin;
-use super::sandbox::WheelSet;
+use crate::bundle::format::BundlePlugin;
+use crate::bundle::format::WheelSet;
 use crate::copy::{CopyOptions, ImagePlan};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -251,24 +251,4 @@ pub async fn derive(
         wheel_sets,
         environment,
     })
-}
-
-/// The plugin packages of a bundle whose bundle.json is `manifest` (opened through
-/// `trust::open`), each checked against its digest: `(identifier, bytes)`.
-pub fn read_packages(
-    source: &dyn super::source::BundleSource,
-    manifest: &super::format::BundleManifest,
-) -> Result<Vec<(String, Vec<u8>)>> {
-    manifest
-        .plugins
-        .iter()
-        .map(|plugin| {
-            let bytes = super::source::read_blob_checked(
-                source,
-                &plugin.digest,
-                &format!("plugin {}", plugin.identifier),
-            )?;
-            Ok((plugin.identifier.clone(), bytes))
-        })
-        .collect()
 }

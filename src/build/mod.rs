@@ -1,5 +1,12 @@
 //! Building a bundle: resolve the recipe's images, copy them from their registries into the
-//! layout, keep exactly what the recipe needs, and write `bundle.json`.
+//! layout, derive the sandbox and plugin-daemon images, generate the stack, keep exactly what
+//! the recipe needs, and write `bundle.json`.
+
+pub mod daemon;
+pub mod derived;
+pub mod installer;
+pub mod sandbox;
+pub mod stack;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -7,14 +14,15 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::daemon::{self, DAEMON_ROLE, PluginOptions};
-use super::derived::DerivedImage;
-use super::format::{
+use self::daemon::{DAEMON_ROLE, PluginOptions};
+use self::derived::DerivedImage;
+use self::installer::InstallerOptions;
+use self::sandbox::{Requirements, SandboxOptions};
+use crate::bundle::format::WheelSet;
+use crate::bundle::format::{
     ANNOTATION_BASE, ANNOTATION_ROLE, ANNOTATION_SOURCE, BUNDLE_FILE, BundleFile, BundleImage,
     BundleInstaller, BundleManifest, FORMAT_V1, SANDBOX_ROLE, SIGNATURE_FILE, Tool,
 };
-use super::installer::InstallerOptions;
-use super::sandbox::{self, Requirements, SandboxOptions, WheelSet};
 use crate::copy::{self, CopyOptions, CopyReport, Root};
 use crate::digest::{Digest, hash_file};
 use crate::error::{Error, Result};
@@ -221,7 +229,7 @@ pub async fn build(options: BuildOptions, progress: Arc<dyn Progress>) -> Result
     }
 
     // The application stack, pinned to the digests just stored.
-    let stack = super::stack::generate(
+    let stack = stack::generate(
         &layout,
         &recipe.name,
         &recipe.dify_version,
@@ -244,7 +252,7 @@ pub async fn build(options: BuildOptions, progress: Arc<dyn Progress>) -> Result
     let installer = match &options.installer {
         Some(installer_options) => {
             progress.step("storing the installer binary");
-            let stored = super::installer::store(&layout, installer_options)?;
+            let stored = installer::store(&layout, installer_options)?;
             referenced.insert(stored.digest.clone());
             Some(stored)
         }

@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::format::BundleInstaller;
+use crate::bundle::format::BundleInstaller;
 use crate::digest::Hasher;
 use crate::error::{Error, Result};
 use crate::store::LayoutStore;

@@ -8,16 +8,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
-
 use super::derived::{DerivedBuilder, DerivedImage};
+use crate::bundle::format::WheelSet;
 use crate::copy::{CopyOptions, ImagePlan};
-use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::oci::layer::LayerFile;
 use crate::oci::layer::{BuiltLayer, write_layer};
 use crate::progress::Progress;
-use crate::python::resolve::{LockedWheel, requested_names};
+use crate::python::LockedWheel;
+use crate::python::resolve::requested_names;
 use crate::python::wheel;
 use crate::python::{PythonTarget, fetch, interpreter, resolve};
 use crate::store::LayoutStore;
@@ -33,21 +32,6 @@ pub enum Requirements {
     Lines(Vec<String>),
     /// A requirements.txt file (pins, markers, `-r` includes allowed).
     File(PathBuf),
-}
-
-/// One platform's wheels and the layer they went into.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct WheelSet {
-    pub image: String,
-    pub platform: String,
-    pub python: PythonTarget,
-    pub wheels: Vec<LockedWheel>,
-    /// The layer the wheels were installed into.
-    pub layer: Digest,
-    pub diff_id: Digest,
-    pub layer_size: u64,
-    /// The derived per-platform manifest.
-    pub manifest: Digest,
 }
 
 /// What deriving produced.

@@ -1,0 +1,40 @@
+//! What a bundle carries besides images, read back with each digest checked against the
+//! signed bundle.json: the application stack's template and the plugin packages.
+
+use super::format::BundleManifest;
+use super::source::{BundleSource, read_blob_checked};
+use crate::error::{Error, Result};
+use crate::stack::app;
+
+/// The template's bytes, checked against the digest bundle.json names.
+pub fn stack_template(source: &dyn BundleSource, manifest: &BundleManifest) -> Result<Vec<u8>> {
+    let stack = manifest.stack.as_ref().ok_or_else(|| {
+        Error::invalid(format!(
+            "{}: bundle {} has no application stack (its recipe lacks one of the images {}); rebuild it with a full recipe",
+            source.describe(),
+            manifest.name,
+            app::ROLES.join(", ")
+        ))
+    })?;
+    read_blob_checked(source, &stack.digest, "stack template")
+}
+
+/// The plugin packages of a bundle whose bundle.json is `manifest` (opened through
+/// `trust::open`), each checked against its digest: `(identifier, bytes)`.
+pub fn plugin_packages(
+    source: &dyn BundleSource,
+    manifest: &BundleManifest,
+) -> Result<Vec<(String, Vec<u8>)>> {
+    manifest
+        .plugins
+        .iter()
+        .map(|plugin| {
+            let bytes = read_blob_checked(
+                source,
+                &plugin.digest,
+                &format!("plugin {}", plugin.identifier),
+            )?;
+            Ok((plugin.identifier.clone(), bytes))
+        })
+        .collect()
+}
