@@ -1,5 +1,6 @@
-//! The library's error type: every variant names the thing that failed and, where it helps,
-//! what the user can do about it.
+//! The library's error type: every variant names the thing that failed; what the user can do
+//! about it travels apart, as a hint ([`Error::with_hint`], [`Error::hint`]), which the command
+//! line prints on its own `hint:` line (as uv does). The library names no flag in a message.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -54,6 +55,27 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
 
+    /// An AWS API call failed after the SDK's own retries. `transient` ones (throttling, 5xx,
+    /// timeouts, connections lost) may succeed later; the others need a change first.
+    #[error("{service} {call}: {message}")]
+    Aws {
+        service: String,
+        call: String,
+        /// The service's error code (`ThrottlingException`, `ValidationError`, …), when it gave one.
+        code: Option<String>,
+        message: String,
+        transient: bool,
+    },
+
+    /// Something that cannot happen unless this program has a bug (a worker thread that
+    /// panicked, an inconsistent plan): not the user's input.
+    #[error("internal error: {0}; please report it")]
+    Internal(String),
+
+    /// An error with what the user can do about it. Displays as the error alone.
+    #[error("{inner}")]
+    Hinted { inner: Box<Error>, hint: String },
+
     /// Another error, with what we were doing when it happened. (Its Display carries the
     /// whole chain, so it names no `source` to print twice.)
     #[error("{context}: {inner}")]
@@ -79,12 +101,33 @@ impl Error {
         }
     }
 
-    /// The innermost error, past every added context.
+    /// The innermost error, past every added context and hint.
     pub fn root(&self) -> &Error {
         match self {
-            Error::Context { inner, .. } => inner.root(),
+            Error::Context { inner, .. } | Error::Hinted { inner, .. } => inner.root(),
             other => other,
         }
+    }
+
+    /// The same error with what the user can do about it (`run verify`, `pass --region`).
+    pub fn with_hint(self, hint: impl Into<String>) -> Self {
+        Error::Hinted {
+            inner: Box::new(self),
+            hint: hint.into(),
+        }
+    }
+
+    /// What the user can do about this error, if the library knows: the innermost hint.
+    pub fn hint(&self) -> Option<&str> {
+        match self {
+            Error::Context { inner, .. } => inner.hint(),
+            Error::Hinted { inner, hint } => inner.hint().or(Some(hint)),
+            _ => None,
+        }
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Error::Internal(message.into())
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {
@@ -95,8 +138,8 @@ impl Error {
     /// bodies cut short).
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Http { transient, .. } => *transient,
-            Error::Context { inner, .. } => inner.is_transient(),
+            Error::Http { transient, .. } | Error::Aws { transient, .. } => *transient,
+            Error::Context { inner, .. } | Error::Hinted { inner, .. } => inner.is_transient(),
             Error::SizeMismatch {
                 expected, actual, ..
             } => actual < expected,
@@ -108,7 +151,7 @@ impl Error {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Error::Http { retry_after, .. } => *retry_after,
-            Error::Context { inner, .. } => inner.retry_after(),
+            Error::Context { inner, .. } | Error::Hinted { inner, .. } => inner.retry_after(),
             _ => None,
         }
     }

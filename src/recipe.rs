@@ -157,9 +157,10 @@ impl Recipe {
                 .find(|r| r.dify_version == v.trim_start_matches('v'))
                 .ok_or_else(|| {
                     Error::invalid(format!(
-                        "no built-in recipe for Dify {v}; known versions: {}; or pass --recipe FILE",
+                        "no built-in recipe for Dify {v}; known versions: {}",
                         known.join(", ")
                     ))
+                    .with_hint("pass --recipe FILE for another version")
                 }),
         }
     }

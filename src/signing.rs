@@ -58,10 +58,8 @@ pub fn generate_key(stem: &Path, password: Password) -> Result<(PathBuf, PathBuf
     let public_path = key_file(stem, "pub");
     for path in [&secret_path, &public_path] {
         if path.exists() {
-            return Err(Error::invalid(format!(
-                "{} already exists; remove it or choose another --out",
-                path.display()
-            )));
+            return Err(Error::invalid(format!("{} already exists", path.display()))
+                .with_hint("remove it or choose another --out"));
         }
     }
     let pair = match password {
@@ -119,9 +117,10 @@ impl SigningKey {
                 Password::Prompt => boxed.into_secret_key(None),
                 Password::None => {
                     return Err(Error::invalid(format!(
-                        "{}: the key is password-protected; give the password with --password-env VAR or at the prompt",
+                        "{}: the key is password-protected",
                         path.display()
-                    )));
+                    ))
+                    .with_hint("give the password with --password-env VAR or at the prompt"));
                 }
             }
         }

@@ -115,6 +115,32 @@ fn exit_codes_are_the_documented_ones() {
     );
 }
 
+#[test]
+fn what_to_do_next_is_a_hint_line_apart_from_the_error() {
+    let work = tempfile::tempdir().unwrap();
+    let key = work.path().join("team");
+    let generate = || {
+        run(dify_bundle()
+            .args(["key", "generate", "--no-password", "--out"])
+            .arg(&key))
+    };
+    assert_eq!(generate().status.code(), Some(0));
+    let again = generate();
+    assert_eq!(again.status.code(), Some(1), "{}", stderr(&again));
+    let lines: Vec<String> = stderr(&again).lines().map(str::to_owned).collect();
+    let error = lines
+        .iter()
+        .find(|l| l.starts_with("error: "))
+        .expect("an error line");
+    assert!(error.ends_with("team.key already exists"), "{error}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == "hint: remove it or choose another --out"),
+        "{lines:?}"
+    );
+}
+
 /// The `GLIBC_x.y` versions a binary requires, read from its version-needs section.
 fn glibc_versions(binary: &Path) -> Vec<(u32, u32)> {
     let out = Command::new("readelf")

@@ -9,12 +9,13 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use aws_sdk_cloudformation::Client;
-use aws_sdk_cloudformation::error::DisplayErrorContext;
+use aws_sdk_cloudformation::error::ProvideErrorMetadata;
 use aws_sdk_cloudformation::operation::describe_change_set::DescribeChangeSetOutput;
 use aws_sdk_cloudformation::types::{Capability, ChangeSetStatus, ChangeSetType, Parameter, Tag};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::net::aws::sdk_error;
 use crate::progress::Progress;
 
 const POLL: Duration = Duration::from_secs(2);
@@ -170,13 +171,6 @@ pub struct CloudFormation {
     client: Client,
 }
 
-fn failed(call: &str, e: impl std::error::Error) -> Error {
-    Error::invalid(format!(
-        "CloudFormation {call}: {}",
-        DisplayErrorContext(&e)
-    ))
-}
-
 impl CloudFormation {
     pub fn new(config: &aws_config::SdkConfig) -> Self {
         CloudFormation {
@@ -188,14 +182,14 @@ impl CloudFormation {
     async fn describe(&self, stack: &str) -> Result<Option<aws_sdk_cloudformation::types::Stack>> {
         match self.client.describe_stacks().stack_name(stack).send().await {
             Ok(out) => Ok(out.stacks().first().cloned()),
+            // A missing stack is a ValidationError "Stack with id NAME does not exist".
             Err(e)
-                if DisplayErrorContext(&e)
-                    .to_string()
-                    .contains("does not exist") =>
+                if e.code() == Some("ValidationError")
+                    && e.message().is_some_and(|m| m.contains("does not exist")) =>
             {
                 Ok(None)
             }
-            Err(e) => Err(failed("DescribeStacks", e)),
+            Err(e) => Err(sdk_error("CloudFormation", "DescribeStacks", e)),
         }
     }
 
@@ -244,7 +238,7 @@ impl CloudFormation {
             .stack_name(stack)
             .send()
             .await
-            .map_err(|e| failed("GetTemplate", e))?;
+            .map_err(|e| sdk_error("CloudFormation", "GetTemplate", e))?;
         Ok(out.template_body().map(str::to_owned))
     }
 
@@ -261,7 +255,7 @@ impl CloudFormation {
             .stack_name(stack)
             .send()
             .await
-            .map_err(|e| failed("DeleteStack", e))?;
+            .map_err(|e| sdk_error("CloudFormation", "DeleteStack", e))?;
         let status = self.wait_for_status(stack, progress, &mut seen).await?;
         if status != "DELETE_COMPLETE" {
             let failures = self.stream_events(stack, progress, &mut seen).await?;
@@ -329,7 +323,7 @@ impl CloudFormation {
             .stack_name(stack)
             .send()
             .await
-            .map_err(|e| failed("DescribeStackResources", e))?;
+            .map_err(|e| sdk_error("CloudFormation", "DescribeStackResources", e))?;
         Ok(out
             .stack_resources()
             .iter()
@@ -475,7 +469,7 @@ impl CloudFormation {
         create
             .send()
             .await
-            .map_err(|e| failed("CreateChangeSet", e))?;
+            .map_err(|e| sdk_error("CloudFormation", "CreateChangeSet", e))?;
         let started = Instant::now();
         let described = loop {
             let described = self
@@ -485,7 +479,7 @@ impl CloudFormation {
                 .change_set_name(&change_set)
                 .send()
                 .await
-                .map_err(|e| failed("DescribeChangeSet", e))?;
+                .map_err(|e| sdk_error("CloudFormation", "DescribeChangeSet", e))?;
             match described.status() {
                 Some(ChangeSetStatus::CreateComplete) | Some(ChangeSetStatus::Failed) => {
                     break described;
@@ -509,7 +503,7 @@ impl CloudFormation {
                 .next_token(next)
                 .send()
                 .await
-                .map_err(|e| failed("DescribeChangeSet", e))?;
+                .map_err(|e| sdk_error("CloudFormation", "DescribeChangeSet", e))?;
             changes.extend(changes_of(&page));
             token = page.next_token().map(str::to_owned);
         }
@@ -589,7 +583,7 @@ impl CloudFormation {
                 .stack_name(stack)
                 .send()
                 .await
-                .map_err(|e| failed("DeleteStack", e))?;
+                .map_err(|e| sdk_error("CloudFormation", "DeleteStack", e))?;
             self.wait_for_status(stack, progress, &mut seen).await?;
             existing = None;
         }
@@ -641,7 +635,7 @@ impl CloudFormation {
             .change_set_name(&change_set)
             .send()
             .await
-            .map_err(|e| failed("ExecuteChangeSet", e))?;
+            .map_err(|e| sdk_error("CloudFormation", "ExecuteChangeSet", e))?;
         let status = self.wait_for_status(stack, progress, &mut seen).await?;
         if status.contains("FAILED") || status.contains("ROLLBACK") {
             let failures = self.stream_events(stack, progress, &mut seen).await?;

@@ -3,17 +3,13 @@
 //! would fail, so those are skipped).
 
 use aws_sdk_ec2::Client;
-use aws_sdk_ec2::error::DisplayErrorContext;
 use aws_sdk_ec2::types::Filter;
 
 use crate::error::{Error, Result};
+use crate::net::aws::sdk_error;
 
 pub struct Ec2 {
     client: Client,
-}
-
-fn failed(call: &str, e: impl std::error::Error) -> Error {
-    Error::invalid(format!("EC2 {call}: {}", DisplayErrorContext(&e)))
 }
 
 impl Ec2 {
@@ -30,7 +26,7 @@ impl Ec2 {
             .vpc_ids(vpc_id)
             .send()
             .await
-            .map_err(|e| failed("DescribeVpcs", e))?;
+            .map_err(|e| sdk_error("EC2", "DescribeVpcs", e))?;
         out.vpcs()
             .first()
             .and_then(|v| v.cidr_block())
@@ -47,7 +43,7 @@ impl Ec2 {
             .describe_availability_zones()
             .send()
             .await
-            .map_err(|e| failed("DescribeAvailabilityZones", e))?;
+            .map_err(|e| sdk_error("EC2", "DescribeAvailabilityZones", e))?;
         let mut zones: Vec<String> = out
             .availability_zones()
             .iter()
@@ -71,7 +67,7 @@ impl Ec2 {
             .filters(Filter::builder().name("vpc-id").values(vpc_id).build())
             .send()
             .await
-            .map_err(|e| failed("DescribeRouteTables", e))?;
+            .map_err(|e| sdk_error("EC2", "DescribeRouteTables", e))?;
         let mut tables = Vec::new();
         let mut main = None;
         let mut unassociated = subnet_ids.to_vec();
@@ -118,7 +114,7 @@ impl Ec2 {
             .filters(Filter::builder().name("vpc-id").values(vpc_id).build())
             .send()
             .await
-            .map_err(|e| failed("DescribeVpcEndpoints", e))?;
+            .map_err(|e| sdk_error("EC2", "DescribeVpcEndpoints", e))?;
         let prefix = format!("com.amazonaws.{region}.");
         let mut services: Vec<String> = out
             .vpc_endpoints()

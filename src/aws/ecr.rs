@@ -4,13 +4,13 @@
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_ecr::Client;
-use aws_sdk_ecr::error::DisplayErrorContext;
 use aws_sdk_ecr::types::{
     EncryptionConfiguration, EncryptionType, ImageScanningConfiguration, ImageTagMutability,
 };
 use base64::Engine as _;
 
 use crate::error::{Error, Result};
+use crate::net::aws::sdk_error;
 use crate::store::registry::auth::Credentials;
 
 /// Registry credentials and where they work.
@@ -51,10 +51,7 @@ impl Ecr {
                     if e.as_service_error()
                         .is_some_and(|s| s.is_repository_not_found_exception()) => {}
                 Err(e) => {
-                    return Err(Error::invalid(format!(
-                        "ECR DescribeRepositories {name}: {}",
-                        DisplayErrorContext(&e)
-                    )));
+                    return Err(sdk_error("ECR", format!("DescribeRepositories {name}"), e));
                 }
             }
         }
@@ -100,10 +97,7 @@ impl Ecr {
             {
                 Ok(false)
             }
-            Err(e) => Err(Error::invalid(format!(
-                "ECR DeleteRepository {name}: {}",
-                DisplayErrorContext(&e)
-            ))),
+            Err(e) => Err(sdk_error("ECR", format!("DeleteRepository {name}"), e)),
         }
     }
 
@@ -116,7 +110,7 @@ impl Ecr {
             None => EncryptionConfiguration::builder().encryption_type(EncryptionType::Aes256),
         }
         .build()
-        .map_err(|e| Error::invalid(format!("ECR encryption settings: {e}")))?;
+        .map_err(|e| Error::internal(format!("ECR encryption settings: {e}")))?;
         match self
             .client
             .create_repository()
@@ -138,10 +132,7 @@ impl Ecr {
             {
                 Ok(())
             }
-            Err(e) => Err(Error::invalid(format!(
-                "ECR CreateRepository {name}: {}",
-                DisplayErrorContext(&e)
-            ))),
+            Err(e) => Err(sdk_error("ECR", format!("CreateRepository {name}"), e)),
         }
     }
 
@@ -152,12 +143,7 @@ impl Ecr {
             .get_authorization_token()
             .send()
             .await
-            .map_err(|e| {
-                Error::invalid(format!(
-                    "ECR GetAuthorizationToken: {}",
-                    DisplayErrorContext(&e)
-                ))
-            })?;
+            .map_err(|e| sdk_error("ECR", "GetAuthorizationToken", e))?;
         let data = out.authorization_data().first().ok_or_else(|| {
             Error::invalid("ECR GetAuthorizationToken returned no authorization data")
         })?;

@@ -4,10 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use aws_sdk_ecs::error::DisplayErrorContext;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::net::aws::sdk_error;
 use crate::progress::Progress;
 
 const POLL: Duration = Duration::from_secs(10);
@@ -74,10 +74,6 @@ pub struct Health {
     elb: aws_sdk_elasticloadbalancingv2::Client,
 }
 
-fn failed(call: &str, e: impl std::error::Error) -> Error {
-    Error::invalid(format!("{call}: {}", DisplayErrorContext(&e)))
-}
-
 impl Health {
     pub fn new(config: &aws_config::SdkConfig) -> Self {
         Health {
@@ -97,7 +93,7 @@ impl Health {
             .load_balancer_arns(arn)
             .send()
             .await
-            .map_err(|e| failed("ELB DescribeLoadBalancers", e))?;
+            .map_err(|e| sdk_error("ELB", "DescribeLoadBalancers", e))?;
         Ok(out
             .load_balancers()
             .first()
@@ -113,7 +109,7 @@ impl Health {
             .set_services(Some(services.to_vec()))
             .send()
             .await
-            .map_err(|e| failed("ECS DescribeServices", e))?;
+            .map_err(|e| sdk_error("ECS", "DescribeServices", e))?;
         Ok(out
             .services()
             .iter()
@@ -142,7 +138,7 @@ impl Health {
             .task_definition(task_definition)
             .send()
             .await
-            .map_err(|e| failed("ECS DescribeTaskDefinition", e))?;
+            .map_err(|e| sdk_error("ECS", "DescribeTaskDefinition", e))?;
         Ok(out
             .task_definition()
             .map(|t| {
@@ -168,7 +164,7 @@ impl Health {
                 .target_group_arn(arn)
                 .send()
                 .await
-                .map_err(|e| failed("ELB DescribeTargetHealth", e))?;
+                .map_err(|e| sdk_error("ELB", "DescribeTargetHealth", e))?;
             let mut state = TargetState {
                 name: arn
                     .rsplit_once(":targetgroup/")

@@ -11,7 +11,7 @@ pub mod reach;
 pub mod retained;
 pub mod staging;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Loads the standard AWS configuration, with `region` overriding when given.
 pub async fn config(region: Option<&str>) -> aws_config::SdkConfig {
@@ -39,10 +39,9 @@ pub struct Identity {
 pub async fn caller_identity(config: &aws_config::SdkConfig) -> Result<Identity> {
     let sts = aws_sdk_sts::Client::new(config);
     let out = sts.get_caller_identity().send().await.map_err(|e| {
-        Error::invalid(format!(
-            "AWS credentials do not work (STS GetCallerIdentity): {}; set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run on a host with an instance role",
-            aws_sdk_sts::error::DisplayErrorContext(&e)
-        ))
+        crate::net::aws::sdk_error("STS", "GetCallerIdentity", e).with_hint(
+            "AWS credentials do not work: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run on a host with an instance role",
+        )
     })?;
     Ok(Identity {
         account: out.account().unwrap_or_default().to_owned(),

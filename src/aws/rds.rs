@@ -5,11 +5,11 @@
 use std::time::{Duration, Instant};
 
 use aws_sdk_rds::Client;
-use aws_sdk_rds::error::DisplayErrorContext;
 use aws_sdk_rds::types::{DbClusterSnapshot, Tag};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::net::aws::sdk_error;
 use crate::progress::Progress;
 
 const POLL: Duration = Duration::from_secs(10);
@@ -22,10 +22,6 @@ pub struct Snapshot {
     pub status: String,
     /// `manual` or `automated`.
     pub kind: String,
-}
-
-fn failed(call: &str, e: impl std::error::Error) -> Error {
-    Error::invalid(format!("RDS {call}: {}", DisplayErrorContext(&e)))
 }
 
 fn snapshot_of(s: &DbClusterSnapshot) -> Snapshot {
@@ -94,7 +90,7 @@ impl Rds {
             {
                 Ok(None)
             }
-            Err(e) => Err(failed("DescribeDBClusterSnapshots", e)),
+            Err(e) => Err(sdk_error("RDS", "DescribeDBClusterSnapshots", e)),
         }
     }
 
@@ -111,7 +107,7 @@ impl Rds {
                 .set_marker(marker.clone())
                 .send()
                 .await
-                .map_err(|e| failed("DescribeDBClusterSnapshots", e))?;
+                .map_err(|e| sdk_error("RDS", "DescribeDBClusterSnapshots", e))?;
             all.extend(out.db_cluster_snapshots().iter().map(snapshot_of));
             marker = out.marker().map(str::to_owned);
             if marker.is_none() {
@@ -143,7 +139,7 @@ impl Rds {
             create
                 .send()
                 .await
-                .map_err(|e| failed("CreateDBClusterSnapshot", e))?;
+                .map_err(|e| sdk_error("RDS", "CreateDBClusterSnapshot", e))?;
         }
         let started = Instant::now();
         loop {
@@ -163,9 +159,10 @@ impl Rds {
                 status => {
                     if started.elapsed() > limit {
                         return Err(Error::invalid(format!(
-                            "RDS snapshot {identifier} of {cluster} still {status} after {}s; run again once it is available (aws rds describe-db-cluster-snapshots --db-cluster-snapshot-identifier {identifier})",
+                            "RDS snapshot {identifier} of {cluster} still {status} after {}s",
                             limit.as_secs()
-                        )));
+                        ))
+                        .with_hint(format!("run again once it is available (aws rds describe-db-cluster-snapshots --db-cluster-snapshot-identifier {identifier})")));
                     }
                     progress.note(&format!("  snapshot {identifier}: {status}"));
                     tokio::time::sleep(POLL).await;
@@ -184,7 +181,7 @@ impl Rds {
             .db_cluster_snapshot_identifier(identifier)
             .send()
             .await
-            .map_err(|e| failed("DeleteDBClusterSnapshot", e))?;
+            .map_err(|e| sdk_error("RDS", "DeleteDBClusterSnapshot", e))?;
         Ok(true)
     }
 }

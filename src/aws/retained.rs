@@ -5,13 +5,7 @@
 use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 
 use crate::error::{Error, Result};
-
-fn failed(call: &str, target: &str, e: impl std::error::Error) -> Error {
-    Error::invalid(format!(
-        "{call} {target}: {}",
-        aws_sdk_s3::error::DisplayErrorContext(&e)
-    ))
-}
+use crate::net::aws::sdk_error;
 
 /// Empties `bucket` — every object version and delete marker (ListObjectVersions, then
 /// DeleteObjects by the thousand, the API's limit) — and deletes it; `false` when there was
@@ -29,7 +23,7 @@ pub async fn delete_bucket(config: &aws_config::SdkConfig, bucket: &str) -> Resu
         Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => {
             return Ok(false);
         }
-        Err(e) => return Err(failed("S3 HeadBucket", bucket, e)),
+        Err(e) => return Err(sdk_error("S3", format!("HeadBucket {bucket}"), e)),
     }
     let mut key_marker: Option<String> = None;
     let mut version_marker: Option<String> = None;
@@ -41,7 +35,7 @@ pub async fn delete_bucket(config: &aws_config::SdkConfig, bucket: &str) -> Resu
             .set_version_id_marker(version_marker.clone())
             .send()
             .await
-            .map_err(|e| failed("S3 ListObjectVersions", bucket, e))?;
+            .map_err(|e| sdk_error("S3", format!("ListObjectVersions {bucket}"), e))?;
         let mut objects = Vec::new();
         for (key, version) in page
             .versions()
@@ -72,7 +66,7 @@ pub async fn delete_bucket(config: &aws_config::SdkConfig, bucket: &str) -> Resu
                 .delete(delete)
                 .send()
                 .await
-                .map_err(|e| failed("S3 DeleteObjects", bucket, e))?;
+                .map_err(|e| sdk_error("S3", format!("DeleteObjects {bucket}"), e))?;
         }
         if page.is_truncated() != Some(true) {
             break;
@@ -84,7 +78,7 @@ pub async fn delete_bucket(config: &aws_config::SdkConfig, bucket: &str) -> Resu
         .bucket(bucket)
         .send()
         .await
-        .map_err(|e| failed("S3 DeleteBucket", bucket, e))?;
+        .map_err(|e| sdk_error("S3", format!("DeleteBucket {bucket}"), e))?;
     Ok(true)
 }
 
@@ -108,9 +102,10 @@ pub async fn delete_secret(config: &aws_config::SdkConfig, secret: &str) -> Resu
         {
             Ok(false)
         }
-        Err(e) => Err(Error::invalid(format!(
-            "Secrets Manager DeleteSecret {secret}: {}",
-            aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
-        ))),
+        Err(e) => Err(sdk_error(
+            "Secrets Manager",
+            format!("DeleteSecret {secret}"),
+            e,
+        )),
     }
 }

@@ -3,7 +3,6 @@
 //! content address, so an unchanged template is never sent twice.
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     BucketLocationConstraint, CreateBucketConfiguration, PublicAccessBlockConfiguration,
@@ -13,6 +12,7 @@ use aws_sdk_s3::types::{
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::net::aws::sdk_error;
 
 pub struct Staging {
     client: Client,
@@ -21,10 +21,6 @@ pub struct Staging {
     /// False when S3 is reached over plain HTTP (an S3-compatible endpoint): a TLS-only
     /// policy would lock this very client out.
     tls: bool,
-}
-
-fn failed(call: &str, target: &str, e: impl std::error::Error) -> Error {
-    Error::invalid(format!("S3 {call} {target}: {}", DisplayErrorContext(&e)))
 }
 
 /// The default staging bucket of an account and region.
@@ -55,7 +51,7 @@ impl Staging {
         match self.client.head_bucket().bucket(&self.bucket).send().await {
             Ok(_) => Ok(true),
             Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(false),
-            Err(e) => Err(failed("HeadBucket", &self.bucket, e)),
+            Err(e) => Err(sdk_error("S3", format!("HeadBucket {}", self.bucket), e)),
         }
     }
 
@@ -76,11 +72,11 @@ impl Staging {
         create
             .send()
             .await
-            .map_err(|e| failed("CreateBucket", &self.bucket, e))?;
+            .map_err(|e| sdk_error("S3", format!("CreateBucket {}", self.bucket), e))?;
         let default = ServerSideEncryptionByDefault::builder()
             .sse_algorithm(ServerSideEncryption::Aes256)
             .build()
-            .map_err(|e| failed("PutBucketEncryption", &self.bucket, e))?;
+            .map_err(|e| Error::internal(format!("S3 bucket encryption settings: {e}")))?;
         let encryption = ServerSideEncryptionConfiguration::builder()
             .rules(
                 ServerSideEncryptionRule::builder()
@@ -88,14 +84,14 @@ impl Staging {
                     .build(),
             )
             .build()
-            .map_err(|e| failed("PutBucketEncryption", &self.bucket, e))?;
+            .map_err(|e| Error::internal(format!("S3 bucket encryption settings: {e}")))?;
         self.client
             .put_bucket_encryption()
             .bucket(&self.bucket)
             .server_side_encryption_configuration(encryption)
             .send()
             .await
-            .map_err(|e| failed("PutBucketEncryption", &self.bucket, e))?;
+            .map_err(|e| sdk_error("S3", format!("PutBucketEncryption {}", self.bucket), e))?;
         self.client
             .put_public_access_block()
             .bucket(&self.bucket)
@@ -109,7 +105,7 @@ impl Staging {
             )
             .send()
             .await
-            .map_err(|e| failed("PutPublicAccessBlock", &self.bucket, e))?;
+            .map_err(|e| sdk_error("S3", format!("PutPublicAccessBlock {}", self.bucket), e))?;
         if !self.tls {
             return Ok(true);
         }
@@ -133,7 +129,7 @@ impl Staging {
             .policy(policy.to_string())
             .send()
             .await
-            .map_err(|e| failed("PutBucketPolicy", &self.bucket, e))?;
+            .map_err(|e| sdk_error("S3", format!("PutBucketPolicy {}", self.bucket), e))?;
         Ok(true)
     }
 
@@ -149,7 +145,7 @@ impl Staging {
         {
             Ok(head) => Ok(size.is_none_or(|size| head.content_length() == Some(size as i64))),
             Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(false),
-            Err(e) => Err(failed("HeadObject", key, e)),
+            Err(e) => Err(sdk_error("S3", format!("HeadObject {key}"), e)),
         }
     }
 
@@ -163,7 +159,7 @@ impl Staging {
             .body(ByteStream::from(bytes))
             .send()
             .await
-            .map_err(|e| failed("PutObject", key, e))?;
+            .map_err(|e| sdk_error("S3", format!("PutObject {key}"), e))?;
         Ok(())
     }
 
@@ -186,7 +182,7 @@ impl Staging {
                 Ok(Some(bytes.into_bytes().to_vec()))
             }
             Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(None),
-            Err(e) => Err(failed("GetObject", key, e)),
+            Err(e) => Err(sdk_error("S3", format!("GetObject {key}"), e)),
         }
     }
 
@@ -198,7 +194,7 @@ impl Staging {
             .key(key)
             .send()
             .await
-            .map_err(|e| failed("DeleteObject", key, e))?;
+            .map_err(|e| sdk_error("S3", format!("DeleteObject {key}"), e))?;
         Ok(())
     }
 
@@ -214,7 +210,7 @@ impl Staging {
                 .body(ByteStream::from(bytes.to_vec()))
                 .send()
                 .await
-                .map_err(|e| failed("PutObject", &key, e))?;
+                .map_err(|e| sdk_error("S3", format!("PutObject {key}"), e))?;
         }
         let suffix = if self.region.starts_with("cn-") {
             "amazonaws.com.cn"
@@ -246,6 +242,6 @@ pub async fn ensure_object(
         .body(ByteStream::from_static(b""))
         .send()
         .await
-        .map_err(|e| failed("PutObject", &format!("s3://{bucket}/{key}"), e))?;
+        .map_err(|e| sdk_error("S3", format!("PutObject s3://{bucket}/{key}"), e))?;
     Ok(true)
 }

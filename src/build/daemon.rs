@@ -76,12 +76,12 @@ pub async fn collect(
         let bytes =
             marketplace::fetch(&options.marketplace, &plugin.id, &plugin.version, copy.retry)
                 .await
-                .map_err(|e| Error::Context {
-                    context: format!(
-                        "downloading plugin {} {} (a mirror: --marketplace-url URL; a local package: --plugin FILE; none: --no-plugins)",
-                        plugin.id, plugin.version
-                    ),
-                    inner: Box::new(e),
+                .map_err(|e| {
+                    Error::Context {
+                        context: format!("downloading plugin {} {}", plugin.id, plugin.version),
+                        inner: Box::new(e),
+                    }
+                    .with_hint("a mirror: --marketplace-url URL; a local package: --plugin FILE; none: --no-plugins")
                 })?;
         sources.push((
             marketplace::download_url(&options.marketplace, &plugin.id, &plugin.version),

@@ -46,9 +46,10 @@ pub fn store(layout: &LayoutStore, options: &InstallerOptions) -> Result<BundleI
     let read = read_up_to(&mut file, &mut header).map_err(|e| Error::io(binary, e))?;
     let platform = elf_platform(&header[..read]).map_err(|reason| {
         Error::invalid(format!(
-            "{}: cannot carry it as the installer: {reason}; name a dify-bundle binary built for Linux with --installer, or leave it out with --no-installer",
+            "{}: cannot carry it as the installer: {reason}",
             binary.display()
         ))
+        .with_hint("name a dify-bundle binary built for Linux with --installer, or leave it out with --no-installer")
     })?;
     let scratch = layout.scratch_dir()?;
     let temp = scratch.join(format!("installer.tmp-{}", std::process::id()));

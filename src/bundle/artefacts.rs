@@ -10,11 +10,12 @@ use crate::stack::app;
 pub fn stack_template(source: &dyn BundleSource, manifest: &BundleManifest) -> Result<Vec<u8>> {
     let stack = manifest.stack.as_ref().ok_or_else(|| {
         Error::invalid(format!(
-            "{}: bundle {} has no application stack (its recipe lacks one of the images {}); rebuild it with a full recipe",
+            "{}: bundle {} has no application stack (its recipe lacks one of the images {})",
             source.describe(),
             manifest.name,
             app::ROLES.join(", ")
         ))
+        .with_hint("rebuild it with a full recipe")
     })?;
     read_blob_checked(source, &stack.digest, "stack template")
 }

@@ -147,9 +147,10 @@ impl BundleManifest {
         let path = dir.join(BUNDLE_FILE);
         let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::invalid(format!(
-                "{}: not a bundle (no {BUNDLE_FILE}); build one with `dify-bundle build --out DIR`",
+                "{}: not a bundle (no {BUNDLE_FILE})",
                 dir.display()
-            )),
+            ))
+            .with_hint("build one with `dify-bundle build --out DIR`"),
             _ => Error::io(&path, e),
         })?;
         BundleManifest::parse(&bytes, &path.display().to_string())

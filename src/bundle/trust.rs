@@ -44,9 +44,10 @@ fn check_signature(
         )));
     };
     if keys.is_empty() {
-        return Err(Error::invalid(
-            "no trusted public key: pass --pubkey KEY.pub (or set DIFY_BUNDLE_PUBKEY)",
-        ));
+        return Err(
+            Error::invalid("no trusted public key to check the bundle's signature with")
+                .with_hint("pass --pubkey KEY.pub (or set DIFY_BUNDLE_PUBKEY)"),
+        );
     }
     let signature = String::from_utf8(signature)
         .map_err(|_| Error::invalid(format!("{SIGNATURE_FILE}: not a minisign signature")))?;
@@ -71,9 +72,10 @@ pub fn open(
 ) -> Result<(BundleManifest, SignatureStatus)> {
     let bytes = read_all(source, BUNDLE_FILE)?.ok_or_else(|| {
         Error::invalid(format!(
-            "{}: not a bundle (no {BUNDLE_FILE}); build one with `dify-bundle build --out DIR`",
+            "{}: not a bundle (no {BUNDLE_FILE})",
             source.describe()
         ))
+        .with_hint("build one with `dify-bundle build --out DIR`")
     })?;
     let signature = read_all(source, SIGNATURE_FILE)?;
     check(&bytes, signature, policy, &source.describe())
@@ -107,9 +109,8 @@ pub fn check(
             reason: e.to_string(),
         },
         Err(e) => {
-            return Err(Error::invalid(format!(
-                "{origin}: refused: {e} (--allow-unsigned accepts it at your own risk)"
-            )));
+            return Err(Error::invalid(format!("{origin}: refused: {e}"))
+                .with_hint("--allow-unsigned accepts it, at your own risk"));
         }
     };
     Ok((manifest?, status))

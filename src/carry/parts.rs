@@ -198,9 +198,10 @@ pub fn pack(
             append(&entry, item.length, &mut reader)?;
             if reader.chunk.len() != item.length {
                 return Err(Error::invalid(format!(
-                    "{}: shorter than bundle.json says; run verify",
+                    "{}: shorter than bundle.json says",
                     full.display()
-                )));
+                ))
+                .with_hint("run `dify-bundle verify` on the bundle, and rebuild it"));
             }
             entries.push(PackEntry {
                 entry,
@@ -213,9 +214,10 @@ pub fn pack(
                 let hash = whole.remove(&item.path).unwrap_or_default().finish();
                 if Some(hash.hex()) != expected.get(item.path.as_str()).copied() {
                     return Err(Error::invalid(format!(
-                        "{}: its content no longer matches bundle.json; run `dify-bundle verify` and rebuild",
+                        "{}: its content no longer matches bundle.json",
                         item.path
-                    )));
+                    ))
+                    .with_hint("run `dify-bundle verify` on the bundle, and rebuild it"));
                 }
             }
         }
@@ -239,8 +241,8 @@ pub fn pack(
             .map_err(|e| Error::io(&final_path, e))?
             .len();
         if size > split_size {
-            return Err(Error::invalid(format!(
-                "{name}: {size} bytes, over the split size {split_size} (a packing bug)"
+            return Err(Error::internal(format!(
+                "{name}: {size} bytes, over the split size {split_size}"
             )));
         }
         progress.note(&format!("  wrote {name} ({})", crate::units::bytes(size)));

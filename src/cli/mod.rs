@@ -130,6 +130,9 @@ pub fn main() -> ExitCode {
         Some(Ok(code)) => code,
         Some(Err(e)) => {
             eprintln!("error: {e:#}");
+            if let Some(hint) = hint(&e) {
+                eprintln!("hint: {hint}");
+            }
             ExitCode::FAILURE
         }
         None => {
@@ -171,6 +174,13 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// What the user can do about a failure, when the library said (kept apart from the message).
+fn hint(e: &anyhow::Error) -> Option<&str> {
+    e.chain()
+        .find_map(|cause| cause.downcast_ref::<dify_bundle::Error>())
+        .and_then(dify_bundle::Error::hint)
 }
 
 /// Prints a value as pretty JSON on stdout.

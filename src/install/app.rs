@@ -373,9 +373,8 @@ async fn deploy_and_wait(
         let (vpc, subnets) = network::vpc_and_subnets(config, stack, target)
             .await?
             .ok_or_else(|| {
-                Error::invalid(format!(
-                    "stack {stack} has no VPC and subnets; run install again to create them"
-                ))
+                Error::invalid(format!("stack {stack} has no VPC and subnets"))
+                    .with_hint("run install again to create them")
             })?;
         parameters.insert(params::VPC_ID.to_owned(), vpc);
         parameters.insert(params::SUBNET_IDS.to_owned(), subnets.join(","));

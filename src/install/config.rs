@@ -142,7 +142,10 @@ impl EcrLayout {
             }),
             "single-repo" => Ok(EcrLayout::SingleRepo {
                 repository: repository
-                    .ok_or_else(|| Error::invalid("ECR layout single-repo needs a repository name (--ecr-repository NAME)"))?
+                    .ok_or_else(|| {
+                        Error::invalid("ECR layout single-repo needs a repository name")
+                            .with_hint("give it with --ecr-repository NAME")
+                    })?
                     .to_owned(),
             }),
             other => Err(Error::invalid(format!(

@@ -152,11 +152,9 @@ impl Installer {
     /// Preflight, the network plan and the ECR plan; changes nothing.
     pub async fn plan(&self) -> Result<InstallPlan> {
         let identity = aws::caller_identity(&self.config).await?;
-        let region = self
-            .config
-            .region()
-            .map(|r| r.to_string())
-            .ok_or_else(|| Error::invalid("no AWS region: pass --region or set AWS_REGION"))?;
+        let region = self.config.region().map(|r| r.to_string()).ok_or_else(|| {
+            Error::invalid("no AWS region").with_hint("pass --region or set AWS_REGION")
+        })?;
         let network = match &self.options.network {
             Some((stack, target)) => {
                 Some(network::plan(&self.config, &region, stack, target).await?)
@@ -180,9 +178,10 @@ impl Installer {
         } else {
             let lines: Vec<String> = unreachable.iter().map(|e| e.to_string()).collect();
             return Err(Error::invalid(format!(
-                "this host cannot reach ECR, which the push needs; create the ecr.api and ecr.dkr VPC endpoints with private DNS (--vpc-id/--subnet-ids or --new-vpc-cidr), or run from a host that can:\n  {}",
+                "this host cannot reach ECR, which the push needs:\n  {}",
                 lines.join("\n  ")
-            )));
+            ))
+            .with_hint("create the ecr.api and ecr.dkr VPC endpoints with private DNS (--vpc-id/--subnet-ids or --new-vpc-cidr), or run from a host that can reach ECR"));
         };
         let app = self
             .plan_app(&identity.account, &region, network.as_ref())
@@ -221,10 +220,11 @@ impl Installer {
         };
         let template = self.manifest.stack.as_ref().ok_or_else(|| {
             Error::invalid(format!(
-                "bundle {} has no application stack (its recipe lacks one of the images {}); pass --no-app to install only the endpoints and images",
+                "bundle {} has no application stack (its recipe lacks one of the images {})",
                 self.manifest.name,
                 crate::stack::app::ROLES.join(", ")
             ))
+            .with_hint("pass --no-app to install only the endpoints and images")
         })?;
         let bytes = self
             .read_blocking(|source, manifest| {

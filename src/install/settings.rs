@@ -101,8 +101,9 @@ fn network(
         flags.new_vpc_cidr.clone().or(network.new_vpc_cidr.clone()),
     ) {
         (Some(_), Some(_)) => Err(Error::invalid(
-            "give either an existing VPC (--vpc-id) or --new-vpc-cidr, not both",
-        )),
+            "both an existing VPC and a new VPC's CIDR were given",
+        )
+        .with_hint("give either an existing VPC (--vpc-id) or --new-vpc-cidr, not both")),
         (Some(vpc_id), None) => {
             if subnet_ids.len() < 2 {
                 return Err(Error::invalid(

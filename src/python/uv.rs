@@ -165,7 +165,7 @@ async fn fetch_pinned(
     let tool_dir_owned = tool_dir.clone();
     tokio::task::spawn_blocking(move || unpack(&blob, &tool_dir_owned, &wheel_sha))
         .await
-        .map_err(|e| Error::invalid(format!("unpacking uv: {e}")))??;
+        .map_err(|e| Error::internal(format!("unpacking uv: {e}")))??;
     Ok(program)
 }
 

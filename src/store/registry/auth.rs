@@ -427,14 +427,15 @@ pub async fn fetch_token(
         return Err(Error::Auth {
             what,
             message: format!(
-                "the token server refused {} ({status}); check --registry-auth or ~/.docker/config.json",
+                "the token server refused {} ({status})",
                 if credentials.is_some() {
                     "our credentials"
                 } else {
                     "anonymous access"
                 }
             ),
-        });
+        }
+        .with_hint("check --registry-auth or ~/.docker/config.json"));
     }
     if !status.is_success() {
         return Err(crate::net::http::status_error(&what, "token server", response).await);

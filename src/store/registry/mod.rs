@@ -265,11 +265,9 @@ impl RegistryStore {
     fn needs_credentials(&self, what: &str) -> Error {
         Error::Auth {
             what: what.to_owned(),
-            message: format!(
-                "{} requires credentials: pass --registry-auth HOST=USER:env:VARIABLE (or HOST=USER:stdin), or log in with `docker login` (~/.docker/config.json, credential helpers included)",
-                self.display
-            ),
+            message: format!("{} requires credentials", self.display),
         }
+        .with_hint("pass --registry-auth HOST=USER:env:VARIABLE (or HOST=USER:stdin), or log in with `docker login` (~/.docker/config.json, credential helpers included)")
     }
 
     /// Sends a request built by `build`, authenticating on a 401 and mapping failures to
