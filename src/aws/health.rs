@@ -206,19 +206,30 @@ impl Health {
     ) -> Result<()> {
         let started = Instant::now();
         loop {
-            let services_now = self.services(cluster, services).await?;
-            let targets_now = self.targets(target_groups).await?;
-            let missing = missing(&services_now, &targets_now);
+            let polled = async {
+                Ok::<_, Error>((
+                    self.services(cluster, services).await?,
+                    self.targets(target_groups).await?,
+                ))
+            }
+            .await;
+            let missing = match polled {
+                Ok((services_now, targets_now)) => missing(&services_now, &targets_now),
+                // Throttling or a lost connection is no verdict on Dify: ask again next round.
+                Err(e) if e.is_transient() => vec![format!("an answer from AWS ({e})")],
+                Err(e) => return Err(e),
+            };
             if missing.is_empty() {
                 return Ok(());
             }
             let waited = started.elapsed();
             if waited >= limit {
                 return Err(Error::invalid(format!(
-                    "Dify is not healthy after {}s; still missing:\n  {}\nlook at the ECS service events and the container logs (CloudWatch log groups /dify/<stack>/…), then run install again",
+                    "Dify is not healthy after {}s; still missing:\n  {}",
                     waited.as_secs(),
                     missing.join("\n  ")
-                )));
+                ))
+                .with_hint("look at the ECS service events and the container logs (CloudWatch log groups /dify/<stack>/…), then run install again"));
             }
             progress.note(&format!(
                 "waiting for Dify ({}s of at most {}s): {}",
