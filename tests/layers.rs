@@ -156,7 +156,7 @@ fn module_of(src: &Path, file: &Path) -> Vec<String> {
 fn module_paths(module: &[String], text: &str) -> Vec<Vec<String>> {
     let code = text.split("#[cfg(test)]").next().unwrap_or(text);
     let mut found = Vec::new();
-    for (at, _) in code.match_indices(|c: char| c == 'c' || c == 's') {
+    for (at, _) in code.match_indices(['c', 's']) {
         if at > 0 {
             let before = code[..at].chars().next_back().unwrap_or(' ');
             if before.is_alphanumeric() || before == '_' || before == ':' {

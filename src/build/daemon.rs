@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::derived::{self, DerivedBuilder, DerivedImage};
+use super::derived::{self, DerivedBuilder, Stage};
 use crate::bundle::format::BundlePlugin;
 use crate::bundle::format::WheelSet;
 use crate::copy::{CopyOptions, ImagePlan};
@@ -141,14 +141,6 @@ pub async fn collect(
     Ok(stored)
 }
 
-/// What deriving the daemon image produced.
-pub struct DerivedDaemon {
-    pub image: DerivedImage,
-    pub wheel_sets: Vec<WheelSet>,
-    /// Settings for the daemon container.
-    pub environment: Vec<(String, String)>,
-}
-
 /// Builds the derived plugin-daemon image over `base` with the wheelhouse of `plugins`.
 pub async fn derive(
     layout: &LayoutStore,
@@ -158,7 +150,8 @@ pub async fn derive(
     cache_dir: &Path,
     copy: &CopyOptions,
     progress: Arc<dyn Progress>,
-) -> Result<DerivedDaemon> {
+) -> Result<Stage> {
+    let started = std::time::Instant::now();
     let python = plugins
         .iter()
         .map(|p| p.package.manifest.meta.runner.version.clone())
@@ -246,9 +239,11 @@ pub async fn derive(
                 .join(","),
         ));
     }
-    Ok(DerivedDaemon {
+    Ok(Stage {
+        role: DAEMON_ROLE.to_owned(),
         image,
         wheel_sets,
         environment,
+        seconds: started.elapsed().as_secs_f64(),
     })
 }

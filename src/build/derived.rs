@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::bundle::format::WheelSet;
 use crate::copy::{ImagePlan, PlatformImage};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -69,6 +70,16 @@ pub async fn bases(layout: &LayoutStore, base: &ImagePlan) -> Result<Vec<Platfor
         });
     }
     Ok(out)
+}
+
+/// What a stage that derives an image returns: the image that takes `role`'s place, the
+/// wheels it installed, the container settings it needs, and how long it took.
+pub struct Stage {
+    pub role: String,
+    pub image: DerivedImage,
+    pub wheel_sets: Vec<WheelSet>,
+    pub environment: Vec<(String, String)>,
+    pub seconds: f64,
 }
 
 /// A derived image, written into the layout.

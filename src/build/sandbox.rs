@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::derived::{DerivedBuilder, DerivedImage};
-use crate::bundle::format::WheelSet;
+use super::derived::{DerivedBuilder, Stage};
+use crate::bundle::format::{SANDBOX_ROLE, WheelSet};
 use crate::copy::{CopyOptions, ImagePlan};
 use crate::error::{Error, Result};
 use crate::oci::layer::LayerFile;
@@ -32,13 +32,6 @@ pub enum Requirements {
     Lines(Vec<String>),
     /// A requirements.txt file (pins, markers, `-r` includes allowed).
     File(PathBuf),
-}
-
-/// What deriving produced.
-pub struct DerivedSandbox {
-    pub image: DerivedImage,
-    pub wheel_sets: Vec<WheelSet>,
-    pub seconds: f64,
 }
 
 pub struct SandboxOptions<'a> {
@@ -69,7 +62,7 @@ pub async fn derive(
     base: &ImagePlan,
     options: &SandboxOptions<'_>,
     progress: Arc<dyn Progress>,
-) -> Result<DerivedSandbox> {
+) -> Result<Stage> {
     let started = Instant::now();
     let work = layout
         .scratch_dir()?
@@ -88,7 +81,7 @@ async fn derive_in(
     options: &SandboxOptions<'_>,
     progress: Arc<dyn Progress>,
     work: &Path,
-) -> Result<DerivedSandbox> {
+) -> Result<Stage> {
     let (requirements, text) = requirements_file(options.requirements, work)?;
     let requested = requested_names(&text);
     let cache = Arc::new(LayoutStore::create(&options.cache_dir.join("wheels"))?);
@@ -137,7 +130,9 @@ async fn derive_in(
             manifest,
         });
     }
-    Ok(DerivedSandbox {
+    Ok(Stage {
+        role: SANDBOX_ROLE.to_owned(),
+        environment: Vec::new(),
         image: derived.finish(layout)?,
         wheel_sets,
         seconds: 0.0,
