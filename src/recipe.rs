@@ -8,6 +8,36 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::reference::ImageRef;
 
+/// The images a Dify deployment runs, by the role a recipe gives each. A recipe may name
+/// other images too; these four are the ones the build derives and the stack runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Api,
+    Web,
+    Sandbox,
+    PluginDaemon,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Api, Role::Web, Role::Sandbox, Role::PluginDaemon];
+
+    /// The role's name in recipes, bundle.json, tags and repository names.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Role::Api => "api",
+            Role::Web => "web",
+            Role::Sandbox => "sandbox",
+            Role::PluginDaemon => "plugin-daemon",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Built-in recipes, oldest first; the last is the default.
 const BUILTIN: &[&str] = &[
     include_str!("../manifests/dify-1.13.3.toml"),
@@ -176,8 +206,12 @@ mod tests {
         assert!(all.len() >= 2);
         for recipe in &all {
             let roles: Vec<&str> = recipe.images.iter().map(|i| i.role.as_str()).collect();
-            for role in ["api", "web", "sandbox", "plugin-daemon"] {
-                assert!(roles.contains(&role), "{} lacks {role}", recipe.name);
+            for role in Role::ALL {
+                assert!(
+                    roles.contains(&role.as_str()),
+                    "{} lacks {role}",
+                    recipe.name
+                );
             }
             for image in &recipe.images {
                 let r = image.reference().unwrap();

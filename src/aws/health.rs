@@ -24,6 +24,25 @@ pub struct ServiceState {
     pub task_definition: String,
 }
 
+impl std::fmt::Display for ServiceState {
+    /// `service api: 1/1 tasks running, 1 deployments, rollout COMPLETED`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "service {}: {}/{} tasks running, {} deployments, rollout {}",
+            self.name,
+            self.running,
+            self.desired,
+            self.deployments,
+            if self.rollout.is_empty() {
+                "unknown"
+            } else {
+                &self.rollout
+            }
+        )
+    }
+}
+
 /// A target group's health.
 #[derive(Clone, Debug, Serialize)]
 pub struct TargetState {
@@ -38,18 +57,7 @@ pub fn missing(services: &[ServiceState], targets: &[TargetState]) -> Vec<String
     let mut missing = Vec::new();
     for s in services {
         if s.running < s.desired || s.deployments != 1 || s.rollout != "COMPLETED" {
-            missing.push(format!(
-                "service {}: {}/{} tasks running, {} deployments, rollout {}",
-                s.name,
-                s.running,
-                s.desired,
-                s.deployments,
-                if s.rollout.is_empty() {
-                    "unknown"
-                } else {
-                    &s.rollout
-                }
-            ));
+            missing.push(s.to_string());
         }
     }
     for t in targets {

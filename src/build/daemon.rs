@@ -19,11 +19,9 @@ use crate::plugins::wheelhouse::{self, IMAGE_ROOT};
 use crate::plugins::{PluginKey, PluginPackage, SignatureCheck, marketplace};
 use crate::progress::Progress;
 use crate::python::{PythonTarget, interpreter};
-use crate::recipe::RecipePlugin;
+use crate::recipe::{RecipePlugin, Role};
 use crate::store::LayoutStore;
 
-/// The role whose image gets the wheelhouse.
-pub const DAEMON_ROLE: &str = "plugin-daemon";
 /// Where extra trusted plugin keys go in the derived image.
 const KEYS_DIR: &str = "app/keys";
 
@@ -213,7 +211,7 @@ pub async fn derive(
             ),
         )?;
         wheel_sets.push(WheelSet {
-            image: DAEMON_ROLE.to_owned(),
+            image: Role::PluginDaemon.to_string(),
             platform: platform.to_string(),
             python: target,
             wheels: house.wheels(),
@@ -240,7 +238,7 @@ pub async fn derive(
         ));
     }
     Ok(Stage {
-        role: DAEMON_ROLE.to_owned(),
+        role: Role::PluginDaemon,
         image,
         wheel_sets,
         environment,

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::oci::layer::BuiltLayer;
 use crate::oci::mutate::{self, NewLayer};
 use crate::oci::{self, Descriptor, Index, Manifest, Platform, RawManifest};
+use crate::recipe::Role;
 use crate::store::LayoutStore;
 
 /// One platform of the base image, read from the layout.
@@ -75,7 +76,7 @@ pub async fn bases(layout: &LayoutStore, base: &ImagePlan) -> Result<Vec<Platfor
 /// What a stage that derives an image returns: the image that takes `role`'s place, the
 /// wheels it installed, the container settings it needs, and how long it took.
 pub struct Stage {
-    pub role: String,
+    pub role: Role,
     pub image: DerivedImage,
     pub wheel_sets: Vec<WheelSet>,
     pub environment: Vec<(String, String)>,

@@ -28,7 +28,7 @@ pub async fn adopt(
     let mut images = pulled.images.clone();
     for stage in stages {
         let position = pulled
-            .position(&stage.role)
+            .position(stage.role)
             .ok_or_else(|| Error::internal(format!("no `{}` image to derive from", stage.role)))?;
         let root = &pulled.roots[position];
         let image = &images[position];

@@ -15,21 +15,19 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use self::daemon::{DAEMON_ROLE, PluginOptions, StoredPlugin};
+use self::daemon::{PluginOptions, StoredPlugin};
 use self::derived::Stage;
 use self::installer::InstallerOptions;
 use self::pull::Pulled;
 use self::sandbox::{Requirements, SandboxOptions};
-use crate::bundle::format::{
-    BundleInstaller, BundleManifest, FORMAT_V1, SANDBOX_ROLE, Tool, WheelSet,
-};
+use crate::bundle::format::{BundleInstaller, BundleManifest, FORMAT_V1, Tool, WheelSet};
 use crate::copy::{CopyOptions, CopyReport, in_image};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::oci::Platform;
 use crate::progress::Progress;
 use crate::python::uv;
-use crate::recipe::Recipe;
+use crate::recipe::{Recipe, Role};
 use crate::stack::app::StackSettings;
 use crate::store::{LayoutStore, RegistryOptions};
 
@@ -232,9 +230,10 @@ async fn sandbox_stage(
     let Some(requirements) = &options.sandbox_requirements else {
         return Ok(None);
     };
-    let position = pulled.position(SANDBOX_ROLE).ok_or_else(|| {
+    let position = pulled.position(Role::Sandbox).ok_or_else(|| {
         Error::invalid(format!(
-            "sandbox packages were asked for, but the recipe has no `{SANDBOX_ROLE}` image"
+            "sandbox packages were asked for, but the recipe has no `{}` image",
+            Role::Sandbox
         ))
     })?;
     let sandbox_options = SandboxOptions {
@@ -266,9 +265,10 @@ async fn daemon_stage(
     if plugins.is_empty() {
         return Ok(None);
     }
-    let Some(position) = pulled.position(DAEMON_ROLE) else {
+    let Some(position) = pulled.position(Role::PluginDaemon) else {
         progress.note(&format!(
-            "plugins are stored, but the recipe has no `{DAEMON_ROLE}` image to carry their dependencies"
+            "plugins are stored, but the recipe has no `{}` image to carry their dependencies",
+            Role::PluginDaemon
         ));
         return Ok(None);
     };

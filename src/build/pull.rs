@@ -9,7 +9,7 @@ use crate::copy::{self, CopyOptions, CopyReport, Root};
 use crate::digest::Digest;
 use crate::error::Result;
 use crate::progress::Progress;
-use crate::recipe::Recipe;
+use crate::recipe::{Recipe, Role};
 use crate::store::registry::Registries;
 use crate::store::{LayoutStore, RegistryOptions, Store, Tag};
 
@@ -24,8 +24,8 @@ pub struct Pulled {
 
 impl Pulled {
     /// Where the image of `role` is, if the recipe has one.
-    pub fn position(&self, role: &str) -> Option<usize> {
-        self.images.iter().position(|i| i.role == role)
+    pub fn position(&self, role: Role) -> Option<usize> {
+        self.images.iter().position(|i| i.role == role.as_str())
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::derived::{DerivedBuilder, Stage};
-use crate::bundle::format::{SANDBOX_ROLE, WheelSet};
+use crate::bundle::format::WheelSet;
 use crate::copy::{CopyOptions, ImagePlan};
 use crate::error::{Error, Result};
 use crate::oci::layer::LayerFile;
@@ -19,6 +19,7 @@ use crate::python::LockedWheel;
 use crate::python::resolve::requested_names;
 use crate::python::wheel;
 use crate::python::{PythonTarget, fetch, interpreter, resolve};
+use crate::recipe::Role;
 use crate::store::LayoutStore;
 
 /// The sandbox reads this file at start and every `PYTHON_DEPS_UPDATE_INTERVAL`; empty, it
@@ -131,7 +132,7 @@ async fn derive_in(
         });
     }
     Ok(Stage {
-        role: SANDBOX_ROLE.to_owned(),
+        role: Role::Sandbox,
         environment: Vec::new(),
         image: derived.finish(layout)?,
         wheel_sets,

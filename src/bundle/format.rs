@@ -20,9 +20,6 @@ pub const ANNOTATION_SOURCE: &str = "dev.dify-bundle.source";
 /// On a derived image: the digest of the image it was built on.
 pub const ANNOTATION_BASE: &str = "dev.dify-bundle.base";
 
-/// The role whose image gets the sandbox's Python packages.
-pub const SANDBOX_ROLE: &str = "sandbox";
-
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BundleManifest {
     pub format: String,

@@ -53,18 +53,7 @@ fn print(status: &Status) {
                 eprintln!("  url: {url}");
             }
             for s in &app.services {
-                eprintln!(
-                    "  service {}: {}/{} tasks running, {} deployments, rollout {}",
-                    s.name,
-                    s.running,
-                    s.desired,
-                    s.deployments,
-                    if s.rollout.is_empty() {
-                        "-"
-                    } else {
-                        &s.rollout
-                    }
-                );
+                eprintln!("  {s}");
             }
             for i in &app.images {
                 eprintln!(

@@ -14,10 +14,16 @@ use serde::{Deserialize, Serialize};
 pub use containers::{EnvValue, ExtraEnvironment};
 
 use crate::error::{Error, Result};
+use crate::recipe::Role;
 use crate::stack::{Template, get_att, reference, sub};
 
 /// The images the stack runs, by role.
-pub const ROLES: [&str; 4] = ["api", "web", "sandbox", "plugin-daemon"];
+pub const ROLES: [&str; 4] = [
+    Role::Api.as_str(),
+    Role::Web.as_str(),
+    Role::Sandbox.as_str(),
+    Role::PluginDaemon.as_str(),
+];
 
 /// What the template is generated from.
 #[derive(Clone, Debug, Default)]
