@@ -28,6 +28,14 @@ if [ ! -f "$test_wheels/uv-0.13.9-py3-none-manylinux_2_17_x86_64.manylinux2014_x
     --python-version 3.11 -d "$test_wheels" uv==0.13.9
 fi
 
+# The package index the sandbox tests resolve against on 127.0.0.1, as a PyPI mirror would
+# serve it: real wheels for this machine's python3 (tests/sandbox.rs).
+if [ ! -f "$test_wheels/sandbox-index/.complete" ]; then
+  python3 -m pip download -q --only-binary=:all: -d "$test_wheels/sandbox-index" \
+    numpy==2.2.6 tabulate==0.10.0
+  touch "$test_wheels/sandbox-index/.complete"
+fi
+
 # The real Dify API 1.13.3 (tests/common/dify.rs) runs on Python 3.12, as its uv.lock was made;
 # its venv (~2.3 GB) and uv cache (~0.8 GB) live in ~/.cache/dify-bundle, made on first use.
 if ! uv python find 3.12 >/dev/null 2>&1 && ! ls "$HOME"/.pyenv/versions/3.12*/bin/python3.12 >/dev/null 2>&1; then

@@ -1,6 +1,7 @@
 //! Sandbox Python packages: resolved with uv for the interpreter found inside the image,
-//! downloaded from PyPI, installed by our own wheel installer into a deterministic layer of a
-//! derived image. The fixture image carries this machine's Python prefix, so the installed
+//! downloaded from a package index on 127.0.0.1 holding real wheels as PyPI serves them (the
+//! way a build uses a PyPI mirror: `UV_DEFAULT_INDEX`), installed by our own wheel installer
+//! into a deterministic layer of a derived image. The fixture image carries this machine's Python prefix, so the installed
 //! packages can be imported — and their console scripts run — with the local interpreter.
 
 mod common;
@@ -10,8 +11,8 @@ use std::process::Command;
 
 use common::fixtures::{push_single, tar_layer};
 use common::{
-    Auth, Registry, assert_fails_with, assert_success, dify_bundle, json, run, skopeo, stderr,
-    write_recipe,
+    Auth, PackageIndex, Registry, assert_fails_with, assert_success, dify_bundle, json, run,
+    skopeo, stderr, write_recipe,
 };
 
 struct LocalPython {
@@ -65,14 +66,37 @@ async fn push_sandbox(registry: &Registry, py: &LocalPython) -> String {
         .to_string()
 }
 
+/// The index the sandbox tests resolve against: numpy and tabulate for this machine's Python
+/// (downloaded by scripts/test.sh), and pycrypto 2.6.1 as PyPI has it — a source
+/// distribution only, no wheel.
+fn sandbox_index(work: &Path) -> PackageIndex {
+    let dir = common::test_wheels().join("sandbox-index");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}; scripts/test.sh downloads it", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "whl"))
+        .collect();
+    assert!(
+        files.len() >= 2,
+        "{}: scripts/test.sh downloads numpy and tabulate",
+        dir.display()
+    );
+    let sdist = work.join("pycrypto-2.6.1.tar.gz");
+    std::fs::write(&sdist, b"a source distribution the build must never fetch").unwrap();
+    files.push(sdist);
+    common::package_index(&files)
+}
+
 fn build(
     recipe: &Path,
     requirements: &Path,
     cache: &Path,
     out: &Path,
     host: &str,
+    index: &PackageIndex,
 ) -> std::process::Output {
     run(dify_bundle()
+        .env("UV_DEFAULT_INDEX", &index.url)
         .args(["build", "--json", "--insecure-registry", host, "--recipe"])
         .arg(recipe)
         .arg("--sandbox-requirements")
@@ -113,7 +137,15 @@ async fn sandbox_packages_install_import_and_run_reproducibly() {
     let cache = work.path().join("cache");
     let out = work.path().join("bundle");
 
-    let result = build(&recipe, &requirements, &cache, &out, &registry.host());
+    let index = sandbox_index(work.path());
+    let result = build(
+        &recipe,
+        &requirements,
+        &cache,
+        &out,
+        &registry.host(),
+        &index,
+    );
     assert_success(&result);
     let report = json(&result);
     assert!(report["sandbox_seconds"].as_f64().unwrap() > 0.0);
@@ -143,6 +175,14 @@ async fn sandbox_packages_install_import_and_run_reproducibly() {
     );
     for wheel in set["wheels"].as_array().unwrap() {
         assert!(wheel["filename"].as_str().unwrap().ends_with(".whl"));
+        // Its size known, though the index (HTML simple API) gave none to the lock.
+        assert!(wheel["size"].as_u64().unwrap() > 1000, "{wheel}");
+        // Fetched from the index the build was given, not from PyPI.
+        let url = wheel["url"].as_str().unwrap();
+        assert!(
+            url.starts_with(index.url.trim_end_matches("/simple")),
+            "{url}"
+        );
         assert_eq!(wheel["sha256"].as_str().unwrap().len(), 71);
     }
     let image = &manifest["images"][0];
@@ -283,6 +323,7 @@ async fn sandbox_packages_install_import_and_run_reproducibly() {
         &cache,
         &again,
         &registry.host(),
+        &index,
     ));
     let (manifest_again, _) = layer_of(&again);
     assert_eq!(manifest_again["python"], manifest["python"]);
@@ -300,6 +341,7 @@ async fn sandbox_package_errors_say_what_to_do() {
         &[("sandbox", format!("{}/t/dify-sandbox:1.0", registry.host()))],
     );
     let cache = work.path().join("cache");
+    let index = sandbox_index(work.path());
 
     // A package with no wheel for the target names itself and the target.
     let requirements = work.path().join("nowheel.txt");
@@ -310,6 +352,7 @@ async fn sandbox_package_errors_say_what_to_do() {
         &cache,
         &work.path().join("a"),
         &registry.host(),
+        &index,
     );
     assert_fails_with(&failed, "pycrypto");
     assert!(
@@ -320,7 +363,7 @@ async fn sandbox_package_errors_say_what_to_do() {
 
     // A uv named but not there: said, with what to do.
     let requirements = work.path().join("ok.txt");
-    std::fs::write(&requirements, "six\n").unwrap();
+    std::fs::write(&requirements, "tabulate==0.10.0\n").unwrap();
     // A PATH with a python3 and no uv (uv resolves with any Python 3 interpreter present; it
     // never needs one of the target's version).
     let bin = work.path().join("bin");
@@ -334,7 +377,9 @@ async fn sandbox_package_errors_say_what_to_do() {
     let path = bin.to_str().unwrap().to_owned();
     let build_without_uv = |out: &str, env: &[(&str, &str)]| {
         let mut command = dify_bundle();
-        command.env("PATH", &path);
+        command
+            .env("PATH", &path)
+            .env("UV_DEFAULT_INDEX", &index.url);
         for (k, v) in env {
             command.env(k, v);
         }

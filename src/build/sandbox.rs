@@ -99,7 +99,7 @@ async fn derive_in(
             target.version, target.uv_platform, target.interpreter
         ));
         let wheels = resolve(&requirements, &target, work)?;
-        fetch::fetch_wheels(&wheels, &cache, options.copy, &progress).await?;
+        let wheels = fetch::fetch_wheels(&wheels, &cache, options.copy, &progress).await?;
         progress.step(&format!(
             "installing {} wheels into a new layer",
             wheels.len()

@@ -272,6 +272,11 @@ pub async fn gather(
                 .collect(),
         });
     }
-    crate::python::fetch::fetch_wheels(&house.wheels(), cache, copy, progress).await?;
+    // Fetched, every wheel's size is known (a mirror's lock may have lacked some).
+    let fetched =
+        crate::python::fetch::fetch_wheels(&house.wheels(), cache, copy, progress).await?;
+    for wheel in fetched {
+        house.wheels.insert(wheel.filename.clone(), wheel);
+    }
     Ok((house, report))
 }

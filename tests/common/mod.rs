@@ -78,6 +78,64 @@ pub fn serve_dir(dir: &Path) -> (Server, String) {
     (Server { child }, format!("http://127.0.0.1:{port}"))
 }
 
+/// A package index on 127.0.0.1 as a PyPI mirror serves one (the simple API, PEP 503): one
+/// page per project listing its files with their sha256. uv resolves against it when given
+/// `UV_DEFAULT_INDEX` = [`PackageIndex::url`].
+pub struct PackageIndex {
+    _server: Server,
+    _root: tempfile::TempDir,
+    pub url: String,
+}
+
+/// Serves `files` (wheels, sdists) as a package index.
+pub fn package_index(files: &[PathBuf]) -> PackageIndex {
+    let root = tempfile::tempdir().unwrap();
+    let mut projects: std::collections::BTreeMap<String, Vec<(String, String)>> =
+        Default::default();
+    std::fs::create_dir_all(root.path().join("files")).unwrap();
+    for file in files {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        let bytes = std::fs::read(file).unwrap();
+        std::fs::write(root.path().join("files").join(&name), &bytes).unwrap();
+        let project: String = name
+            .split('-')
+            .next()
+            .unwrap()
+            .to_ascii_lowercase()
+            .replace(['_', '.'], "-");
+        let sha = dify_bundle::digest::Digest::of(&bytes).hex().to_owned();
+        projects.entry(project).or_default().push((name, sha));
+    }
+    for (project, files) in &projects {
+        let dir = root.path().join("simple").join(project);
+        std::fs::create_dir_all(&dir).unwrap();
+        let links: String = files
+            .iter()
+            .map(|(name, sha)| format!("<a href=\"../../files/{name}#sha256={sha}\">{name}</a>\n"))
+            .collect();
+        std::fs::write(
+            dir.join("index.html"),
+            format!("<!DOCTYPE html>\n<html><body>\n{links}</body></html>\n"),
+        )
+        .unwrap();
+    }
+    let (server, base) = serve_dir(root.path());
+    PackageIndex {
+        _server: server,
+        _root: root,
+        url: format!("{base}/simple"),
+    }
+}
+
+/// The wheels scripts/test.sh downloads for the tests (real ones, as PyPI serves them).
+pub fn test_wheels() -> PathBuf {
+    std::env::var_os("DIFY_BUNDLE_TEST_WHEELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/dify-bundle/test-wheels")
+        })
+}
+
 pub enum Auth {
     None,
     Htpasswd { user: String, password: String },
