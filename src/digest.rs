@@ -41,6 +41,23 @@ impl Digest {
     }
 
     /// A short form for progress lines: `sha256:0123456789ab`.
+    /// Checks that `bytes` hash to this digest; `what` names them in the error.
+    pub fn verify(&self, bytes: &[u8], what: impl FnOnce() -> String) -> Result<()> {
+        self.check(&Digest::of(bytes), what)
+    }
+
+    /// Checks the digest bytes were found to have against this one, the expected.
+    pub fn check(&self, actual: &Digest, what: impl FnOnce() -> String) -> Result<()> {
+        if actual == self {
+            return Ok(());
+        }
+        Err(Error::DigestMismatch {
+            what: what(),
+            expected: self.to_string(),
+            actual: actual.to_string(),
+        })
+    }
+
     pub fn short(&self) -> String {
         format!("sha256:{}", &self.hex[..12])
     }
@@ -143,6 +160,20 @@ pub fn hash_reader(reader: &mut dyn std::io::Read) -> std::io::Result<(Digest, u
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn verify_names_what_did_not_match() {
+        let digest = Digest::of(b"layer");
+        assert!(digest.verify(b"layer", || unreachable!()).is_ok());
+        let e = digest.verify(b"other", || "blob x".to_owned()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "blob x: digest mismatch: expected {digest}, got {}",
+                Digest::of(b"other")
+            )
+        );
+    }
 
     #[test]
     fn parses_and_prints() {

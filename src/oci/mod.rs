@@ -167,14 +167,9 @@ pub struct RawManifest {
 impl RawManifest {
     /// Manifest bytes read for `descriptor`, refused unless they hash to its digest.
     pub fn checked(bytes: Vec<u8>, descriptor: &Descriptor, location: &str) -> Result<RawManifest> {
-        let actual = Digest::of(&bytes);
-        if actual != descriptor.digest {
-            return Err(Error::DigestMismatch {
-                what: format!("manifest {} in {location}", descriptor.digest),
-                expected: descriptor.digest.to_string(),
-                actual: actual.to_string(),
-            });
-        }
+        descriptor.digest.verify(&bytes, || {
+            format!("manifest {} in {location}", descriptor.digest)
+        })?;
         if bytes.len() as u64 != descriptor.size {
             return Err(Error::invalid(format!(
                 "manifest {} in {location}: {} bytes, but its descriptor says {}",
