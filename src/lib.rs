@@ -1,8 +1,25 @@
 //! dify-bundle: build, carry and install signed offline bundles of Dify for closed AWS VPCs.
 //!
-//! The core is one content-addressed model: [`store::Store`]s hold blobs and manifests,
+//! The core is one content-addressed model: stores ([`store`]) hold blobs and manifests,
 //! and the [`copy`] engine moves them between any two stores. A bundle ([`bundle`]) is an
-//! OCI image layout plus a `bundle.json` that lists every file with its digest.
+//! OCI image layout plus a `bundle.json` that lists every file with its digest; [`build`]
+//! makes one, [`carry`] moves one onto media or through S3, [`install`] puts one into a VPC.
+//!
+//! The modules are layered; each uses only its own layer and those below it (checked by
+//! `tests/layers.rs`, which also refuses an import circle between modules):
+//!
+//! 1. foundations: `error`, `digest`, `units`, `retry`, `progress`, `lock`
+//! 2. formats and network: `oci` (with image mutation and layers), `reference`, `recipe`,
+//!    `stack` (typed CloudFormation), `net` (HTTP, AWS SDK errors)
+//! 3. stores and signing: `store`, `signing`
+//! 4. the copy engine: `copy`
+//! 5. python and plugins: `python`, `plugins`
+//! 6. the bundle as read: `bundle`
+//! 7. making and moving bundles: `build`, `carry`
+//! 8. cloud and Dify clients: `aws`, `dify`
+//! 9. `install`
+//!
+//! The command line (`cli`, in the binary) sits above them all; the library knows nothing of it.
 
 pub mod aws;
 pub mod build;

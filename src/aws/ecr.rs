@@ -61,7 +61,7 @@ impl Ecr {
     /// The account's `BLOB_MOUNTING` setting (GetAccountSetting): `Some(true)` when ECR mounts
     /// blobs across repositories, `Some(false)` when it is off, `None` when it cannot be read
     /// (no permission, or an ECR that predates the setting) — then mounts are simply tried.
-    /// https://docs.aws.amazon.com/AmazonECR/latest/userguide/blob-mounting.html
+    /// <https://docs.aws.amazon.com/AmazonECR/latest/userguide/blob-mounting.html>
     pub async fn blob_mounting(&self) -> Option<bool> {
         // Asked once, never retried: an ECR that does not know the setting may answer 500, and
         // retrying that would only delay every install by the SDK's backoff.
