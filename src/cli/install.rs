@@ -69,11 +69,8 @@ pub struct InstallArgs {
     /// [default: the VPC's CIDR]
     #[arg(long = "allowed-cidr", value_name = "CIDR")]
     allowed_cidrs: Vec<String>,
-    /// A stack setting, KEY=VALUE (repeat): certificate_arn, public_url, redis_multi_az,
-    /// aurora_scale_to_zero, fargate_spot, api_cpu, api_memory, web_cpu, web_memory,
-    /// api_min_tasks, api_max_tasks, web_min_tasks, web_max_tasks, log_retention_days,
-    /// cpu_architecture
-    #[arg(long = "app-setting", value_name = "KEY=VALUE")]
+    /// A stack setting, KEY=VALUE (repeat)
+    #[arg(long = "app-setting", value_name = "KEY=VALUE", long_help = app_setting_help())]
     app_settings: Vec<String>,
     /// Bucket CloudFormation reads the template from, created when missing
     /// [default: dify-bundle-staging-ACCOUNT-REGION]
@@ -95,6 +92,18 @@ pub struct InstallArgs {
     /// Print the plan (and the result) as JSON on stdout
     #[arg(long)]
     json: bool,
+}
+
+/// The long help of `--app-setting`: its keys, from the one list install reads.
+fn app_setting_help() -> String {
+    let keys: Vec<&str> = dify_bundle::install::config::APP_SETTINGS
+        .iter()
+        .map(|(key, _)| *key)
+        .collect();
+    format!(
+        "A stack setting, KEY=VALUE (repeat); KEY is one of: {}",
+        keys.join(", ")
+    )
 }
 
 fn print_plan(plan: &InstallPlan, admin: Option<&dify_bundle::dify::console::Admin>) {
