@@ -117,12 +117,17 @@ impl Error {
         }
     }
 
-    /// What the user can do about this error, if the library knows: the innermost hint.
-    pub fn hint(&self) -> Option<&str> {
+    /// What the user can do about this error, as far as the library knows: every hint in
+    /// the chain, the innermost (the most specific) first.
+    pub fn hints(&self) -> Vec<&str> {
         match self {
-            Error::Context { inner, .. } => inner.hint(),
-            Error::Hinted { inner, hint } => inner.hint().or(Some(hint)),
-            _ => None,
+            Error::Context { inner, .. } => inner.hints(),
+            Error::Hinted { inner, hint } => {
+                let mut hints = inner.hints();
+                hints.push(hint);
+                hints
+            }
+            _ => Vec::new(),
         }
     }
 

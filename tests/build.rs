@@ -669,6 +669,15 @@ async fn leftovers_of_failed_runs_are_removed_and_a_busy_directory_is_refused() 
         .arg("--out")
         .arg(&media));
     assert_fails_with(&packing, &pid);
+    // Nor is a signature written over a bundle.json another run may be rewriting.
+    let key = common::generate_key(work.path());
+    let signing = run(dify_bundle()
+        .arg("sign")
+        .arg(&out)
+        .arg("--key")
+        .arg(key.with_extension("key")));
+    assert_fails_with(&signing, &pid);
+    assert!(!out.join("bundle.json.minisig").exists());
     held.unlock().unwrap();
 
     // A part a failed packing was writing is removed by the next packing; a packing that

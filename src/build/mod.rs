@@ -28,6 +28,7 @@ use crate::oci::Platform;
 use crate::progress::Progress;
 use crate::python::uv;
 use crate::recipe::{Recipe, Role};
+use crate::signing::SigningKey;
 use crate::stack::app::StackSettings;
 use crate::store::{LayoutStore, RegistryOptions};
 
@@ -46,6 +47,8 @@ pub struct BuildOptions {
     pub plugins: PluginOptions,
     /// The installer binary to carry inside the bundle (`None`: none).
     pub installer: Option<InstallerOptions>,
+    /// The key to sign bundle.json with, before the directory is let go (`None`: unsigned).
+    pub sign: Option<SigningKey>,
 }
 
 #[derive(Debug, Serialize)]
@@ -64,6 +67,8 @@ pub struct BuildReport {
     pub stack: Option<Digest>,
     /// The installer carried, when one is.
     pub installer: Option<BundleInstaller>,
+    /// The id of the key bundle.json was signed with, when it was.
+    pub signed_by: Option<String>,
 }
 
 pub async fn build(options: BuildOptions, progress: Arc<dyn Progress>) -> Result<BuildReport> {
@@ -183,6 +188,13 @@ pub async fn build(options: BuildOptions, progress: Arc<dyn Progress>) -> Result
         &referenced,
         progress.as_ref(),
     )?;
+    let signed_by = match &options.sign {
+        Some(key) => {
+            crate::bundle::trust::write_signature(&options.out, key)?;
+            Some(key.id.clone())
+        }
+        None => None,
+    };
     Ok(BuildReport {
         bundle: options.out.clone(),
         name: recipe.name.clone(),
@@ -197,6 +209,7 @@ pub async fn build(options: BuildOptions, progress: Arc<dyn Progress>) -> Result
             .collect(),
         stack: manifest.stack.as_ref().map(|s| s.digest.clone()),
         installer: manifest.installer,
+        signed_by,
     })
 }
 

@@ -109,8 +109,11 @@ pub fn check(
             reason: e.to_string(),
         },
         Err(e) => {
-            return Err(Error::invalid(format!("{origin}: refused: {e}"))
-                .with_hint("--allow-unsigned accepts it, at your own risk"));
+            return Err(Error::Context {
+                context: format!("{origin}: refused"),
+                inner: Box::new(e),
+            }
+            .with_hint("--allow-unsigned accepts it, at your own risk"));
         }
     };
     Ok((manifest?, status))
@@ -118,6 +121,13 @@ pub fn check(
 
 /// Signs the bundle's `bundle.json`, writing `bundle.json.minisig`.
 pub fn sign(dir: &Path, key: &SigningKey) -> Result<SignedFacts> {
+    let _lock = crate::lock::exclusive(dir, "sign")?;
+    write_signature(dir, key)
+}
+
+/// Signs the bundle.json in `dir` with `key`, for a caller that holds the directory's lock
+/// (the build signs what it has just written before it lets go of the directory).
+pub fn write_signature(dir: &Path, key: &SigningKey) -> Result<SignedFacts> {
     let path = dir.join(BUNDLE_FILE);
     let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
     let manifest = BundleManifest::parse(&bytes, &path.display().to_string())?;

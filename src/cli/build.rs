@@ -10,7 +10,6 @@ use dify_bundle::build::BuildOptions;
 use dify_bundle::build::daemon::PluginOptions;
 use dify_bundle::build::installer::InstallerOptions;
 use dify_bundle::build::sandbox::Requirements;
-use dify_bundle::bundle;
 use dify_bundle::oci::Platform;
 use dify_bundle::recipe::Recipe;
 use dify_bundle::retry::RetryPolicy;
@@ -181,7 +180,13 @@ pub async fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             version: Some(super::short_version()),
         })
     };
+    // Open the key before the long download, so a wrong password fails fast.
+    let signing_key = match &args.sign_key {
+        Some(path) => Some(super::keys::load_signing_key(path, &args.password)?),
+        None => None,
+    };
     let options = BuildOptions {
+        sign: signing_key,
         installer,
         stack,
         plugins: PluginOptions {
@@ -198,21 +203,13 @@ pub async fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         concurrency: args.concurrency.max(1),
         recipe,
     };
-    // Open the key before the long download, so a wrong password fails fast.
-    let signing_key = match &args.sign_key {
-        Some(path) => Some(super::keys::load_signing_key(path, &args.password)?),
-        None => None,
-    };
     let reporter = Arc::new(Reporter::new());
     let report = dify_bundle::build::build(options, reporter.clone())
         .await
         .with_context(|| format!("building the bundle in {}", args.out.display()))?;
     reporter.finish();
-    match &signing_key {
-        Some(key) => {
-            bundle::sign(&args.out, key)?;
-            eprintln!("signed with key {}", key.id);
-        }
+    match &report.signed_by {
+        Some(key) => eprintln!("signed with key {key}"),
         None => eprintln!(
             "note: the bundle is not signed; sign it with `dify-bundle sign {} --key KEY`",
             args.out.display()

@@ -130,7 +130,7 @@ pub fn main() -> ExitCode {
         Some(Ok(code)) => code,
         Some(Err(e)) => {
             eprintln!("error: {e:#}");
-            if let Some(hint) = hint(&e) {
+            for hint in hints(&e) {
                 eprintln!("hint: {hint}");
             }
             ExitCode::FAILURE
@@ -176,11 +176,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// What the user can do about a failure, when the library said (kept apart from the message).
-fn hint(e: &anyhow::Error) -> Option<&str> {
+/// What the user can do about a failure, as the library said (kept apart from the message).
+fn hints(e: &anyhow::Error) -> Vec<&str> {
     e.chain()
         .find_map(|cause| cause.downcast_ref::<dify_bundle::Error>())
-        .and_then(dify_bundle::Error::hint)
+        .map(dify_bundle::Error::hints)
+        .unwrap_or_default()
 }
 
 /// Prints a value as pretty JSON on stdout.

@@ -209,7 +209,7 @@ mod tests {
         };
         let e = resolve(&both, &InstallConfig::default()).err().unwrap();
         assert!(e.to_string().contains("both an existing VPC"), "{e}");
-        assert!(e.hint().is_some_and(|h| h.contains("not both")), "{e:?}");
+        assert!(e.hints().iter().any(|h| h.contains("not both")), "{e:?}");
         let one_subnet = InstallFlags {
             vpc_id: Some("vpc-1".into()),
             subnet_ids: vec!["a".into()],
