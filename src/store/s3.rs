@@ -1,5 +1,7 @@
 //! The S3 store: blobs at `PREFIX/blobs/sha256/<hex>`, shared by every bundle uploaded under
-//! the prefix, and each bundle's own files at `PREFIX/bundles/<name>/`. Large blobs go up as
+//! the prefix, and each bundle's own files at `PREFIX/bundles/<name>/`. It is a blob source
+//! and a blob sink that takes local files, never an image store: it keeps no tags, and a
+//! bundle's `bundle.json` says which manifests it holds. Large blobs go up as
 //! multipart uploads. Every byte sent is hashed as it is read: a blob whose sha256 is not
 //! its name is refused before it becomes an object, and each request carries its SHA256,
 //! which S3 checks. An object counts as present only when S3's recorded SHA256 is known to
@@ -21,10 +23,10 @@ use base64::Engine as _;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
-use super::{BlobState, BlobStream, Store, Tag};
+use super::{BlobScope, BlobSink, BlobSource, BlobState, BlobStream, FileUpload, Store};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::oci::{Descriptor, RawManifest};
+use crate::oci::Descriptor;
 use crate::retry::RetryPolicy;
 
 /// Metadata key holding a blob's sha256, written only after the upload checked out.
@@ -785,52 +787,14 @@ impl S3Store {
     }
 }
 
-#[async_trait]
 impl Store for S3Store {
     fn describe(&self) -> String {
         self.location.to_string()
     }
+}
 
-    async fn resolve(&self, _repo: &str, reference: &str) -> Result<Descriptor> {
-        Err(Error::NotFound {
-            what: format!(
-                "manifest `{reference}` by name in {} (read bundle.json instead)",
-                self.location
-            ),
-        })
-    }
-
-    async fn get_manifest(&self, _repo: &str, manifest: &Descriptor) -> Result<RawManifest> {
-        let bytes = self
-            .get_small(&self.location.blob_key(&manifest.digest))
-            .await?
-            .ok_or_else(|| Error::NotFound {
-                what: format!("manifest {} in {}", manifest.digest, self.location),
-            })?;
-        RawManifest::checked(bytes, manifest, &self.location.to_string())
-    }
-
-    async fn put_manifest(
-        &self,
-        _repo: &str,
-        manifest: &RawManifest,
-        _tag: Option<&Tag>,
-    ) -> Result<()> {
-        self.put_small(&self.location.blob_key(&manifest.digest()), &manifest.bytes)
-            .await
-    }
-
-    /// Present only when what S3 holds is known to be the blob (see [`S3Store::holds`]); an
-    /// object that is not — damaged, or written without a SHA256 checksum — is sent again,
-    /// which replaces it.
-    async fn blob_state(&self, _repo: &str, blob: &Descriptor) -> Result<BlobState> {
-        let key = self.location.blob_key(&blob.digest);
-        Ok(match self.head(&key).await? {
-            Some(head) if self.holds(blob, &head).await? => BlobState::Present,
-            _ => BlobState::Absent,
-        })
-    }
-
+#[async_trait]
+impl BlobSource for S3Store {
     async fn read_blob(
         &self,
         _repo: &str,
@@ -869,30 +833,23 @@ impl Store for S3Store {
             .boxed();
         Ok((start, stream))
     }
+}
 
-    async fn write_blob_from_file(
-        &self,
-        _repo: &str,
-        blob: &Descriptor,
-        path: &Path,
-        progress: &(dyn Fn(u64) + Send + Sync),
-    ) -> Result<Option<u64>> {
+#[async_trait]
+impl BlobSink for S3Store {
+    fn scope(&self) -> BlobScope {
+        BlobScope::Shared
+    }
+
+    /// Present only when what S3 holds is known to be the blob (see [`S3Store::holds`]); an
+    /// object that is not — damaged, or written without a SHA256 checksum — is sent again,
+    /// which replaces it.
+    async fn blob_state(&self, _repo: &str, blob: &Descriptor) -> Result<BlobState> {
         let key = self.location.blob_key(&blob.digest);
-        // Anything larger than one part goes up in parts.
-        if blob.size > self.part_size {
-            return self
-                .upload_multipart(&key, blob, path, progress)
-                .await
-                .map(Some);
-        }
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let actual = Digest::of(&bytes);
-        if actual != blob.digest || bytes.len() as u64 != blob.size {
-            return Err(damaged_blob(path, blob, actual.to_string()));
-        }
-        self.put_blob(&key, blob, Bytes::from(bytes)).await?;
-        progress(blob.size);
-        Ok(Some(0))
+        Ok(match self.head(&key).await? {
+            Some(head) if self.holds(blob, &head).await? => BlobState::Present,
+            _ => BlobState::Absent,
+        })
     }
 
     async fn write_blob(
@@ -914,6 +871,35 @@ impl Store for S3Store {
         }
         let key = self.location.blob_key(&blob.digest);
         self.put_blob(&key, blob, Bytes::from(bytes)).await
+    }
+
+    fn file_upload(&self) -> Option<&dyn FileUpload> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl FileUpload for S3Store {
+    async fn write_blob_from_file(
+        &self,
+        _repo: &str,
+        blob: &Descriptor,
+        path: &Path,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<u64> {
+        let key = self.location.blob_key(&blob.digest);
+        // Anything larger than one part goes up in parts.
+        if blob.size > self.part_size {
+            return self.upload_multipart(&key, blob, path, progress).await;
+        }
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let actual = Digest::of(&bytes);
+        if actual != blob.digest || bytes.len() as u64 != blob.size {
+            return Err(damaged_blob(path, blob, actual.to_string()));
+        }
+        self.put_blob(&key, blob, Bytes::from(bytes)).await?;
+        progress(blob.size);
+        Ok(0)
     }
 }
 
