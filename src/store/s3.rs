@@ -247,6 +247,15 @@ fn file_part_hashes(path: &Path, part_size: u64) -> Result<(Digest, u64, Vec<[u8
 /// checksum can be recomputed from a local copy.
 const PART_SIZE_METADATA: &str = "part-size";
 
+/// The checksum a single-request upload carries.
+#[derive(Clone, Copy)]
+enum Checksum<'a> {
+    /// CRC64NVME of the bytes, for a bundle's own files.
+    Crc64Nvme,
+    /// The blob's sha256, for a blob.
+    Blob(&'a Descriptor),
+}
+
 pub struct S3Store {
     pub(crate) client: Client,
     location: S3Location,
@@ -344,23 +353,58 @@ impl S3Store {
 
     /// Writes a small object in one request, with its CRC64NVME checked by S3.
     pub async fn put_small(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        self.put_object(key, Bytes::copy_from_slice(bytes), Checksum::Crc64Nvme)
+            .await
+    }
+
+    /// Writes an object in one request with a checksum S3 checks against what it receives
+    /// (it refuses a mismatch with BadDigest, "Checking object integrity for data uploads",
+    /// <https://docs.aws.amazon.com/AmazonS3/latest/userguide/checking-object-integrity-upload.html>).
+    /// A blob's bytes must already hash to its digest; its sha256 is sent as the checksum and
+    /// recorded in the object's metadata, and the upload counts only once S3 reports that
+    /// SHA256 back.
+    async fn put_object(&self, key: &str, bytes: Bytes, checksum: Checksum<'_>) -> Result<()> {
         let what = format!("s3://{}/{key}", self.location.bucket);
-        let crc = crc64_b64(crc_fast::checksum(crc_fast::CrcAlgorithm::Crc64Nvme, bytes));
-        self.retry
+        let (algorithm, value) = match checksum {
+            Checksum::Crc64Nvme => (
+                ChecksumAlgorithm::Crc64Nvme,
+                crc64_b64(crc_fast::checksum(
+                    crc_fast::CrcAlgorithm::Crc64Nvme,
+                    &bytes,
+                )),
+            ),
+            Checksum::Blob(blob) => (ChecksumAlgorithm::Sha256, full_sha256_b64(&blob.digest)),
+        };
+        let put = self
+            .retry
             .run(|| async {
-                self.client
+                let request = self
+                    .client
                     .put_object()
                     .bucket(&self.location.bucket)
                     .key(key)
-                    .body(ByteStream::from(bytes.to_vec()))
-                    .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
-                    .checksum_crc64_nvme(&crc)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error(&what, e))
+                    .body(ByteStream::from(bytes.clone()))
+                    .checksum_algorithm(algorithm.clone());
+                let request = match checksum {
+                    Checksum::Crc64Nvme => request.checksum_crc64_nvme(&value),
+                    Checksum::Blob(blob) => request
+                        .checksum_sha256(&value)
+                        .metadata(SHA256_METADATA, blob.digest.hex()),
+                };
+                request.send().await.map_err(|e| sdk_error(&what, e))
             })
             .await?;
-        Ok(())
+        let Checksum::Blob(_) = checksum else {
+            return Ok(());
+        };
+        let reported = match put.checksum_sha256() {
+            Some(sha) => Some(sha.to_owned()),
+            None => self
+                .head(key)
+                .await?
+                .and_then(|h| h.checksum_sha256().map(str::to_owned)),
+        };
+        self.check_sha256(&what, &value, reported.as_deref())
     }
 
     /// Aborts multipart uploads under the prefix that no blob of `keep` is using and that
@@ -870,7 +914,8 @@ impl BlobSink for S3Store {
             });
         }
         let key = self.location.blob_key(&blob.digest);
-        self.put_blob(&key, blob, Bytes::from(bytes)).await
+        self.put_object(&key, Bytes::from(bytes), Checksum::Blob(blob))
+            .await
     }
 
     fn file_upload(&self) -> Option<&dyn FileUpload> {
@@ -897,42 +942,10 @@ impl FileUpload for S3Store {
         if actual != blob.digest || bytes.len() as u64 != blob.size {
             return Err(damaged_blob(path, blob, actual.to_string()));
         }
-        self.put_blob(&key, blob, Bytes::from(bytes)).await?;
+        self.put_object(&key, Bytes::from(bytes), Checksum::Blob(blob))
+            .await?;
         progress(blob.size);
         Ok(0)
-    }
-}
-
-impl S3Store {
-    /// Sends bytes already hashed to `blob`'s digest in one request with that sha256, which
-    /// S3 checks against what it receives; then checks that S3 recorded it.
-    async fn put_blob(&self, key: &str, blob: &Descriptor, bytes: Bytes) -> Result<()> {
-        let what = format!("s3://{}/{key}", self.location.bucket);
-        let sha = full_sha256_b64(&blob.digest);
-        let put = self
-            .retry
-            .run(|| async {
-                self.client
-                    .put_object()
-                    .bucket(&self.location.bucket)
-                    .key(key)
-                    .body(ByteStream::from(bytes.clone()))
-                    .checksum_algorithm(ChecksumAlgorithm::Sha256)
-                    .checksum_sha256(&sha)
-                    .metadata(SHA256_METADATA, blob.digest.hex())
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error(&what, e))
-            })
-            .await?;
-        let reported = match put.checksum_sha256() {
-            Some(sha) => Some(sha.to_owned()),
-            None => self
-                .head(key)
-                .await?
-                .and_then(|h| h.checksum_sha256().map(str::to_owned)),
-        };
-        self.check_sha256(&what, &sha, reported.as_deref())
     }
 }
 
