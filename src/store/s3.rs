@@ -397,13 +397,7 @@ impl S3Store {
         let Checksum::Blob(_) = checksum else {
             return Ok(());
         };
-        let reported = match put.checksum_sha256() {
-            Some(sha) => Some(sha.to_owned()),
-            None => self
-                .head(key)
-                .await?
-                .and_then(|h| h.checksum_sha256().map(str::to_owned)),
-        };
+        let reported = self.recorded_sha256(key, put.checksum_sha256()).await?;
         self.check_sha256(&what, &value, reported.as_deref())
     }
 
@@ -712,13 +706,9 @@ impl S3Store {
                     .map_err(|e| sdk_error(&what, e))
             })
             .await?;
-        let reported = match completed.checksum_sha256() {
-            Some(sha) => Some(sha.to_owned()),
-            None => self
-                .head(key)
-                .await?
-                .and_then(|h| h.checksum_sha256().map(str::to_owned)),
-        };
+        let reported = self
+            .recorded_sha256(key, completed.checksum_sha256())
+            .await?;
         if let Err(e) = self.check_sha256(&what, &expected, reported.as_deref()) {
             let _ = self
                 .client
@@ -770,6 +760,18 @@ impl S3Store {
             .await?;
         progress(length);
         Ok((number, etag, sha, 0))
+    }
+
+    /// The SHA256 S3 recorded for the object at `key` just written: the one its reply gave,
+    /// else the one HeadObject reports.
+    async fn recorded_sha256(&self, key: &str, replied: Option<&str>) -> Result<Option<String>> {
+        match replied {
+            Some(sha) => Ok(Some(sha.to_owned())),
+            None => Ok(self
+                .head(key)
+                .await?
+                .and_then(|h| h.checksum_sha256().map(str::to_owned))),
+        }
     }
 
     /// Compares the SHA256 S3 recorded with what we computed.
