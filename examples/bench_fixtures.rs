@@ -12,7 +12,7 @@ use bytes::Bytes;
 use dify_bundle::digest::Digest;
 use dify_bundle::oci::{self, Descriptor, RawManifest};
 use dify_bundle::store::registry::Registries;
-use dify_bundle::store::{RegistryOptions, RegistryStore, Store, Tag};
+use dify_bundle::store::{BlobSink, ImageSink, RegistryOptions, RegistryStore, Tag};
 
 #[path = "../tests/common/random.rs"]
 mod random;

@@ -1,7 +1,8 @@
 //! dify-bundle: build, carry and install signed offline bundles of Dify for closed AWS VPCs.
 //!
 //! The core is one content-addressed model: stores ([`store`]) hold blobs and manifests,
-//! and the [`copy`] engine moves them between any two stores. A bundle ([`bundle`]) is an
+//! read from as a [`store::BlobSource`] and written to as a [`store::BlobSink`], and the
+//! [`copy`] engine moves them from any source to any sink. A bundle ([`bundle`]) is an
 //! OCI image layout plus a `bundle.json` that lists every file with its digest; [`build`]
 //! makes one, [`carry`] moves one onto media or through S3, [`install`] puts one into a VPC.
 //!

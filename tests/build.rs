@@ -750,7 +750,7 @@ fn rewrite_pack_list(part: &Path, edit: impl Fn(&mut serde_json::Value)) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_refuses_extra_directories_duplicates_overflows_and_fifos() {
-    use dify_bundle::store::Store as _;
+    use dify_bundle::store::{ImageSink as _, ImageSource as _};
     let registry = Registry::start(Auth::None);
     let base = layer(29, 64 << 10);
     let images = fixtures::dify_like(&registry, "r", &base, 32 << 10).await;

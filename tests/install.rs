@@ -673,7 +673,7 @@ async fn a_new_isolated_vpc_with_its_endpoints() {
 async fn renewed_registry_credentials_take_effect_mid_run() {
     use dify_bundle::store::registry::Registries;
     use dify_bundle::store::registry::auth::Credentials;
-    use dify_bundle::store::{RegistryOptions, Store};
+    use dify_bundle::store::{BlobSink as _, RegistryOptions};
     let registry = Registry::start(Auth::Htpasswd {
         user: "AWS".into(),
         password: "fresh-token".into(),
@@ -1633,12 +1633,12 @@ async fn shared_blobs_are_mounted_or_sent_to_each_repository() {
     use dify_bundle::copy::{self, CopyOptions, Root};
     use dify_bundle::store::registry::Registries;
     use dify_bundle::store::registry::auth::Credentials;
-    use dify_bundle::store::{LayoutStore, RegistryOptions, Store};
+    use dify_bundle::store::{ImageSource, LayoutStore, ReadWrite, RegistryOptions};
     use std::sync::Arc;
 
     let w = world().await;
     let host = w.ecr_data.host();
-    let layout: Arc<dyn Store> = Arc::new(LayoutStore::open(&w.bundle).unwrap());
+    let layout: Arc<dyn ImageSource> = Arc::new(LayoutStore::open(&w.bundle).unwrap());
     let mut options = RegistryOptions::default();
     options.insecure.insert(host.clone());
     options.credentials.insert(
@@ -1665,7 +1665,7 @@ async fn shared_blobs_are_mounted_or_sent_to_each_repository() {
                     label: role.to_string(),
                 })
                 .collect();
-            let destination: Arc<dyn Store> = store;
+            let destination: Arc<dyn ReadWrite> = store;
             copy::copy(
                 &roots,
                 destination,

@@ -461,7 +461,7 @@ async fn a_wheel_that_does_not_match_its_lock_hash_is_refused_by_name() {
     use dify_bundle::oci::Descriptor;
     use dify_bundle::progress::{Progress, Silent};
     use dify_bundle::store::url::UrlStore;
-    use dify_bundle::store::{LayoutStore, Store};
+    use dify_bundle::store::{BlobSink, BlobSource, LayoutStore};
 
     let served = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -472,11 +472,11 @@ async fn a_wheel_that_does_not_match_its_lock_hash_is_refused_by_name() {
     let (_server, base) = common::serve_dir(served.path());
     let locked = Digest::of(b"the wheel the lock names");
     let url = format!("{base}/demo-1.0-py3-none-any.whl");
-    let source: Arc<dyn Store> = Arc::new(
+    let source: Arc<dyn BlobSource> = Arc::new(
         UrlStore::new(HashMap::from([(locked.clone(), url)]), Default::default()).unwrap(),
     );
     let cache = tempfile::tempdir().unwrap();
-    let cache: Arc<dyn Store> = Arc::new(LayoutStore::create(cache.path()).unwrap());
+    let cache: Arc<dyn BlobSink> = Arc::new(LayoutStore::create(cache.path()).unwrap());
     let job = BlobJob {
         blob: Descriptor::new("application/zip", locked.clone(), 20),
         source,

@@ -16,7 +16,7 @@ use crate::oci::ANNOTATION_REF_NAME;
 use crate::progress::Progress;
 use crate::recipe::Recipe;
 use crate::store::layout::{BLOBS_DIR, INDEX_FILE, OCI_LAYOUT_FILE, write_json};
-use crate::store::{LayoutStore, Store};
+use crate::store::{ImageSink, LayoutStore};
 
 /// The bundle's images once every stage's derived image took its role's place: the tag
 /// points at the derived root, the base is kept in an annotation and in bundle.json.

@@ -11,7 +11,7 @@ use crate::error::Result;
 use crate::progress::Progress;
 use crate::recipe::{Recipe, Role};
 use crate::store::registry::Registries;
-use crate::store::{LayoutStore, RegistryOptions, Store, Tag};
+use crate::store::{ImageSource, LayoutStore, RegistryOptions, Tag};
 
 /// The recipe's images as they were pulled, in recipe order.
 pub struct Pulled {
@@ -41,7 +41,7 @@ pub async fn images(
     let mut roots = Vec::new();
     for image in &recipe.images {
         let reference = image.reference()?;
-        let source: Arc<dyn Store> = registries.store(&reference.registry);
+        let source: Arc<dyn ImageSource> = registries.store(&reference.registry);
         roots.push(Root {
             source,
             source_repo: reference.repository.clone(),

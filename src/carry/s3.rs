@@ -18,7 +18,7 @@ use crate::oci::Descriptor;
 use crate::progress::Progress;
 use crate::store::layout::{BLOBS_DIR, write_atomically};
 use crate::store::s3::S3Store;
-use crate::store::{LayoutStore, Store};
+use crate::store::{BlobSource, LayoutStore};
 
 #[derive(Debug, Serialize)]
 pub struct TransferReport {
@@ -35,7 +35,7 @@ pub struct TransferReport {
     pub seconds: f64,
 }
 
-fn blob_jobs(manifest: &BundleManifest, source: Arc<dyn Store>) -> Result<Vec<BlobJob>> {
+fn blob_jobs(manifest: &BundleManifest, source: Arc<dyn BlobSource>) -> Result<Vec<BlobJob>> {
     manifest
         .files
         .iter()
@@ -71,7 +71,7 @@ pub async fn upload(
     let started = std::time::Instant::now();
     let source = DirSource::new(dir);
     let (manifest, signature) = trust::open(&source, policy)?;
-    let layout: Arc<dyn Store> = Arc::new(LayoutStore::open(dir)?);
+    let layout: Arc<dyn BlobSource> = Arc::new(LayoutStore::open(dir)?);
     store.set_local_bundle(dir);
     let jobs = blob_jobs(&manifest, layout)?;
     for job in &jobs {

@@ -20,12 +20,12 @@ use crate::error::{Error, Result};
 use crate::oci::{Descriptor, Platform};
 use crate::progress::Progress;
 use crate::retry::RetryPolicy;
-use crate::store::{Store, Tag};
+use crate::store::{BlobScope, ImageSource, ReadWrite, Tag};
 
 /// One image to copy: where it comes from and under which name it lands.
 #[derive(Clone)]
 pub struct Root {
-    pub source: Arc<dyn Store>,
+    pub source: Arc<dyn ImageSource>,
     pub source_repo: String,
     /// Tag or digest in the source.
     pub reference: String,
@@ -80,7 +80,7 @@ pub struct CopyReport {
 /// Copies every root from its source to `destination`.
 pub async fn copy(
     roots: &[Root],
-    destination: Arc<dyn Store>,
+    destination: Arc<dyn ReadWrite>,
     options: &CopyOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<CopyReport> {
@@ -95,7 +95,7 @@ pub async fn copy(
 
     // Every blob once per destination (once per repository in a registry), however many
     // images share it; remember who needs it for messages.
-    let per_repository = destination.blobs_per_repository();
+    let per_repository = destination.scope() == BlobScope::PerRepository;
     let mut blobs: BTreeMap<(String, Digest), BlobJob> = BTreeMap::new();
     for (root, plan) in roots.iter().zip(&plans) {
         let repo = if per_repository {
@@ -176,7 +176,7 @@ pub async fn copy(
 
 /// Whether `reference` (a digest or a tag) already names exactly `manifest` in the destination.
 async fn holds(
-    destination: &dyn Store,
+    destination: &dyn ReadWrite,
     repo: &str,
     reference: &str,
     manifest: &crate::oci::RawManifest,
@@ -190,7 +190,7 @@ async fn holds(
 /// Resolves every root to the manifests and blobs it needs, without copying anything.
 pub async fn plan(
     roots: &[Root],
-    destination: &dyn Store,
+    destination: &dyn ReadWrite,
     platforms: &[Platform],
 ) -> Result<Vec<ImagePlan>> {
     let plans = futures::future::try_join_all(

@@ -12,7 +12,7 @@ use crate::oci::{
     ANNOTATION_REFERENCE_DIGEST, Descriptor, ImageConfig, Index, Manifest, OCI_INDEX, Platform,
     RawManifest,
 };
-use crate::store::{BlobState, Store};
+use crate::store::{BlobState, ReadWrite};
 
 /// Image configs larger than this are refused.
 const MAX_CONFIG_BYTES: u64 = 16 << 20;
@@ -62,7 +62,11 @@ impl ResolvedImage {
 }
 
 /// Fetches a manifest from the destination when it already holds it, else from the source.
-async fn fetch(root: &Root, destination: &dyn Store, manifest: &Descriptor) -> Result<RawManifest> {
+async fn fetch(
+    root: &Root,
+    destination: &dyn ReadWrite,
+    manifest: &Descriptor,
+) -> Result<RawManifest> {
     if destination.blob_state(&root.dest_repo, manifest).await? == BlobState::Present
         && let Ok(raw) = destination.get_manifest(&root.dest_repo, manifest).await
     {
@@ -74,7 +78,7 @@ async fn fetch(root: &Root, destination: &dyn Store, manifest: &Descriptor) -> R
 /// Reads an image config, from the destination when it already holds it.
 async fn read_config(
     root: &Root,
-    destination: &dyn Store,
+    destination: &dyn ReadWrite,
     config: &Descriptor,
 ) -> Result<ImageConfig> {
     if config.size > MAX_CONFIG_BYTES {
@@ -105,7 +109,7 @@ async fn read_config(
 
 pub(super) async fn plan_image(
     root: &Root,
-    destination: &dyn Store,
+    destination: &dyn ReadWrite,
     platforms: &[Platform],
 ) -> Result<ResolvedImage> {
     resolve(root, destination, platforms)
@@ -115,7 +119,7 @@ pub(super) async fn plan_image(
 
 async fn resolve(
     root: &Root,
-    destination: &dyn Store,
+    destination: &dyn ReadWrite,
     platforms: &[Platform],
 ) -> Result<ResolvedImage> {
     let top = root
@@ -194,7 +198,7 @@ fn list(platforms: &[Platform]) -> String {
 
 async fn resolve_index(
     root: &Root,
-    destination: &dyn Store,
+    destination: &dyn ReadWrite,
     platforms: &[Platform],
     top: Descriptor,
     raw_top: RawManifest,

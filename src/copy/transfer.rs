@@ -9,13 +9,13 @@ use super::CopyOptions;
 use crate::error::{Error, Result};
 use crate::oci::Descriptor;
 use crate::progress::Progress;
-use crate::store::{BlobState, Store};
+use crate::store::{BlobScope, BlobSink, BlobSource, BlobState};
 
 /// One blob to move, where to read it, and how to name what needs it in messages.
 #[derive(Clone)]
 pub struct BlobJob {
     pub blob: Descriptor,
-    pub source: Arc<dyn Store>,
+    pub source: Arc<dyn BlobSource>,
     pub source_repo: String,
     pub dest_repo: String,
     pub label: String,
@@ -43,7 +43,7 @@ enum Done {
 /// partial ones and retrying transient failures.
 pub async fn copy_blobs(
     jobs: Vec<BlobJob>,
-    destination: Arc<dyn Store>,
+    destination: Arc<dyn BlobSink>,
     options: &CopyOptions,
     progress: &Arc<dyn Progress>,
 ) -> Result<Outcome> {
@@ -71,7 +71,7 @@ pub async fn copy_blobs(
     let mut groups: Vec<Vec<(&BlobJob, BlobState)>> = Vec::new();
     let mut group_of: std::collections::HashMap<&crate::digest::Digest, usize> =
         std::collections::HashMap::new();
-    let per_repository = destination.blobs_per_repository();
+    let per_repository = destination.scope() == BlobScope::PerRepository;
     for (job, state) in jobs.iter().zip(states) {
         match group_of.get(&job.blob.digest) {
             Some(&i) if per_repository => groups[i].push((job, state)),
@@ -127,7 +127,7 @@ pub async fn copy_blobs(
 /// has been sent there) is where the next ones mount it from.
 async fn copy_group(
     group: Vec<(&BlobJob, BlobState)>,
-    destination: &dyn Store,
+    destination: &dyn BlobSink,
     options: &CopyOptions,
     progress: &Arc<dyn Progress>,
 ) -> Vec<Result<Done>> {
@@ -140,11 +140,9 @@ async fn copy_group(
         if state != BlobState::Present
             && let Some(from) = &holder
             && from != &job.dest_repo
+            && let Some(mount) = destination.mount()
         {
-            match destination
-                .mount_blob(&job.dest_repo, &job.blob, from)
-                .await
-            {
+            match mount.mount_blob(&job.dest_repo, &job.blob, from).await {
                 Ok(true) => {
                     progress.blob_advanced(&job.blob.digest, job.blob.size);
                     results.push(Ok(Done::Mounted(job.blob.size)));
@@ -179,7 +177,7 @@ async fn copy_group(
 async fn copy_blob(
     job: &BlobJob,
     mut state: BlobState,
-    destination: &dyn Store,
+    destination: &dyn BlobSink,
     options: &CopyOptions,
     progress: &Arc<dyn Progress>,
 ) -> Result<Done> {
@@ -203,31 +201,29 @@ async fn copy_blob(
             BlobState::Absent => 0,
         };
         if offset == 0
+            && let Some(upload) = destination.file_upload()
             && let Some(path) = job.source.local_file(blob)
         {
             progress.blob_started(&blob.digest, blob.size, 0);
             let reporter = progress.clone();
             let digest = blob.digest.clone();
             let advance = move |n: u64| reporter.blob_advanced(&digest, n);
-            match destination
+            return match upload
                 .write_blob_from_file(&job.dest_repo, blob, &path, &advance)
                 .await
             {
-                Ok(Some(already)) => {
+                Ok(already) => {
                     progress.blob_finished(&blob.digest);
-                    return Ok(Done::Copied {
+                    Ok(Done::Copied {
                         resumed: already,
                         transferred: blob.size - already,
-                    });
+                    })
                 }
-                Ok(None) => {}
-                Err(e) => {
-                    return Err(Error::Context {
-                        context: job.label.clone(),
-                        inner: Box::new(e),
-                    });
-                }
-            }
+                Err(e) => Err(Error::Context {
+                    context: job.label.clone(),
+                    inner: Box::new(e),
+                }),
+            };
         }
         // What the source itself failed with (a blob that does not hash to its digest, say):
         // a destination sees only a broken body, so this is what gets reported.

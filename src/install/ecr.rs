@@ -14,7 +14,7 @@ use crate::copy::{self, CopyOptions, CopyReport, ImagePlan, Root};
 use crate::error::{Error, Result};
 use crate::reference::ImageRef;
 use crate::store::registry::Registries;
-use crate::store::{BlobState, RegistryOptions, Store, Tag};
+use crate::store::{BlobState, ImageSource, ReadWrite, RegistryOptions, Tag};
 
 /// One image of the bundle and where it goes.
 #[derive(Clone, Debug, Serialize)]
@@ -139,7 +139,7 @@ impl Session {
         &self.login.host
     }
 
-    fn store(&self) -> Arc<dyn Store> {
+    fn store(&self) -> Arc<dyn ReadWrite> {
         self.registries.store(&self.login.host)
     }
 
@@ -169,7 +169,11 @@ impl Session {
     }
 }
 
-fn roots(manifest: &BundleManifest, targets: &[ImageTarget], source: Arc<dyn Store>) -> Vec<Root> {
+fn roots(
+    manifest: &BundleManifest,
+    targets: &[ImageTarget],
+    source: Arc<dyn ImageSource>,
+) -> Vec<Root> {
     manifest
         .images
         .iter()

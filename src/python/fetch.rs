@@ -13,7 +13,7 @@ use crate::net::http::{client, status_error, transport_error};
 use crate::oci::Descriptor;
 use crate::progress::Progress;
 use crate::store::url::UrlStore;
-use crate::store::{LayoutStore, Store};
+use crate::store::{BlobSink, BlobSource, LayoutStore};
 
 /// Downloads `wheels` into the content-addressed cache with the one copy engine, each
 /// checked against the sha256 its lock gives; returns them with every size known.
@@ -28,7 +28,7 @@ pub async fn fetch_wheels(
         .iter()
         .map(|w| (w.sha256.clone(), w.url.clone()))
         .collect();
-    let source: Arc<dyn Store> = Arc::new(UrlStore::new(urls, options.retry)?);
+    let source: Arc<dyn BlobSource> = Arc::new(UrlStore::new(urls, options.retry)?);
     let jobs = wheels
         .iter()
         .map(|wheel| BlobJob {
@@ -40,7 +40,7 @@ pub async fn fetch_wheels(
         })
         .collect();
     progress.step(&format!("downloading {} wheels", wheels.len()));
-    let cache: Arc<dyn Store> = cache.clone();
+    let cache: Arc<dyn BlobSink> = cache.clone();
     copy::copy_blobs(jobs, cache, options, progress).await?;
     Ok(wheels)
 }

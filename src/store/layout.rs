@@ -12,7 +12,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use super::{BlobState, BlobStream, Store, Tag};
+use super::{
+    BlobScope, BlobSink, BlobSource, BlobState, BlobStream, ImageSink, ImageSource, Store, Tag,
+};
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
 use crate::oci::{self, ANNOTATION_REF_NAME, Descriptor, Index, RawManifest};
@@ -256,12 +258,42 @@ pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
     write_atomically(path, &bytes)
 }
 
-#[async_trait]
 impl Store for LayoutStore {
     fn describe(&self) -> String {
         format!("bundle {}", self.root.display())
     }
+}
 
+#[async_trait]
+impl BlobSource for LayoutStore {
+    async fn read_blob(
+        &self,
+        _repo: &str,
+        blob: &Descriptor,
+        offset: u64,
+    ) -> Result<(u64, BlobStream)> {
+        let path = self.blob_path(&blob.digest);
+        let mut file = std::fs::File::open(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::NotFound {
+                what: format!("blob {} in {}", blob.digest, self.root.display()),
+            },
+            _ => Error::io(&path, e),
+        })?;
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(offset))
+            .map_err(|e| Error::io(&path, e))?;
+        let what = path.display().to_string();
+        let stream = super::blocking_stream(move |emit| super::pump(&mut file, &what, emit));
+        Ok((offset, stream))
+    }
+
+    fn local_file(&self, blob: &Descriptor) -> Option<PathBuf> {
+        let path = self.blob_path(&blob.digest);
+        path.is_file().then_some(path)
+    }
+}
+
+#[async_trait]
+impl ImageSource for LayoutStore {
     async fn resolve(&self, _repo: &str, reference: &str) -> Result<Descriptor> {
         if let Ok(digest) = reference.parse::<Digest>() {
             let bytes = self.read_small_blob(&digest)?;
@@ -284,26 +316,12 @@ impl Store for LayoutStore {
         let bytes = self.read_small_blob(&manifest.digest)?;
         RawManifest::checked(bytes, manifest, &self.root.display().to_string())
     }
+}
 
-    async fn put_manifest(
-        &self,
-        _repo: &str,
-        manifest: &RawManifest,
-        tag: Option<&Tag>,
-    ) -> Result<()> {
-        let digest = manifest.digest();
-        self.write_small_blob(&digest, &manifest.bytes)?;
-        let Some(tag) = tag else { return Ok(()) };
-        let mut descriptor = manifest.descriptor();
-        let mut annotations = tag.annotations.clone();
-        annotations.insert(ANNOTATION_REF_NAME.to_owned(), tag.name.clone());
-        descriptor.annotations = Some(annotations);
-        let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
-        index
-            .manifests
-            .retain(|d| d.annotation(ANNOTATION_REF_NAME) != Some(tag.name.as_str()));
-        index.manifests.push(descriptor);
-        write_json(&self.root.join(INDEX_FILE), &*index)
+#[async_trait]
+impl BlobSink for LayoutStore {
+    fn scope(&self) -> BlobScope {
+        BlobScope::Shared
     }
 
     /// Present only when the blob in place was hashed by this process (see
@@ -330,31 +348,6 @@ impl Store for LayoutStore {
             }
             _ => Ok(BlobState::Absent),
         }
-    }
-
-    fn local_file(&self, blob: &Descriptor) -> Option<PathBuf> {
-        let path = self.blob_path(&blob.digest);
-        path.is_file().then_some(path)
-    }
-
-    async fn read_blob(
-        &self,
-        _repo: &str,
-        blob: &Descriptor,
-        offset: u64,
-    ) -> Result<(u64, BlobStream)> {
-        let path = self.blob_path(&blob.digest);
-        let mut file = std::fs::File::open(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::NotFound {
-                what: format!("blob {} in {}", blob.digest, self.root.display()),
-            },
-            _ => Error::io(&path, e),
-        })?;
-        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(offset))
-            .map_err(|e| Error::io(&path, e))?;
-        let what = path.display().to_string();
-        let stream = super::blocking_stream(move |emit| super::pump(&mut file, &what, emit));
-        Ok((offset, stream))
     }
 
     async fn write_blob(
@@ -390,6 +383,30 @@ impl Store for LayoutStore {
         std::fs::rename(&partial, &target).map_err(|e| Error::io(&target, e))?;
         self.mark_hashed(&blob.digest);
         Ok(())
+    }
+}
+
+#[async_trait]
+impl ImageSink for LayoutStore {
+    async fn put_manifest(
+        &self,
+        _repo: &str,
+        manifest: &RawManifest,
+        tag: Option<&Tag>,
+    ) -> Result<()> {
+        let digest = manifest.digest();
+        self.write_small_blob(&digest, &manifest.bytes)?;
+        let Some(tag) = tag else { return Ok(()) };
+        let mut descriptor = manifest.descriptor();
+        let mut annotations = tag.annotations.clone();
+        annotations.insert(ANNOTATION_REF_NAME.to_owned(), tag.name.clone());
+        descriptor.annotations = Some(annotations);
+        let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        index
+            .manifests
+            .retain(|d| d.annotation(ANNOTATION_REF_NAME) != Some(tag.name.as_str()));
+        index.manifests.push(descriptor);
+        write_json(&self.root.join(INDEX_FILE), &*index)
     }
 }
 

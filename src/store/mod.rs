@@ -1,5 +1,9 @@
-//! Stores: anything that holds blobs and manifests addressed by digest. The copy engine
-//! moves content between any two of them; a new transport is a new store.
+//! Stores: anything that holds blobs and manifests addressed by digest, by role — a
+//! [`BlobSource`] blobs are read from, a [`BlobSink`] they are written to, and on top of
+//! each the image side ([`ImageSource`]: tags and manifests; [`ImageSink`]: manifests and
+//! tags). What only some sinks can do (mount across repositories, take a local file) is a
+//! capability a sink offers, not a method the others stub. The copy engine moves content
+//! from any source to any sink; a new transport is a new store.
 
 use std::collections::BTreeMap;
 
@@ -128,6 +132,18 @@ pub enum BlobState {
     Absent,
 }
 
+impl BlobState {
+    /// `Present` when the store holds the blob whole, else `Absent` (for stores that keep
+    /// no partial blobs).
+    pub fn present(whole: bool) -> BlobState {
+        if whole {
+            BlobState::Present
+        } else {
+            BlobState::Absent
+        }
+    }
+}
+
 /// A name under which a manifest is stored, with annotations describing it.
 #[derive(Clone, Debug, Default)]
 pub struct Tag {
@@ -135,28 +151,15 @@ pub struct Tag {
     pub annotations: BTreeMap<String, String>,
 }
 
-#[async_trait]
+/// Whatever a store is used for, it names itself in messages.
 pub trait Store: Send + Sync {
     /// A short description for messages: `registry 127.0.0.1:5000`, `bundle /data/b`.
     fn describe(&self) -> String;
+}
 
-    /// Resolves a tag or digest to the descriptor of the manifest it names (no body fetched).
-    async fn resolve(&self, repo: &str, reference: &str) -> Result<Descriptor>;
-
-    /// The manifest with this digest, bytes exactly as stored.
-    async fn get_manifest(&self, repo: &str, manifest: &Descriptor) -> Result<RawManifest>;
-
-    /// Stores a manifest under its digest and, when given, a tag. Every blob it references
-    /// must already be in the store.
-    async fn put_manifest(
-        &self,
-        repo: &str,
-        manifest: &RawManifest,
-        tag: Option<&Tag>,
-    ) -> Result<()>;
-
-    async fn blob_state(&self, repo: &str, blob: &Descriptor) -> Result<BlobState>;
-
+/// A store blobs are read from.
+#[async_trait]
+pub trait BlobSource: Store {
     /// Streams a blob starting at `offset`. Returns where the stream really starts: a store
     /// that cannot seek starts at 0.
     async fn read_blob(
@@ -166,38 +169,43 @@ pub trait Store: Send + Sync {
         offset: u64,
     ) -> Result<(u64, BlobStream)>;
 
-    /// Whether blobs belong to a repository (a registry), so one shared by two
-    /// repositories must be written to each; otherwise a blob is stored once.
-    fn blobs_per_repository(&self) -> bool {
-        false
-    }
-
-    /// Makes a blob that `from` (a repository of this store) holds part of `repo` without
-    /// sending it again. `Ok(false)`: the store cannot, and the blob must be written.
-    async fn mount_blob(&self, _repo: &str, _blob: &Descriptor, _from: &str) -> Result<bool> {
-        Ok(false)
-    }
-
-    /// Where the blob is as a local file, if it is one (lets a destination read ranges itself).
+    /// Where the blob is as a local file, if it is one (lets a destination that can take a
+    /// file, see [`BlobSink::file_upload`], read ranges itself).
     fn local_file(&self, _blob: &Descriptor) -> Option<std::path::PathBuf> {
         None
     }
+}
 
-    /// Writes a blob from a local file, for stores that do better than a stream (S3 reads
-    /// parts straight from file ranges). Returns the bytes that were already there from an
-    /// interrupted attempt, or `None` when the store has no such path.
-    async fn write_blob_from_file(
-        &self,
-        _repo: &str,
-        _blob: &Descriptor,
-        _path: &std::path::Path,
-        _progress: &(dyn Fn(u64) + Send + Sync),
-    ) -> Result<Option<u64>> {
-        Ok(None)
-    }
+/// A source of images: manifests found by tag or digest, and the blobs they name.
+#[async_trait]
+pub trait ImageSource: BlobSource {
+    /// Resolves a tag or digest to the descriptor of the manifest it names (no body fetched).
+    async fn resolve(&self, repo: &str, reference: &str) -> Result<Descriptor>;
 
-    /// Writes a blob, appending to the `offset` bytes already held (see [`BlobState::Partial`]).
-    /// The blob becomes visible only after its size and digest are checked.
+    /// The manifest with this digest, bytes exactly as stored.
+    async fn get_manifest(&self, repo: &str, manifest: &Descriptor) -> Result<RawManifest>;
+}
+
+/// Where a store keeps blobs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlobScope {
+    /// Blobs belong to a repository (a registry): one shared by two repositories is written
+    /// to each, or mounted from one into the other (see [`BlobSink::mount`]).
+    PerRepository,
+    /// A blob is stored once, whatever the repository; the `repo` arguments are unused.
+    Shared,
+}
+
+/// A store blobs are written to.
+#[async_trait]
+pub trait BlobSink: Store {
+    fn scope(&self) -> BlobScope;
+
+    async fn blob_state(&self, repo: &str, blob: &Descriptor) -> Result<BlobState>;
+
+    /// Writes a blob, appending to the `offset` bytes already held: `offset` is 0 unless
+    /// [`BlobSink::blob_state`] reported [`BlobState::Partial`]. The blob becomes visible only
+    /// after its size and digest are checked.
     async fn write_blob(
         &self,
         repo: &str,
@@ -205,7 +213,61 @@ pub trait Store: Send + Sync {
         offset: u64,
         body: BlobStream,
     ) -> Result<()>;
+
+    /// The store's way to make a blob one repository holds part of another without sending
+    /// it again, if it has one.
+    fn mount(&self) -> Option<&dyn Mount> {
+        None
+    }
+
+    /// The store's way to write a blob from a local file, if it does better than a stream
+    /// (S3 reads parts straight from file ranges).
+    fn file_upload(&self) -> Option<&dyn FileUpload> {
+        None
+    }
 }
+
+/// Mounting blobs between repositories of one store (see [`BlobSink::mount`]).
+#[async_trait]
+pub trait Mount: Send + Sync {
+    /// Makes a blob that `from` (a repository of this store) holds part of `repo` without
+    /// sending it again. `Ok(false)`: the store would not this time, and the blob must be
+    /// written.
+    async fn mount_blob(&self, repo: &str, blob: &Descriptor, from: &str) -> Result<bool>;
+}
+
+/// Writing a blob from a local file (see [`BlobSink::file_upload`]).
+#[async_trait]
+pub trait FileUpload: Send + Sync {
+    /// Writes `blob` from the file at `path`, calling `progress` with the bytes sent as they
+    /// go. Returns the bytes that were already there from an interrupted attempt.
+    async fn write_blob_from_file(
+        &self,
+        repo: &str,
+        blob: &Descriptor,
+        path: &std::path::Path,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<u64>;
+}
+
+/// A destination of images: the blobs, then the manifests that name them.
+#[async_trait]
+pub trait ImageSink: BlobSink {
+    /// Stores a manifest under its digest and, when given, a tag. Every blob it references
+    /// must already be in the store.
+    async fn put_manifest(
+        &self,
+        repo: &str,
+        manifest: &RawManifest,
+        tag: Option<&Tag>,
+    ) -> Result<()>;
+}
+
+/// A destination the copy engine also reads from: planning fetches manifests and configs it
+/// already holds, and a manifest or tag it already has is not written again.
+pub trait ReadWrite: ImageSource + ImageSink {}
+
+impl<T: ImageSource + ImageSink + ?Sized> ReadWrite for T {}
 
 #[cfg(test)]
 mod tests {

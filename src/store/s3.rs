@@ -1,5 +1,7 @@
 //! The S3 store: blobs at `PREFIX/blobs/sha256/<hex>`, shared by every bundle uploaded under
-//! the prefix, and each bundle's own files at `PREFIX/bundles/<name>/`. Large blobs go up as
+//! the prefix, and each bundle's own files at `PREFIX/bundles/<name>/`. It is a blob source
+//! and a blob sink that takes local files, never an image store: it keeps no tags, and a
+//! bundle's `bundle.json` says which manifests it holds. Large blobs go up as
 //! multipart uploads. Every byte sent is hashed as it is read: a blob whose sha256 is not
 //! its name is refused before it becomes an object, and each request carries its SHA256,
 //! which S3 checks. An object counts as present only when S3's recorded SHA256 is known to
@@ -21,10 +23,10 @@ use base64::Engine as _;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
-use super::{BlobState, BlobStream, Store, Tag};
+use super::{BlobScope, BlobSink, BlobSource, BlobState, BlobStream, FileUpload, Store};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::oci::{Descriptor, RawManifest};
+use crate::oci::Descriptor;
 use crate::retry::RetryPolicy;
 
 /// Metadata key holding a blob's sha256, written only after the upload checked out.
@@ -245,6 +247,15 @@ fn file_part_hashes(path: &Path, part_size: u64) -> Result<(Digest, u64, Vec<[u8
 /// checksum can be recomputed from a local copy.
 const PART_SIZE_METADATA: &str = "part-size";
 
+/// The checksum a single-request upload carries.
+#[derive(Clone, Copy)]
+enum Checksum<'a> {
+    /// CRC64NVME of the bytes, for a bundle's own files.
+    Crc64Nvme,
+    /// The blob's sha256, for a blob.
+    Blob(&'a Descriptor),
+}
+
 pub struct S3Store {
     pub(crate) client: Client,
     location: S3Location,
@@ -342,23 +353,52 @@ impl S3Store {
 
     /// Writes a small object in one request, with its CRC64NVME checked by S3.
     pub async fn put_small(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        self.put_object(key, Bytes::copy_from_slice(bytes), Checksum::Crc64Nvme)
+            .await
+    }
+
+    /// Writes an object in one request with a checksum S3 checks against what it receives
+    /// (it refuses a mismatch with BadDigest, "Checking object integrity for data uploads",
+    /// <https://docs.aws.amazon.com/AmazonS3/latest/userguide/checking-object-integrity-upload.html>).
+    /// A blob's bytes must already hash to its digest; its sha256 is sent as the checksum and
+    /// recorded in the object's metadata, and the upload counts only once S3 reports that
+    /// SHA256 back.
+    async fn put_object(&self, key: &str, bytes: Bytes, checksum: Checksum<'_>) -> Result<()> {
         let what = format!("s3://{}/{key}", self.location.bucket);
-        let crc = crc64_b64(crc_fast::checksum(crc_fast::CrcAlgorithm::Crc64Nvme, bytes));
-        self.retry
+        let (algorithm, value) = match checksum {
+            Checksum::Crc64Nvme => (
+                ChecksumAlgorithm::Crc64Nvme,
+                crc64_b64(crc_fast::checksum(
+                    crc_fast::CrcAlgorithm::Crc64Nvme,
+                    &bytes,
+                )),
+            ),
+            Checksum::Blob(blob) => (ChecksumAlgorithm::Sha256, full_sha256_b64(&blob.digest)),
+        };
+        let put = self
+            .retry
             .run(|| async {
-                self.client
+                let request = self
+                    .client
                     .put_object()
                     .bucket(&self.location.bucket)
                     .key(key)
-                    .body(ByteStream::from(bytes.to_vec()))
-                    .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
-                    .checksum_crc64_nvme(&crc)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error(&what, e))
+                    .body(ByteStream::from(bytes.clone()))
+                    .checksum_algorithm(algorithm.clone());
+                let request = match checksum {
+                    Checksum::Crc64Nvme => request.checksum_crc64_nvme(&value),
+                    Checksum::Blob(blob) => request
+                        .checksum_sha256(&value)
+                        .metadata(SHA256_METADATA, blob.digest.hex()),
+                };
+                request.send().await.map_err(|e| sdk_error(&what, e))
             })
             .await?;
-        Ok(())
+        let Checksum::Blob(_) = checksum else {
+            return Ok(());
+        };
+        let reported = self.recorded_sha256(key, put.checksum_sha256()).await?;
+        self.check_sha256(&what, &value, reported.as_deref())
     }
 
     /// Aborts multipart uploads under the prefix that no blob of `keep` is using and that
@@ -666,13 +706,9 @@ impl S3Store {
                     .map_err(|e| sdk_error(&what, e))
             })
             .await?;
-        let reported = match completed.checksum_sha256() {
-            Some(sha) => Some(sha.to_owned()),
-            None => self
-                .head(key)
-                .await?
-                .and_then(|h| h.checksum_sha256().map(str::to_owned)),
-        };
+        let reported = self
+            .recorded_sha256(key, completed.checksum_sha256())
+            .await?;
         if let Err(e) = self.check_sha256(&what, &expected, reported.as_deref()) {
             let _ = self
                 .client
@@ -724,6 +760,18 @@ impl S3Store {
             .await?;
         progress(length);
         Ok((number, etag, sha, 0))
+    }
+
+    /// The SHA256 S3 recorded for the object at `key` just written: the one its reply gave,
+    /// else the one HeadObject reports.
+    async fn recorded_sha256(&self, key: &str, replied: Option<&str>) -> Result<Option<String>> {
+        match replied {
+            Some(sha) => Ok(Some(sha.to_owned())),
+            None => Ok(self
+                .head(key)
+                .await?
+                .and_then(|h| h.checksum_sha256().map(str::to_owned))),
+        }
     }
 
     /// Compares the SHA256 S3 recorded with what we computed.
@@ -785,52 +833,14 @@ impl S3Store {
     }
 }
 
-#[async_trait]
 impl Store for S3Store {
     fn describe(&self) -> String {
         self.location.to_string()
     }
+}
 
-    async fn resolve(&self, _repo: &str, reference: &str) -> Result<Descriptor> {
-        Err(Error::NotFound {
-            what: format!(
-                "manifest `{reference}` by name in {} (read bundle.json instead)",
-                self.location
-            ),
-        })
-    }
-
-    async fn get_manifest(&self, _repo: &str, manifest: &Descriptor) -> Result<RawManifest> {
-        let bytes = self
-            .get_small(&self.location.blob_key(&manifest.digest))
-            .await?
-            .ok_or_else(|| Error::NotFound {
-                what: format!("manifest {} in {}", manifest.digest, self.location),
-            })?;
-        RawManifest::checked(bytes, manifest, &self.location.to_string())
-    }
-
-    async fn put_manifest(
-        &self,
-        _repo: &str,
-        manifest: &RawManifest,
-        _tag: Option<&Tag>,
-    ) -> Result<()> {
-        self.put_small(&self.location.blob_key(&manifest.digest()), &manifest.bytes)
-            .await
-    }
-
-    /// Present only when what S3 holds is known to be the blob (see [`S3Store::holds`]); an
-    /// object that is not — damaged, or written without a SHA256 checksum — is sent again,
-    /// which replaces it.
-    async fn blob_state(&self, _repo: &str, blob: &Descriptor) -> Result<BlobState> {
-        let key = self.location.blob_key(&blob.digest);
-        Ok(match self.head(&key).await? {
-            Some(head) if self.holds(blob, &head).await? => BlobState::Present,
-            _ => BlobState::Absent,
-        })
-    }
-
+#[async_trait]
+impl BlobSource for S3Store {
     async fn read_blob(
         &self,
         _repo: &str,
@@ -869,30 +879,23 @@ impl Store for S3Store {
             .boxed();
         Ok((start, stream))
     }
+}
 
-    async fn write_blob_from_file(
-        &self,
-        _repo: &str,
-        blob: &Descriptor,
-        path: &Path,
-        progress: &(dyn Fn(u64) + Send + Sync),
-    ) -> Result<Option<u64>> {
+#[async_trait]
+impl BlobSink for S3Store {
+    fn scope(&self) -> BlobScope {
+        BlobScope::Shared
+    }
+
+    /// Present only when what S3 holds is known to be the blob (see [`S3Store::holds`]); an
+    /// object that is not — damaged, or written without a SHA256 checksum — is sent again,
+    /// which replaces it.
+    async fn blob_state(&self, _repo: &str, blob: &Descriptor) -> Result<BlobState> {
         let key = self.location.blob_key(&blob.digest);
-        // Anything larger than one part goes up in parts.
-        if blob.size > self.part_size {
-            return self
-                .upload_multipart(&key, blob, path, progress)
-                .await
-                .map(Some);
-        }
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let actual = Digest::of(&bytes);
-        if actual != blob.digest || bytes.len() as u64 != blob.size {
-            return Err(damaged_blob(path, blob, actual.to_string()));
-        }
-        self.put_blob(&key, blob, Bytes::from(bytes)).await?;
-        progress(blob.size);
-        Ok(Some(0))
+        Ok(match self.head(&key).await? {
+            Some(head) if self.holds(blob, &head).await? => BlobState::Present,
+            _ => BlobState::Absent,
+        })
     }
 
     async fn write_blob(
@@ -913,40 +916,38 @@ impl Store for S3Store {
             });
         }
         let key = self.location.blob_key(&blob.digest);
-        self.put_blob(&key, blob, Bytes::from(bytes)).await
+        self.put_object(&key, Bytes::from(bytes), Checksum::Blob(blob))
+            .await
+    }
+
+    fn file_upload(&self) -> Option<&dyn FileUpload> {
+        Some(self)
     }
 }
 
-impl S3Store {
-    /// Sends bytes already hashed to `blob`'s digest in one request with that sha256, which
-    /// S3 checks against what it receives; then checks that S3 recorded it.
-    async fn put_blob(&self, key: &str, blob: &Descriptor, bytes: Bytes) -> Result<()> {
-        let what = format!("s3://{}/{key}", self.location.bucket);
-        let sha = full_sha256_b64(&blob.digest);
-        let put = self
-            .retry
-            .run(|| async {
-                self.client
-                    .put_object()
-                    .bucket(&self.location.bucket)
-                    .key(key)
-                    .body(ByteStream::from(bytes.clone()))
-                    .checksum_algorithm(ChecksumAlgorithm::Sha256)
-                    .checksum_sha256(&sha)
-                    .metadata(SHA256_METADATA, blob.digest.hex())
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error(&what, e))
-            })
+#[async_trait]
+impl FileUpload for S3Store {
+    async fn write_blob_from_file(
+        &self,
+        _repo: &str,
+        blob: &Descriptor,
+        path: &Path,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<u64> {
+        let key = self.location.blob_key(&blob.digest);
+        // Anything larger than one part goes up in parts.
+        if blob.size > self.part_size {
+            return self.upload_multipart(&key, blob, path, progress).await;
+        }
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let actual = Digest::of(&bytes);
+        if actual != blob.digest || bytes.len() as u64 != blob.size {
+            return Err(damaged_blob(path, blob, actual.to_string()));
+        }
+        self.put_object(&key, Bytes::from(bytes), Checksum::Blob(blob))
             .await?;
-        let reported = match put.checksum_sha256() {
-            Some(sha) => Some(sha.to_owned()),
-            None => self
-                .head(key)
-                .await?
-                .and_then(|h| h.checksum_sha256().map(str::to_owned)),
-        };
-        self.check_sha256(&what, &sha, reported.as_deref())
+        progress(blob.size);
+        Ok(0)
     }
 }
 

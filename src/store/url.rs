@@ -1,5 +1,6 @@
-//! A read-only store of files at HTTP(S) URLs, addressed by their sha256 (Python wheels from
-//! an index). Reads resume with `Range`; the copy engine checks every byte.
+//! Files at HTTP(S) URLs, addressed by their sha256 (Python wheels from an index), as a
+//! [`BlobSource`](super::BlobSource): blobs are only read from it. Reads resume with `Range`;
+//! the copy engine checks every byte.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -7,11 +8,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use reqwest::{StatusCode, header};
 
-use super::{BlobState, BlobStream, Store, Tag};
+use super::{BlobSource, BlobStream, Store};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::net::http::{body_stream, client, describe_reqwest, status_error};
-use crate::oci::{Descriptor, RawManifest};
+use crate::oci::Descriptor;
 use crate::retry::RetryPolicy;
 
 pub struct UrlStore {
@@ -34,42 +35,16 @@ impl UrlStore {
                 what: format!("a URL for {digest}"),
             })
     }
-
-    fn read_only(&self) -> Error {
-        Error::invalid("files at URLs can only be read")
-    }
 }
 
-#[async_trait]
 impl Store for UrlStore {
     fn describe(&self) -> String {
         "package index".to_owned()
     }
+}
 
-    async fn resolve(&self, _repo: &str, reference: &str) -> Result<Descriptor> {
-        Err(Error::NotFound {
-            what: format!("manifest {reference} (a package index has none)"),
-        })
-    }
-
-    async fn get_manifest(&self, _repo: &str, manifest: &Descriptor) -> Result<RawManifest> {
-        Err(Error::NotFound {
-            what: format!("manifest {} (a package index has none)", manifest.digest),
-        })
-    }
-
-    async fn put_manifest(&self, _: &str, _: &RawManifest, _: Option<&Tag>) -> Result<()> {
-        Err(self.read_only())
-    }
-
-    async fn blob_state(&self, _repo: &str, blob: &Descriptor) -> Result<BlobState> {
-        Ok(if self.urls.contains_key(&blob.digest) {
-            BlobState::Present
-        } else {
-            BlobState::Absent
-        })
-    }
-
+#[async_trait]
+impl BlobSource for UrlStore {
     async fn read_blob(
         &self,
         _repo: &str,
@@ -105,9 +80,5 @@ impl Store for UrlStore {
             0
         };
         Ok((start, body_stream(response, what)))
-    }
-
-    async fn write_blob(&self, _: &str, _: &Descriptor, _: u64, _: BlobStream) -> Result<()> {
-        Err(self.read_only())
     }
 }

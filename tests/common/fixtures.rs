@@ -10,7 +10,7 @@ use dify_bundle::digest::Digest;
 use dify_bundle::oci::{self, Descriptor, Platform, RawManifest};
 use dify_bundle::store::registry::Registries;
 use dify_bundle::store::registry::auth::Credentials;
-use dify_bundle::store::{RegistryOptions, RegistryStore, Store, Tag};
+use dify_bundle::store::{BlobSink, ImageSink, RegistryOptions, RegistryStore, Tag};
 
 use super::Registry;
 

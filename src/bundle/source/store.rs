@@ -1,15 +1,15 @@
-//! Any bundle source as a read-only store, so the copy engine pushes from a directory, parts
-//! or S3 alike.
+//! Any bundle source as an [`ImageSource`] (it is only read from), so the copy engine
+//! pushes from a directory, parts or S3 alike.
 
 use super::{BundleSource, read_all};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::oci::{self, Descriptor, RawManifest};
 use crate::store::layout::BLOBS_DIR;
-use crate::store::{BlobState, BlobStream, Store, Tag};
+use crate::store::{BlobSource, BlobStream, ImageSource, Store};
 
-/// Any bundle source as a read-only [`Store`], so the copy engine can push from a
-/// directory, a folder of parts or S3 alike.
+/// Any bundle source as an [`ImageSource`], so the copy engine can push from a directory, a
+/// folder of parts or S3 alike.
 pub struct SourceStore {
     source: std::sync::Arc<dyn BundleSource>,
 }
@@ -27,12 +27,14 @@ impl SourceStore {
     }
 }
 
-#[async_trait::async_trait]
 impl Store for SourceStore {
     fn describe(&self) -> String {
         format!("bundle {}", self.source.describe())
     }
+}
 
+#[async_trait::async_trait]
+impl ImageSource for SourceStore {
     async fn resolve(&self, _repo: &str, reference: &str) -> Result<Descriptor> {
         let digest: Digest = reference.parse()?;
         let source = self.clone_handle();
@@ -54,28 +56,10 @@ impl Store for SourceStore {
             .map_err(|e| Error::invalid(format!("reader thread failed: {e}")))??;
         RawManifest::checked(bytes, manifest, &self.source.describe())
     }
+}
 
-    async fn put_manifest(&self, _: &str, _: &RawManifest, _: Option<&Tag>) -> Result<()> {
-        Err(Error::invalid("a bundle being installed is read-only"))
-    }
-
-    async fn blob_state(&self, _repo: &str, blob: &Descriptor) -> Result<BlobState> {
-        let path = format!("{BLOBS_DIR}/{}", blob.digest.hex());
-        // Listing blocks (an S3 source waits on its requests): never on a runtime thread.
-        let source = self.source.clone();
-        let listed = tokio::task::spawn_blocking(move || source.list())
-            .await
-            .map_err(|e| Error::invalid(format!("reader thread failed: {e}")))??;
-        let present = listed
-            .iter()
-            .any(|(p, size)| *p == path && *size == blob.size);
-        Ok(if present {
-            BlobState::Present
-        } else {
-            BlobState::Absent
-        })
-    }
-
+#[async_trait::async_trait]
+impl BlobSource for SourceStore {
     async fn read_blob(
         &self,
         _repo: &str,
@@ -95,10 +79,6 @@ impl Store for SourceStore {
             crate::store::pump_verified(&mut reader, offset, &blob, &what, emit)
         });
         Ok((offset, stream))
-    }
-
-    async fn write_blob(&self, _: &str, _: &Descriptor, _: u64, _: BlobStream) -> Result<()> {
-        Err(Error::invalid("a bundle being installed is read-only"))
     }
 }
 

@@ -15,7 +15,10 @@ use reqwest::header::{self, HeaderMap};
 use reqwest::{Response, StatusCode};
 
 use self::auth::{Challenge, Credentials, TokenCache};
-use super::{BlobState, BlobStream, Store, Tag};
+use super::{
+    BlobScope, BlobSink, BlobSource, BlobState, BlobStream, ImageSink, ImageSource, Mount, Store,
+    Tag,
+};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::net::http::{body_stream, status_error, transport_error};
@@ -338,16 +341,63 @@ impl RegistryStore {
     }
 }
 
-#[async_trait]
 impl Store for RegistryStore {
     fn describe(&self) -> String {
         format!("registry {}", self.display)
     }
+}
 
-    fn blobs_per_repository(&self) -> bool {
-        true
+#[async_trait]
+impl BlobSource for RegistryStore {
+    async fn read_blob(
+        &self,
+        repo: &str,
+        blob: &Descriptor,
+        offset: u64,
+    ) -> Result<(u64, BlobStream)> {
+        let what = format!("blob {} in {repo} on {}", blob.digest, self.display);
+        let url = self.url(&format!("{repo}/blobs/{}", blob.digest));
+        let response = self
+            .retry
+            .run(|| async {
+                self.send(&scope(repo, false), &what, || {
+                    let request = self.http.get(&url);
+                    if offset > 0 {
+                        request.header(header::RANGE, format!("bytes={offset}-"))
+                    } else {
+                        request
+                    }
+                })
+                .await
+            })
+            .await?;
+        let start = if response.status() == StatusCode::PARTIAL_CONTENT {
+            let range_start = response
+                .headers()
+                .get(header::CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("bytes "))
+                .and_then(|v| v.split('-').next())
+                .and_then(|v| v.parse::<u64>().ok());
+            if range_start != Some(offset) {
+                return Err(Error::Http {
+                    what,
+                    message: format!("asked for bytes from {offset}, got range {range_start:?}"),
+                    status: Some(206),
+                    transient: false,
+                    retry_after: None,
+                });
+            }
+            offset
+        } else {
+            0
+        };
+        Ok((start, body_stream(response, what)))
     }
+}
 
+#[async_trait]
+impl ImageSource for RegistryStore {
     async fn resolve(&self, repo: &str, reference: &str) -> Result<Descriptor> {
         let what = format!("manifest {repo}:{reference} on {}", self.display);
         let url = self.url(&format!("{repo}/manifests/{reference}"));
@@ -419,31 +469,12 @@ impl Store for RegistryStore {
         }
         Ok(raw)
     }
+}
 
-    async fn put_manifest(
-        &self,
-        repo: &str,
-        manifest: &RawManifest,
-        tag: Option<&Tag>,
-    ) -> Result<()> {
-        let reference = match tag {
-            Some(tag) => tag.name.clone(),
-            None => manifest.digest().to_string(),
-        };
-        let what = format!("manifest {repo}:{reference} on {}", self.display);
-        let url = self.url(&format!("{repo}/manifests/{reference}"));
-        self.retry
-            .run(|| async {
-                self.send(&scope(repo, true), &what, || {
-                    self.http
-                        .put(&url)
-                        .header(header::CONTENT_TYPE, &manifest.media_type)
-                        .body(manifest.bytes.clone())
-                })
-                .await
-            })
-            .await?;
-        Ok(())
+#[async_trait]
+impl BlobSink for RegistryStore {
+    fn scope(&self) -> BlobScope {
+        BlobScope::PerRepository
     }
 
     async fn blob_state(&self, repo: &str, blob: &Descriptor) -> Result<BlobState> {
@@ -462,104 +493,7 @@ impl Store for RegistryStore {
                 }
             })
             .await?;
-        Ok(if found {
-            BlobState::Present
-        } else {
-            BlobState::Absent
-        })
-    }
-
-    async fn read_blob(
-        &self,
-        repo: &str,
-        blob: &Descriptor,
-        offset: u64,
-    ) -> Result<(u64, BlobStream)> {
-        let what = format!("blob {} in {repo} on {}", blob.digest, self.display);
-        let url = self.url(&format!("{repo}/blobs/{}", blob.digest));
-        let response = self
-            .retry
-            .run(|| async {
-                self.send(&scope(repo, false), &what, || {
-                    let request = self.http.get(&url);
-                    if offset > 0 {
-                        request.header(header::RANGE, format!("bytes={offset}-"))
-                    } else {
-                        request
-                    }
-                })
-                .await
-            })
-            .await?;
-        let start = if response.status() == StatusCode::PARTIAL_CONTENT {
-            let range_start = response
-                .headers()
-                .get(header::CONTENT_RANGE)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("bytes "))
-                .and_then(|v| v.split('-').next())
-                .and_then(|v| v.parse::<u64>().ok());
-            if range_start != Some(offset) {
-                return Err(Error::Http {
-                    what,
-                    message: format!("asked for bytes from {offset}, got range {range_start:?}"),
-                    status: Some(206),
-                    transient: false,
-                    retry_after: None,
-                });
-            }
-            offset
-        } else {
-            0
-        };
-        Ok((start, body_stream(response, what)))
-    }
-
-    /// OCI distribution-spec v1.1.0, "Mounting a blob from another repository"
-    /// (opencontainers/distribution-spec, spec.md): `POST /v2/REPO/blobs/uploads/?mount=DIGEST
-    /// &from=OTHER` answers 201 Created when the blob was mounted, or 202 Accepted with an
-    /// upload session when the registry would not mount it — that session is given up here
-    /// (DELETE, spec.md "Cancel a blob upload") and the caller uploads as usual. ECR mounts only
-    /// when the account's `BLOB_MOUNTING` setting is on and both repositories share their
-    /// encryption (https://docs.aws.amazon.com/AmazonECR/latest/userguide/blob-mounting.html).
-    /// A refusal of any kind is not an error: the blob is then sent.
-    async fn mount_blob(&self, repo: &str, blob: &Descriptor, from: &str) -> Result<bool> {
-        if !self.mounting.load(std::sync::atomic::Ordering::Relaxed) {
-            return Ok(false);
-        }
-        let what = format!(
-            "mount of blob {} from {from} into {repo} on {}",
-            blob.digest, self.display
-        );
-        let url = self.url(&format!(
-            "{repo}/blobs/uploads/?mount={}&from={from}",
-            blob.digest
-        ));
-        let response = match self
-            .send(&scope(repo, true), &what, || self.http.post(&url))
-            .await
-        {
-            Ok(response) => response,
-            Err(_) => return Ok(false),
-        };
-        if response.status() == StatusCode::CREATED {
-            return Ok(true);
-        }
-        if let Some(location) = response
-            .headers()
-            .get(header::LOCATION)
-            .and_then(|v| v.to_str().ok())
-        {
-            let session = if location.starts_with("http://") || location.starts_with("https://") {
-                location.to_owned()
-            } else {
-                format!("{}{location}", self.base)
-            };
-            let _ = self
-                .send(&scope(repo, true), &what, || self.http.delete(&session))
-                .await;
-        }
-        Ok(false)
+        Ok(BlobState::present(found))
     }
 
     async fn write_blob(
@@ -621,6 +555,89 @@ impl Store for RegistryStore {
         if response.status() != StatusCode::CREATED && !response.status().is_success() {
             return Err(status_error(&what, "registry", response).await);
         }
+        Ok(())
+    }
+
+    fn mount(&self) -> Option<&dyn Mount> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Mount for RegistryStore {
+    /// OCI distribution-spec v1.1.0, "Mounting a blob from another repository"
+    /// (opencontainers/distribution-spec, spec.md): `POST /v2/REPO/blobs/uploads/?mount=DIGEST
+    /// &from=OTHER` answers 201 Created when the blob was mounted, or 202 Accepted with an
+    /// upload session when the registry would not mount it — that session is given up here
+    /// (DELETE, spec.md "Cancel a blob upload") and the caller uploads as usual. ECR mounts only
+    /// when the account's `BLOB_MOUNTING` setting is on and both repositories share their
+    /// encryption (https://docs.aws.amazon.com/AmazonECR/latest/userguide/blob-mounting.html).
+    /// A refusal of any kind is not an error: the blob is then sent.
+    async fn mount_blob(&self, repo: &str, blob: &Descriptor, from: &str) -> Result<bool> {
+        if !self.mounting.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let what = format!(
+            "mount of blob {} from {from} into {repo} on {}",
+            blob.digest, self.display
+        );
+        let url = self.url(&format!(
+            "{repo}/blobs/uploads/?mount={}&from={from}",
+            blob.digest
+        ));
+        let response = match self
+            .send(&scope(repo, true), &what, || self.http.post(&url))
+            .await
+        {
+            Ok(response) => response,
+            Err(_) => return Ok(false),
+        };
+        if response.status() == StatusCode::CREATED {
+            return Ok(true);
+        }
+        if let Some(location) = response
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+        {
+            let session = if location.starts_with("http://") || location.starts_with("https://") {
+                location.to_owned()
+            } else {
+                format!("{}{location}", self.base)
+            };
+            let _ = self
+                .send(&scope(repo, true), &what, || self.http.delete(&session))
+                .await;
+        }
+        Ok(false)
+    }
+}
+
+#[async_trait]
+impl ImageSink for RegistryStore {
+    async fn put_manifest(
+        &self,
+        repo: &str,
+        manifest: &RawManifest,
+        tag: Option<&Tag>,
+    ) -> Result<()> {
+        let reference = match tag {
+            Some(tag) => tag.name.clone(),
+            None => manifest.digest().to_string(),
+        };
+        let what = format!("manifest {repo}:{reference} on {}", self.display);
+        let url = self.url(&format!("{repo}/manifests/{reference}"));
+        self.retry
+            .run(|| async {
+                self.send(&scope(repo, true), &what, || {
+                    self.http
+                        .put(&url)
+                        .header(header::CONTENT_TYPE, &manifest.media_type)
+                        .body(manifest.bytes.clone())
+                })
+                .await
+            })
+            .await?;
         Ok(())
     }
 }
