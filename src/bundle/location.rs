@@ -104,3 +104,27 @@ pub(super) enum Source {
     Part(Arc<PartsSource>),
     Other(Arc<dyn BundleSource>),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_into_locations() {
+        let dir = std::env::temp_dir().join(format!("location-{}", std::process::id()));
+        let bundle = dir.join("bundle");
+        std::fs::create_dir_all(&bundle).unwrap();
+        std::fs::write(bundle.join(BUNDLE_FILE), b"{}").unwrap();
+        let part = dir.join("b.part001.tar");
+        std::fs::write(&part, b"").unwrap();
+        let at = |p: &Path| Location::parse(p.to_str().unwrap()).unwrap();
+        assert_eq!(at(&bundle), Location::Dir(bundle.clone()));
+        assert_eq!(at(&dir), Location::Parts(dir.clone()));
+        assert_eq!(at(&part), Location::Part(part.clone()));
+        let s3 = Location::parse("s3://air/dify/bundles/release-a").unwrap();
+        assert_eq!(s3.to_string(), "s3://air/dify/bundles/release-a");
+        let missing = Location::parse(dir.join("nothing").to_str().unwrap());
+        assert!(missing.unwrap_err().to_string().contains("no such bundle"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

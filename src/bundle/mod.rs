@@ -104,15 +104,16 @@ impl Bundle {
         self.minisig.as_deref()
     }
 
-    /// Checks every file against bundle.json to `depth`, in parallel; one part on its own
-    /// is checked entry by entry (whole files against bundle.json, chunks against its packing
-    /// list).
+    /// Checks every file against bundle.json to `depth`, in parallel. One part on its own,
+    /// checked in full, is checked entry by entry (whole files against bundle.json, chunks
+    /// against its packing list); to any other depth it is a bundle lacking the other parts'
+    /// files.
     pub async fn verify(&self, depth: Depth, progress: Arc<dyn Progress>) -> Result<VerifyReport> {
         match &self.part {
-            Some(part) => {
+            Some(part) if depth == Depth::Full => {
                 verify::verify_part(part, &self.manifest, &self.signature, progress.as_ref()).await
             }
-            None => {
+            _ => {
                 verify::verify(
                     self.source.clone(),
                     &self.manifest,

@@ -6,14 +6,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use futures::TryStreamExt;
 use serde::Serialize;
 
 use super::format::{BUNDLE_FILE, BundleFile, BundleManifest, SIGNATURE_FILE};
 use super::source::BundleSource;
-use super::source::parts::{PartEntry, PartsSource, stream_pieces};
+use super::source::parts::{PartEntry, PartsSource};
+use super::source::{Advanced, hash_ranges};
 use super::trust::SignatureStatus;
-use crate::digest::{Digest, Hasher};
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 
@@ -169,7 +169,7 @@ pub async fn verify(
                     break;
                 };
                 if let Some(problem) =
-                    check_file(source.as_ref(), file, *size, *hash, progress.as_ref()).await
+                    check_file(source.as_ref(), file, *size, *hash, &progress).await
                 {
                     found.push(problem);
                 }
@@ -197,7 +197,7 @@ async fn check_file(
     file: &BundleFile,
     size: Option<u64>,
     hash: bool,
-    progress: &dyn Progress,
+    progress: &Arc<dyn Progress>,
 ) -> Option<Problem> {
     let path = file.path.clone();
     let expected = Digest::from_hex(&file.sha256).ok()?;
@@ -221,8 +221,13 @@ async fn check_file(
     if !hash {
         return None;
     }
-    let mut stream = match source.open(&file.path).await {
-        Ok(Some(stream)) => stream,
+    progress.blob_started(&expected, file.size, 0);
+    let advanced: Advanced = {
+        let (progress, expected) = (progress.clone(), expected.clone());
+        Arc::new(move |n| progress.blob_advanced(&expected, n))
+    };
+    let actual = match source.hash(&file.path, advanced).await {
+        Ok(Some(actual)) => actual,
         Ok(None) => return Some(Problem::Missing { path }),
         Err(e) => {
             return Some(Problem::Unreadable {
@@ -231,25 +236,7 @@ async fn check_file(
             });
         }
     };
-    progress.blob_started(&expected, file.size, 0);
-    let mut hasher = Hasher::new();
-    loop {
-        match stream.try_next().await {
-            Ok(None) => break,
-            Ok(Some(chunk)) => {
-                hasher.update(&chunk);
-                progress.blob_advanced(&expected, chunk.len() as u64);
-            }
-            Err(e) => {
-                return Some(Problem::Unreadable {
-                    path,
-                    error: e.to_string(),
-                });
-            }
-        }
-    }
     progress.blob_finished(&expected);
-    let actual = hasher.finish();
     (actual != expected).then(|| Problem::Changed {
         path,
         expected: expected.to_string(),
@@ -310,12 +297,7 @@ pub async fn verify_part(
         } else {
             entry.sha256.as_str()
         };
-        let mut stream = stream_pieces(vec![(part.to_owned(), offset, size)]);
-        let mut hasher = Hasher::new();
-        while let Some(chunk) = stream.try_next().await? {
-            hasher.update(&chunk);
-        }
-        let digest = hasher.finish();
+        let digest = hash_ranges(vec![(part.to_owned(), offset, size)], Arc::new(|_| {})).await?;
         progress.note(&format!("  checked {named}"));
         files += 1;
         bytes += size;

@@ -1,9 +1,10 @@
 //! A bundle directory as the build writes it and `download` restores it. Files stream from a
-//! blocking thread ([`crate::store::blocking_stream`]); listing walks the tree on one too.
+//! blocking thread ([`super::stream_ranges`]); listing walks the tree on one too.
 
 use std::path::{Path, PathBuf};
 
 use super::BundleSource;
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::store::BlobStream;
 
@@ -52,6 +53,20 @@ impl DirSource {
         Ok((files, dirs))
     }
 
+    /// The file at `path`, `None` if there is none; anything but a regular file is an error.
+    async fn regular_file(&self, path: &str) -> Result<Option<PathBuf>> {
+        let full = self.root.join(path);
+        match tokio::fs::symlink_metadata(&full).await {
+            Ok(meta) if !meta.is_file() => Err(Error::invalid(format!(
+                "{}: not a regular file",
+                full.display()
+            ))),
+            Ok(_) => Ok(Some(full)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(&full, e)),
+        }
+    }
+
     async fn walk_off_runtime(&self) -> Result<(Vec<(String, u64)>, Vec<String>)> {
         let root = self.root.clone();
         tokio::task::spawn_blocking(move || Self::walk(&root))
@@ -74,23 +89,19 @@ impl BundleSource for DirSource {
         Ok(self.walk_off_runtime().await?.1)
     }
 
+    async fn hash(&self, path: &str, advanced: super::Advanced) -> Result<Option<Digest>> {
+        match self.regular_file(path).await? {
+            Some(full) => Ok(Some(
+                super::hash_ranges(vec![(full, 0, u64::MAX)], advanced).await?,
+            )),
+            None => Ok(None),
+        }
+    }
+
     async fn open(&self, path: &str) -> Result<Option<BlobStream>> {
-        let full = self.root.join(path);
-        let file = match tokio::fs::symlink_metadata(&full).await {
-            Ok(meta) if !meta.is_file() => {
-                return Err(Error::invalid(format!(
-                    "{}: not a regular file",
-                    full.display()
-                )));
-            }
-            Ok(_) => std::fs::File::open(&full).map_err(|e| Error::io(&full, e))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io(&full, e)),
-        };
-        let what = full.display().to_string();
-        Ok(Some(crate::store::blocking_stream(move |emit| {
-            let mut file = file;
-            crate::store::pump(&mut file, &what, emit)
-        })))
+        Ok(self
+            .regular_file(path)
+            .await?
+            .map(|full| super::stream_ranges(vec![(full, 0, u64::MAX)])))
     }
 }

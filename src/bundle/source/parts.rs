@@ -342,6 +342,23 @@ impl PartsSource {
         })
     }
 
+    /// Where a bundle file's bytes are: `(part file, offset, length)` in order.
+    fn ranges(&self, path: &str) -> Option<Vec<(PathBuf, u64, u64)>> {
+        if path == BUNDLE_FILE || path == SIGNATURE_FILE {
+            let part = &self.parts[0];
+            return part
+                .spans
+                .get(path)
+                .map(|span| vec![(part.path.clone(), span.offset, span.size)]);
+        }
+        self.files.get(path).map(|pieces| {
+            pieces
+                .iter()
+                .map(|p| (self.parts[p.part].path.clone(), p.span.offset, p.span.size))
+                .collect()
+        })
+    }
+
     pub fn is_partial(&self) -> bool {
         self.partial
     }
@@ -361,23 +378,6 @@ impl PartsSource {
             })
         })
     }
-}
-
-/// Streams `(part file, offset, size)` pieces one after the other, from a blocking thread.
-pub fn stream_pieces(pieces: Vec<(PathBuf, u64, u64)>) -> BlobStream {
-    crate::store::blocking_stream(move |emit| {
-        for (path, offset, size) in pieces {
-            let mut file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
-            file.seek(SeekFrom::Start(offset))
-                .map_err(|e| Error::io(&path, e))?;
-            crate::store::pump(
-                &mut file.take(size),
-                &path.display().to_string(),
-                &mut *emit,
-            )?;
-        }
-        Ok(())
-    })
 }
 
 #[async_trait::async_trait]
@@ -405,20 +405,13 @@ impl BundleSource for PartsSource {
     }
 
     async fn open(&self, path: &str) -> Result<Option<BlobStream>> {
-        if path == BUNDLE_FILE || path == SIGNATURE_FILE {
-            let part = &self.parts[0];
-            return Ok(part
-                .spans
-                .get(path)
-                .map(|span| stream_pieces(vec![(part.path.clone(), span.offset, span.size)])));
+        Ok(self.ranges(path).map(super::stream_ranges))
+    }
+
+    async fn hash(&self, path: &str, advanced: super::Advanced) -> Result<Option<Digest>> {
+        match self.ranges(path) {
+            Some(ranges) => Ok(Some(super::hash_ranges(ranges, advanced).await?)),
+            None => Ok(None),
         }
-        Ok(self.files.get(path).map(|pieces| {
-            stream_pieces(
-                pieces
-                    .iter()
-                    .map(|p| (self.parts[p.part].path.clone(), p.span.offset, p.span.size))
-                    .collect(),
-            )
-        }))
     }
 }

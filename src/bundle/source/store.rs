@@ -162,3 +162,67 @@ fn verified(stream: BlobStream, skip: u64, blob: Descriptor, what: String) -> Bl
     })
     .boxed()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunks(parts: &[&'static [u8]]) -> BlobStream {
+        let parts: Vec<Result<Bytes>> = parts.iter().map(|p| Ok(Bytes::from_static(p))).collect();
+        futures::stream::iter(parts).boxed()
+    }
+
+    async fn collect(stream: BlobStream) -> (Vec<u8>, Option<Error>) {
+        let mut out = Vec::new();
+        let mut stream = stream;
+        loop {
+            match stream.try_next().await {
+                Ok(Some(chunk)) => out.extend_from_slice(&chunk),
+                Ok(None) => return (out, None),
+                Err(e) => return (out, Some(e)),
+            }
+        }
+    }
+
+    fn blob(bytes: &[u8]) -> Descriptor {
+        Descriptor::new(
+            "application/octet-stream",
+            Digest::of(bytes),
+            bytes.len() as u64,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_blob_streams_whole_or_from_an_offset_inside_a_chunk() {
+        let parts: &[&'static [u8]] = &[b"hello ", b"wide ", b"world"];
+        let d = blob(b"hello wide world");
+        for skip in [0u64, 3, 6, 8, 16] {
+            let (out, error) = collect(verified(chunks(parts), skip, d.clone(), "b".into())).await;
+            assert!(error.is_none(), "{error:?}");
+            assert_eq!(out, &b"hello wide world"[skip as usize..], "skip {skip}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_wrong_blob_ends_in_an_error_before_its_last_chunk() {
+        let d = blob(b"hello wide world");
+        let (out, error) = collect(verified(
+            chunks(&[b"hello ", b"wide ", b"WORLD"]),
+            0,
+            d.clone(),
+            "b".into(),
+        ))
+        .await;
+        assert!(
+            matches!(error, Some(Error::DigestMismatch { .. })),
+            "{error:?}"
+        );
+        assert_eq!(out, b"hello wide ");
+        // Short, and checked even when every byte was skipped.
+        let (_, error) = collect(verified(chunks(&[b"hello "]), 6, d, "b".into())).await;
+        assert!(
+            matches!(error, Some(Error::SizeMismatch { .. })),
+            "{error:?}"
+        );
+    }
+}
