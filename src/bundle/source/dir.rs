@@ -8,6 +8,9 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::store::BlobStream;
 
+/// Every file with its size, and every directory, below a root.
+type Tree = (Vec<(String, u64)>, Vec<String>);
+
 /// A bundle directory.
 pub struct DirSource {
     root: PathBuf,
@@ -22,7 +25,7 @@ impl DirSource {
 
     /// Walks the tree below the root: every file with its size (`u64::MAX` for what is not a
     /// regular file), and every directory.
-    fn walk(root: &Path) -> Result<(Vec<(String, u64)>, Vec<String>)> {
+    fn walk(root: &Path) -> Result<Tree> {
         let mut files = Vec::new();
         let mut dirs = Vec::new();
         let mut pending = vec![(root.to_owned(), String::new())];
@@ -67,7 +70,7 @@ impl DirSource {
         }
     }
 
-    async fn walk_off_runtime(&self) -> Result<(Vec<(String, u64)>, Vec<String>)> {
+    async fn walk_off_runtime(&self) -> Result<Tree> {
         let root = self.root.clone();
         tokio::task::spawn_blocking(move || Self::walk(&root))
             .await
