@@ -456,6 +456,23 @@ async fn installs_straight_from_s3() {
     assert_eq!(plan["app"]["stack"], "dify-app");
     assert_eq!(plan["app"]["parameters"]["SubnetIds"], subnets.join(","));
     assert_eq!(plan["app"]["parameters"]["ApiRepository"], "dify/dify-api");
+
+    // The template read in place in S3 is the signed one the directory holds.
+    let template = |bundle: &std::ffi::OsStr| {
+        let mut command = dify_bundle();
+        w.moto.env(&mut command);
+        let printed = run(command
+            .arg("template")
+            .arg(bundle)
+            .arg("--pubkey")
+            .arg(&w.public));
+        assert_success(&printed);
+        printed.stdout
+    };
+    assert_eq!(
+        template("s3://air/dify/bundles/test-bundle".as_ref()),
+        template(w.bundle.as_os_str())
+    );
 }
 
 /// Services (short names) of the endpoints in a VPC.

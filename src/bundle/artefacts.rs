@@ -7,7 +7,10 @@ use crate::error::{Error, Result};
 use crate::stack::app;
 
 /// The template's bytes, checked against the digest bundle.json names.
-pub fn stack_template(source: &dyn BundleSource, manifest: &BundleManifest) -> Result<Vec<u8>> {
+pub async fn stack_template(
+    source: &dyn BundleSource,
+    manifest: &BundleManifest,
+) -> Result<Vec<u8>> {
     let stack = manifest.stack.as_ref().ok_or_else(|| {
         Error::invalid(format!(
             "{}: bundle {} has no application stack (its recipe lacks one of the images {})",
@@ -17,25 +20,24 @@ pub fn stack_template(source: &dyn BundleSource, manifest: &BundleManifest) -> R
         ))
         .with_hint("rebuild it with a full recipe")
     })?;
-    read_blob_checked(source, &stack.digest, "stack template")
+    read_blob_checked(source, &stack.digest, "stack template").await
 }
 
-/// The plugin packages of a bundle whose bundle.json is `manifest` (opened through
-/// `trust::open`), each checked against its digest: `(identifier, bytes)`.
-pub fn plugin_packages(
+/// The plugin packages of a bundle whose bundle.json is `manifest` (signature checked by
+/// `Bundle::open`), each checked against its digest: `(identifier, bytes)`.
+pub async fn plugin_packages(
     source: &dyn BundleSource,
     manifest: &BundleManifest,
 ) -> Result<Vec<(String, Vec<u8>)>> {
-    manifest
-        .plugins
-        .iter()
-        .map(|plugin| {
-            let bytes = read_blob_checked(
-                source,
-                &plugin.digest,
-                &format!("plugin {}", plugin.identifier),
-            )?;
-            Ok((plugin.identifier.clone(), bytes))
-        })
-        .collect()
+    let mut packages = Vec::with_capacity(manifest.plugins.len());
+    for plugin in &manifest.plugins {
+        let bytes = read_blob_checked(
+            source,
+            &plugin.digest,
+            &format!("plugin {}", plugin.identifier),
+        )
+        .await?;
+        packages.push((plugin.identifier.clone(), bytes));
+    }
+    Ok(packages)
 }

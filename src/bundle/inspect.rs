@@ -3,9 +3,7 @@
 
 use serde::Serialize;
 
-use super::format::{BUNDLE_FILE, BundleImage, BundleManifest, SIGNATURE_FILE, StackTemplate};
-use super::source::{BundleSource, read_all};
-use crate::error::{Error, Result};
+use super::format::{BundleImage, BundleManifest, StackTemplate};
 use crate::store::layout::BLOBS_DIR;
 
 #[derive(Debug, Serialize)]
@@ -31,18 +29,13 @@ pub struct Inspection {
     pub signed_by: Option<String>,
 }
 
-/// Describes a bundle from its bundle.json, without checking the signature (`verify` does).
-pub fn inspect(source: &dyn BundleSource) -> Result<Inspection> {
-    let bytes = read_all(source, BUNDLE_FILE)?.ok_or_else(|| {
-        Error::invalid(format!(
-            "{}: not a bundle (no {BUNDLE_FILE})",
-            source.describe()
-        ))
-    })?;
-    let manifest = BundleManifest::parse(&bytes, &format!("{}: {BUNDLE_FILE}", source.describe()))?;
-    let signed_by = read_all(source, SIGNATURE_FILE)?
-        .and_then(|s| String::from_utf8(s).ok())
-        .and_then(|s| crate::signing::signer_of(&s));
+/// Describes a bundle from its bundle.json and its signature file, without checking the
+/// signature (`verify` does).
+pub fn inspect(manifest: &BundleManifest, signature_file: Option<&[u8]>) -> Inspection {
+    let manifest = manifest.clone();
+    let signed_by = signature_file
+        .and_then(|s| std::str::from_utf8(s).ok())
+        .and_then(crate::signing::signer_of);
     let images_bytes: u64 = manifest.images.iter().map(|i| i.size).sum();
     // Blobs of images only: the stack template, plugin packages and installer are not shared.
     let artefacts: Vec<String> = manifest
@@ -59,7 +52,7 @@ pub fn inspect(source: &dyn BundleSource) -> Result<Inspection> {
         .filter(|f| f.path.starts_with(BLOBS_DIR) && !artefacts.contains(&f.path))
         .map(|f| f.size)
         .sum();
-    Ok(Inspection {
+    Inspection {
         name: manifest.name,
         dify_version: manifest.dify_version,
         created: manifest.created,
@@ -73,5 +66,5 @@ pub fn inspect(source: &dyn BundleSource) -> Result<Inspection> {
         installer: manifest.installer,
         plugins: manifest.plugins,
         images: manifest.images,
-    })
+    }
 }

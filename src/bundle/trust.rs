@@ -1,12 +1,12 @@
-//! The one door into a bundle: read `bundle.json`, check its signature against trusted keys,
-//! and only then parse it. Every command that consumes a bundle goes through [`open`].
+//! The one door into a bundle: check `bundle.json`'s signature against trusted keys, and only
+//! then parse it. Every command that consumes a bundle goes through [`check`], by way of
+//! [`crate::bundle::Bundle::open`] (or, for `download`, before anything is fetched).
 
 use std::path::Path;
 
 use serde::Serialize;
 
 use super::format::{BUNDLE_FILE, BundleManifest, SIGNATURE_FILE};
-use super::source::{BundleSource, read_all};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::signing::{SignedFacts, SigningKey, TrustedKeys};
@@ -63,22 +63,6 @@ fn check_signature(
         )));
     }
     Ok((key_id, facts))
-}
-
-/// Reads and parses `bundle.json` after checking its signature against `policy`.
-pub fn open(
-    source: &dyn BundleSource,
-    policy: &TrustPolicy,
-) -> Result<(BundleManifest, SignatureStatus)> {
-    let bytes = read_all(source, BUNDLE_FILE)?.ok_or_else(|| {
-        Error::invalid(format!(
-            "{}: not a bundle (no {BUNDLE_FILE})",
-            source.describe()
-        ))
-        .with_hint("build one with `dify-bundle build --out DIR`")
-    })?;
-    let signature = read_all(source, SIGNATURE_FILE)?;
-    check(&bytes, signature, policy, &source.describe())
 }
 
 /// Checks the signature over bundle.json's bytes, then parses those same bytes.

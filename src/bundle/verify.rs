@@ -1,18 +1,19 @@
-//! Verifying a bundle directory against its `bundle.json`: every listed file is re-hashed
-//! (in parallel), and missing, changed and unlisted files are each named.
+//! Verifying a bundle against its signed `bundle.json`: every listed file is re-hashed
+//! (in parallel), and missing, changed and unlisted files are each named; one media part
+//! is checked on its own, entry by entry.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Seek, SeekFrom};
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::Serialize;
 
-use super::format::{BUNDLE_FILE, BundleFile, SIGNATURE_FILE};
+use super::format::{BUNDLE_FILE, BundleFile, BundleManifest, SIGNATURE_FILE};
 use super::source::BundleSource;
 use super::source::parts::{PartEntry, PartsSource};
-use super::trust::{SignatureStatus, TrustPolicy};
-use crate::digest::{Digest, Hasher, hash_reader};
+use super::source::{Advanced, hash_ranges};
+use super::trust::SignatureStatus;
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 
@@ -73,25 +74,12 @@ pub struct VerifyReport {
     pub bytes: u64,
     pub problems: Vec<Problem>,
     pub seconds: f64,
-    /// The bundle.json that was checked.
-    #[serde(skip)]
-    pub manifest: super::format::BundleManifest,
 }
 
 impl VerifyReport {
     pub fn is_ok(&self) -> bool {
         self.problems.is_empty()
     }
-}
-
-/// Checks the signature first (refusing the bundle per `policy`), then every file: each is
-/// re-hashed in parallel, and missing, changed, truncated and unlisted files are named.
-pub fn verify(
-    source: &dyn BundleSource,
-    policy: &TrustPolicy,
-    progress: &dyn Progress,
-) -> Result<VerifyReport> {
-    verify_to(source, policy, Depth::Full, progress)
 }
 
 /// How much of a bundle a verification reads.
@@ -106,17 +94,19 @@ pub enum Depth {
     Listing,
 }
 
-/// [`verify`] to the given depth.
-pub fn verify_to(
-    source: &dyn BundleSource,
-    policy: &TrustPolicy,
+/// Checks every file of the bundle `source` reads against its bundle.json `manifest` (whose
+/// signature was checked: `signature`): each is re-hashed to `depth`, as many at once as
+/// there are cores, and missing, changed, truncated and unlisted files are named.
+pub async fn verify(
+    source: Arc<dyn BundleSource>,
+    manifest: &BundleManifest,
+    signature: &SignatureStatus,
     depth: Depth,
-    progress: &dyn Progress,
+    progress: Arc<dyn Progress>,
 ) -> Result<VerifyReport> {
     let started = std::time::Instant::now();
-    let (manifest, signature) = super::trust::open(source, policy)?;
     let listed: BTreeSet<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
-    let present: BTreeMap<String, u64> = source.list()?.into_iter().collect();
+    let present: BTreeMap<String, u64> = source.list().await?.into_iter().collect();
     let mut problems: Vec<Problem> = present
         .keys()
         .filter(|p| !listed.contains(p.as_str()) && *p != BUNDLE_FILE && *p != SIGNATURE_FILE)
@@ -125,7 +115,7 @@ pub fn verify_to(
         })
         .collect();
     // A directory holding none of the listed files is not part of the bundle either.
-    for dir in source.directories()? {
+    for dir in source.directories().await? {
         let prefix = format!("{dir}/");
         if !listed.iter().any(|p| p.starts_with(&prefix)) {
             problems.push(Problem::Extra {
@@ -134,10 +124,15 @@ pub fn verify_to(
         }
     }
 
-    let hashed = |f: &&BundleFile| {
+    let hashed = |f: &BundleFile| {
         depth == Depth::Full || !f.path.starts_with(crate::store::layout::BLOBS_DIR)
     };
-    let total: u64 = manifest.files.iter().filter(hashed).map(|f| f.size).sum();
+    let total: u64 = manifest
+        .files
+        .iter()
+        .filter(|f| hashed(f))
+        .map(|f| f.size)
+        .sum();
     progress.step(&format!(
         "verifying {} files ({} hashed{}) in {}",
         manifest.files.len(),
@@ -150,54 +145,59 @@ pub fn verify_to(
         source.describe()
     ));
     progress.total(total, 0);
-    let next = AtomicUsize::new(0);
-    let found = Mutex::new(Vec::new());
+    // Each file checked with its size as listed (`None`: missing) and whether it is hashed.
+    let work: Arc<Vec<(BundleFile, Option<u64>, bool)>> = Arc::new(
+        manifest
+            .files
+            .iter()
+            .map(|f| (f.clone(), present.get(&f.path).copied(), hashed(f)))
+            .collect(),
+    );
+    let next = Arc::new(AtomicUsize::new(0));
+    // Tasks, not futures of one task: hashing is CPU work, spread over the runtime's threads
+    // while the files stream in from blocking threads.
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(file) = manifest.files.get(i) else {
-                        break;
-                    };
-                    let hash = depth == Depth::Full
-                        || !file.path.starts_with(crate::store::layout::BLOBS_DIR);
-                    if let Some(problem) = check_file(
-                        source,
-                        file,
-                        present.get(&file.path).copied(),
-                        hash,
-                        progress,
-                    ) {
-                        found
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push(problem);
-                    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..workers {
+        let (source, work, next, progress) =
+            (source.clone(), work.clone(), next.clone(), progress.clone());
+        tasks.spawn(async move {
+            let mut found = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((file, size, hash)) = work.get(i) else {
+                    break;
+                };
+                if let Some(problem) =
+                    check_file(source.as_ref(), file, *size, *hash, &progress).await
+                {
+                    found.push(problem);
                 }
-            });
-        }
-    });
-    problems.extend(found.into_inner().unwrap_or_else(|p| p.into_inner()));
+            }
+            found
+        });
+    }
+    while let Some(found) = tasks.join_next().await {
+        problems
+            .extend(found.map_err(|e| Error::internal(format!("a verifying task failed: {e}")))?);
+    }
     problems.sort_by_key(|p| p.to_string());
     Ok(VerifyReport {
         name: manifest.name.clone(),
-        signature,
+        signature: signature.clone(),
         files: manifest.files.len(),
         bytes: total,
         problems,
         seconds: started.elapsed().as_secs_f64(),
-        manifest,
     })
 }
 
-fn check_file(
+async fn check_file(
     source: &dyn BundleSource,
     file: &BundleFile,
     size: Option<u64>,
     hash: bool,
-    progress: &dyn Progress,
+    progress: &Arc<dyn Progress>,
 ) -> Option<Problem> {
     let path = file.path.clone();
     let expected = Digest::from_hex(&file.sha256).ok()?;
@@ -221,8 +221,13 @@ fn check_file(
     if !hash {
         return None;
     }
-    let mut reader = match source.open(&file.path) {
-        Ok(Some(reader)) => reader,
+    progress.blob_started(&expected, file.size, 0);
+    let advanced: Advanced = {
+        let (progress, expected) = (progress.clone(), expected.clone());
+        Arc::new(move |n| progress.blob_advanced(&expected, n))
+    };
+    let actual = match source.hash(&file.path, advanced).await {
+        Ok(Some(actual)) => actual,
         Ok(None) => return Some(Problem::Missing { path }),
         Err(e) => {
             return Some(Problem::Unreadable {
@@ -231,26 +236,7 @@ fn check_file(
             });
         }
     };
-    progress.blob_started(&expected, file.size, 0);
-    let mut hasher = Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                hasher.update(&buf[..n]);
-                progress.blob_advanced(&expected, n as u64);
-            }
-            Err(e) => {
-                return Some(Problem::Unreadable {
-                    path,
-                    error: e.to_string(),
-                });
-            }
-        }
-    }
     progress.blob_finished(&expected);
-    let actual = hasher.finish();
     (actual != expected).then(|| Problem::Changed {
         path,
         expected: expected.to_string(),
@@ -258,30 +244,16 @@ fn check_file(
     })
 }
 
-/// Verifies what the user named: a bundle directory or a folder of parts (every file,
-/// whole), or a single part (each of its entries, on its own).
-pub fn verify_path(
-    path: &std::path::Path,
-    policy: &TrustPolicy,
-    progress: &dyn Progress,
-) -> Result<VerifyReport> {
-    if path.is_file() {
-        let part = PartsSource::open_parts(&[path.to_owned()], true)?;
-        return verify_part(&part, policy, progress);
-    }
-    let source = super::location::open_path(path)?;
-    verify(source.as_ref(), policy, progress)
-}
-
-/// Checks each part on its own: the signature of the bundle.json it carries, then every
-/// entry — whole files against bundle.json, chunks against the packing list.
-pub fn verify_part(
+/// Checks one part on its own against the bundle.json it carries (`manifest`, whose signature
+/// was checked: `signature`): every entry, whole files against bundle.json, chunks against
+/// the packing list.
+pub async fn verify_part(
     source: &PartsSource,
-    policy: &TrustPolicy,
+    manifest: &BundleManifest,
+    signature: &SignatureStatus,
     progress: &dyn Progress,
 ) -> Result<VerifyReport> {
     let started = std::time::Instant::now();
-    let (manifest, signature) = super::trust::open(source, policy)?;
     let listed: BTreeMap<&str, &BundleFile> = manifest
         .files
         .iter()
@@ -325,10 +297,7 @@ pub fn verify_part(
         } else {
             entry.sha256.as_str()
         };
-        let mut file = std::fs::File::open(part).map_err(|e| Error::io(part, e))?;
-        file.seek(SeekFrom::Start(offset))
-            .map_err(|e| Error::io(part, e))?;
-        let (digest, _) = hash_reader(&mut file.take(size)).map_err(|e| Error::io(part, e))?;
+        let digest = hash_ranges(vec![(part.to_owned(), offset, size)], Arc::new(|_| {})).await?;
         progress.note(&format!("  checked {named}"));
         files += 1;
         bytes += size;
@@ -342,11 +311,10 @@ pub fn verify_part(
     }
     Ok(VerifyReport {
         name: manifest.name.clone(),
-        signature,
+        signature: signature.clone(),
         files,
         bytes,
         problems,
         seconds: started.elapsed().as_secs_f64(),
-        manifest,
     })
 }

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -13,8 +14,8 @@ use crate::bundle::source::parts::{
     BLOCK, PACK_BASE, PACK_FILE, PACK_PER_ENTRY, PARTS_FORMAT_V1, PackEntry, PackList, padded,
     part_name,
 };
-use crate::bundle::source::{DirSource, read_all};
-use crate::bundle::trust::{self, TrustPolicy};
+use crate::bundle::trust::TrustPolicy;
+use crate::bundle::{Bundle, Location};
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
@@ -35,20 +36,39 @@ struct Planned {
     chunk: Option<u32>,
 }
 
-/// Splits the bundle at `dir` into parts of at most `split_size` bytes in `out`.
-pub fn pack(
+/// Splits the bundle at `dir` into parts of at most `split_size` bytes in `out`: the bundle
+/// is opened (signature checked) first, then the parts are written on a blocking thread.
+pub async fn pack(
     dir: &Path,
     out: &Path,
     split_size: u64,
     policy: &TrustPolicy,
-    progress: &dyn Progress,
+    progress: Arc<dyn Progress>,
 ) -> Result<PackReport> {
     let started = std::time::Instant::now();
-    let _reading = crate::lock::shared(dir, "pack")?;
-    let source = DirSource::new(dir);
-    let (manifest, _) = trust::open(&source, policy)?;
-    let bundle_json = read_all(&source, BUNDLE_FILE)?.unwrap_or_default();
-    let signature = read_all(&source, SIGNATURE_FILE)?;
+    let reading = crate::lock::shared(dir, "pack")?;
+    let bundle = Bundle::open(&Location::Dir(dir.to_owned()), policy).await?;
+    let (dir, out) = (dir.to_owned(), out.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let _reading = reading;
+        write_parts(&bundle, &dir, &out, split_size, progress.as_ref(), started)
+    })
+    .await
+    .map_err(|e| Error::internal(format!("the packing thread failed: {e}")))?
+}
+
+/// Writes the parts of the opened bundle at `dir` (chunks of its files are read in place).
+fn write_parts(
+    bundle: &Bundle,
+    dir: &Path,
+    out: &Path,
+    split_size: u64,
+    progress: &dyn Progress,
+    started: std::time::Instant,
+) -> Result<PackReport> {
+    let manifest = &bundle.manifest;
+    let bundle_json = bundle.json();
+    let signature = bundle.signature_file();
     let fixed = 3 * BLOCK
         + padded(bundle_json.len() as u64)
         + signature
@@ -131,7 +151,7 @@ pub fn pack(
             std::fs::remove_file(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
         }
     }
-    let bundle_sha = Digest::of(&bundle_json);
+    let bundle_sha = Digest::of(bundle_json);
     let expected: BTreeMap<&str, &str> = manifest
         .files
         .iter()
@@ -168,17 +188,9 @@ pub fn pack(
             header.set_size(size);
             builder.append_data(&mut header, name, data).map_err(io)
         };
-        append(
-            BUNDLE_FILE,
-            bundle_json.len() as u64,
-            &mut bundle_json.as_slice(),
-        )?;
-        if let Some(signature) = &signature {
-            append(
-                SIGNATURE_FILE,
-                signature.len() as u64,
-                &mut signature.as_slice(),
-            )?;
+        append(BUNDLE_FILE, bundle_json.len() as u64, &mut &bundle_json[..])?;
+        if let Some(signature) = signature {
+            append(SIGNATURE_FILE, signature.len() as u64, &mut &signature[..])?;
         }
         let mut entries = Vec::new();
         for item in planned {

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::bundle::format::{BUNDLE_FILE, BundleManifest, SIGNATURE_FILE, is_safe_relative};
-use crate::bundle::source::{DirSource, read_all};
 use crate::bundle::trust::{self, SignatureStatus, TrustPolicy};
+use crate::bundle::{Bundle, Location};
 use crate::copy::{BlobJob, CopyOptions, copy_blobs};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -69,11 +69,12 @@ pub async fn upload(
     progress: Arc<dyn Progress>,
 ) -> Result<TransferReport> {
     let started = std::time::Instant::now();
-    let source = DirSource::new(dir);
-    let (manifest, signature) = trust::open(&source, policy)?;
+    let bundle = Bundle::open(&Location::Dir(dir.to_owned()), policy).await?;
+    let manifest = &bundle.manifest;
     let layout: Arc<dyn BlobSource> = Arc::new(LayoutStore::open(dir)?);
     store.set_local_bundle(dir);
-    let jobs = blob_jobs(&manifest, layout)?;
+    // Blobs from the directory as a layout: S3 uploads a local file in parts, in parallel.
+    let jobs = blob_jobs(manifest, layout)?;
     for job in &jobs {
         store.check_part_count(&job.label, job.blob.size)?;
     }
@@ -104,7 +105,7 @@ pub async fn upload(
         .chain([BUNDLE_FILE, SIGNATURE_FILE])
         .collect();
     for path in own {
-        let Some(bytes) = read_all(&source, path)? else {
+        let Some(bytes) = bundle.read(path).await? else {
             continue;
         };
         let key = store.location().bundle_key(&manifest.name, path);
@@ -115,9 +116,9 @@ pub async fn upload(
         sent += bytes.len() as u64;
     }
     Ok(TransferReport {
-        bundle: manifest.name,
+        bundle: manifest.name.clone(),
         location: store.location().to_string(),
-        signature,
+        signature: bundle.signature.clone(),
         blobs,
         bytes_sent: sent,
         bytes_skipped: outcome.bytes_present,

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Args;
-use dify_bundle::bundle;
+use dify_bundle::bundle::{Bundle, Location, TrustPolicy};
 use dify_bundle::units;
 
 #[derive(Args)]
@@ -15,9 +15,14 @@ pub struct InspectArgs {
     json: bool,
 }
 
-pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
-    let source = dify_bundle::bundle::open_any(&args.bundle, tokio::runtime::Handle::current())?;
-    let inspection = bundle::inspect(source.as_ref())?;
+pub async fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
+    // inspect checks no signature: any bundle is opened, signed or not.
+    let unchecked = TrustPolicy {
+        allow_unsigned: true,
+        ..Default::default()
+    };
+    let opened = Bundle::open(&Location::parse(&args.bundle)?, &unchecked).await?;
+    let inspection = opened.inspect();
     if args.json {
         super::print_json(&inspection)?;
         return Ok(ExitCode::SUCCESS);

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 use clap::Args;
 use dify_bundle::aws::cloudformation::Deployed;
+use dify_bundle::bundle::{Bundle, Location};
 use dify_bundle::install::settings::{self, InstallFlags};
 use dify_bundle::install::{InstallConfig, InstallPlan, Installer};
 use dify_bundle::signing::TrustedKeys;
@@ -350,13 +351,11 @@ pub async fn run(args: InstallArgs) -> anyhow::Result<ExitCode> {
     }
     // Read the password now, so a missing one fails before anything changes.
     let admin = args.admin.admin()?;
-    let what = args.bundle.clone();
-    let source = tokio::task::spawn_blocking(move || {
-        dify_bundle::bundle::open_any(&what, tokio::runtime::Handle::current())
-    })
-    .await??;
     let reporter = Arc::new(Reporter::new());
-    let installer = Installer::open(Arc::from(source), policy, options, reporter.clone())
+    let opened = Bundle::open(&Location::parse(&args.bundle)?, &policy)
+        .await
+        .with_context(|| format!("installing {}", args.bundle))?;
+    let installer = Installer::open(opened, options, reporter.clone())
         .await
         .with_context(|| format!("installing {}", args.bundle))?;
     reporter.finish();

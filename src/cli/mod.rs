@@ -147,11 +147,11 @@ pub fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Build(args) => build::run(*args).await,
-        Command::Inspect(args) => tokio::task::spawn_blocking(move || inspect::run(args)).await?,
+        Command::Inspect(args) => inspect::run(args).await,
         Command::Verify(args) => verify::run(args).await,
         Command::Sign(args) => keys::sign(args),
-        Command::Pack(args) => pack::run(args),
-        Command::Template(args) => tokio::task::spawn_blocking(move || template::run(args)).await?,
+        Command::Pack(args) => pack::run(args).await,
+        Command::Template(args) => template::run(args).await,
         Command::Upload(args) => s3::upload(args).await,
         Command::Install(args) => install::run(*args).await,
         Command::Status(args) => status::run(args).await,

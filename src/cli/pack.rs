@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Args;
 use dify_bundle::carry::parts;
@@ -27,11 +28,18 @@ pub struct PackArgs {
     json: bool,
 }
 
-pub fn run(args: PackArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(args: PackArgs) -> anyhow::Result<ExitCode> {
     let split_size = parse_size(&args.split_size)?;
     let policy = args.trust.policy()?;
-    let reporter = Reporter::new();
-    let report = parts::pack(&args.bundle, &args.out, split_size, &policy, &reporter)?;
+    let reporter = Arc::new(Reporter::new());
+    let report = parts::pack(
+        &args.bundle,
+        &args.out,
+        split_size,
+        &policy,
+        reporter.clone(),
+    )
+    .await?;
     reporter.finish();
     eprintln!(
         "packed {} into {} parts in {} ({} in {:.1}s)",

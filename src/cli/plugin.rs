@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
+use dify_bundle::bundle::{Bundle, Location};
 use dify_bundle::plugins::{PluginKey, PluginPackage, SignatureCheck};
 
 #[derive(Subcommand)]
@@ -212,16 +213,8 @@ async fn install(args: InstallArgs) -> anyhow::Result<ExitCode> {
         .admin()?
         .ok_or_else(|| anyhow::anyhow!("--admin-email is required"))?;
     let policy = args.trust.policy()?;
-    let what = args.bundle.clone();
-    let source = tokio::task::spawn_blocking(move || {
-        dify_bundle::bundle::open_any(&what, tokio::runtime::Handle::current())
-    })
-    .await??;
-    let packages = tokio::task::spawn_blocking(move || {
-        let (manifest, _) = dify_bundle::bundle::open(source.as_ref(), &policy)?;
-        dify_bundle::bundle::artefacts::plugin_packages(source.as_ref(), &manifest)
-    })
-    .await??;
+    let opened = Bundle::open(&Location::parse(&args.bundle)?, &policy).await?;
+    let packages = opened.plugin_packages().await?;
     report_plugins(&args.url, &admin, packages).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Args;
+use dify_bundle::bundle::{Bundle, Location};
 use dify_bundle::install::status::{Status, StatusOptions};
 use dify_bundle::install::upgrade::Deployed;
 use dify_bundle::install::{DEFAULT_APP_STACK, DEFAULT_ENDPOINTS_STACK};
@@ -116,23 +117,12 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let bundle = match &args.bundle {
         Some(what) => {
             let policy = args.trust.policy()?;
-            let what = what.clone();
-            let (manifest, bytes) = tokio::task::spawn_blocking(move || {
-                let source =
-                    dify_bundle::bundle::open_any(&what, tokio::runtime::Handle::current())?;
-                let (manifest, _) = dify_bundle::bundle::trust::open(source.as_ref(), &policy)?;
-                let bytes = dify_bundle::bundle::source::read_all(
-                    source.as_ref(),
-                    dify_bundle::bundle::BUNDLE_FILE,
-                )?
-                .unwrap_or_default();
-                anyhow::Ok((manifest, bytes))
-            })
-            .await??;
+            let opened = Bundle::open(&Location::parse(what)?, &policy).await?;
+            let manifest = opened.manifest.clone();
             let identity = Deployed {
                 dify_version: Some(manifest.dify_version.clone()),
                 bundle: Some(manifest.name.clone()),
-                bundle_json: Some(dify_bundle::digest::Digest::of(&bytes).to_string()),
+                bundle_json: Some(opened.json_digest().to_string()),
                 template: manifest.stack.as_ref().map(|s| s.digest.to_string()),
             };
             Some((manifest, identity))

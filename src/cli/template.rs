@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Args;
-use dify_bundle::bundle;
+use dify_bundle::bundle::{Bundle, Location};
 
 #[derive(Args)]
 pub struct TemplateArgs {
@@ -14,12 +14,11 @@ pub struct TemplateArgs {
     trust: super::keys::TrustArgs,
 }
 
-pub fn run(args: TemplateArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(args: TemplateArgs) -> anyhow::Result<ExitCode> {
     let policy = args.trust.policy()?;
-    let source = dify_bundle::bundle::open_any(&args.bundle, tokio::runtime::Handle::current())?;
-    let (manifest, signature) = bundle::open(source.as_ref(), &policy)?;
-    super::keys::report_signature(&signature);
-    let bytes = bundle::artefacts::stack_template(source.as_ref(), &manifest)?;
+    let opened = Bundle::open(&Location::parse(&args.bundle)?, &policy).await?;
+    super::keys::report_signature(&opened.signature);
+    let bytes = opened.stack_template().await?;
     let mut out = std::io::stdout().lock();
     out.write_all(&bytes)?;
     out.write_all(b"\n")?;

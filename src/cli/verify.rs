@@ -4,8 +4,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Args;
-use dify_bundle::bundle;
-use dify_bundle::progress::Progress;
+use dify_bundle::bundle::{Bundle, Depth, Location};
 use dify_bundle::units;
 
 use super::progress::Reporter;
@@ -24,21 +23,9 @@ pub struct VerifyArgs {
 
 pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let reporter = Arc::new(Reporter::new());
-    let dir = args.bundle.clone();
-    let progress: Arc<dyn Progress> = reporter.clone();
     let policy = args.trust.policy()?;
-    let report = tokio::task::spawn_blocking(move || -> anyhow::Result<bundle::VerifyReport> {
-        if dir.starts_with("s3://") {
-            let source = dify_bundle::bundle::open_any(&dir, tokio::runtime::Handle::current())?;
-            return Ok(bundle::verify(source.as_ref(), &policy, progress.as_ref())?);
-        }
-        Ok(bundle::verify_path(
-            std::path::Path::new(&dir),
-            &policy,
-            progress.as_ref(),
-        )?)
-    })
-    .await??;
+    let opened = Bundle::open(&Location::parse(&args.bundle)?, &policy).await?;
+    let report = opened.verify(Depth::Full, reporter.clone()).await?;
     reporter.finish();
     super::keys::report_signature(&report.signature);
     if args.json {

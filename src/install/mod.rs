@@ -23,8 +23,7 @@ use serde::Serialize;
 
 use crate::aws::cloudformation::Deployed;
 use crate::aws::{self, Identity};
-use crate::bundle::source::{BundleSource, SourceStore};
-use crate::bundle::{BundleManifest, SignatureStatus, TrustPolicy};
+use crate::bundle::{Bundle, SignatureStatus};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 
@@ -69,11 +68,8 @@ pub struct InstallOptions {
 }
 
 pub struct Installer {
-    source: Arc<dyn BundleSource>,
-    manifest: BundleManifest,
-    signature: SignatureStatus,
+    bundle: Bundle,
     files: usize,
-    manifest_digest: Option<String>,
     config: aws_config::SdkConfig,
     options: InstallOptions,
 }
@@ -86,55 +82,34 @@ pub const DEFAULT_APP_STACK: &str = "dify";
 pub const DEFAULT_ENDPOINTS_STACK: &str = "dify-vpc-endpoints";
 
 impl Installer {
-    /// Verifies the bundle — signature, then every digest. Nothing that changes anything
-    /// happens before this succeeds.
+    /// Verifies the opened bundle (its signature was checked on opening) — every file
+    /// listed, every digest but the blobs', which are checked as they are pushed. Nothing that
+    /// changes anything happens before this succeeds.
     pub async fn open(
-        source: Arc<dyn BundleSource>,
-        policy: TrustPolicy,
+        bundle: Bundle,
         options: InstallOptions,
         progress: Arc<dyn Progress>,
     ) -> Result<Installer> {
-        let checked = source.clone();
-        let reporter = progress.clone();
-        // Blocking reads (an S3 source blocks on its own runtime calls).
-        let (report, manifest_digest) = tokio::task::spawn_blocking(move || {
-            // Blobs are hashed as they are pushed (a damaged one stops the push before any
-            // manifest, tag or stack change); the template and plugins when they are read.
-            let report = crate::bundle::verify::verify_to(
-                checked.as_ref(),
-                &policy,
-                crate::bundle::verify::Depth::Listing,
-                reporter.as_ref(),
-            )?;
-            let digest =
-                crate::bundle::source::read_all(checked.as_ref(), crate::bundle::BUNDLE_FILE)?
-                    .map(|bytes| crate::digest::Digest::of(&bytes).to_string());
-            Ok::<_, Error>((report, digest))
-        })
-        .await
-        .map_err(|e| Error::invalid(format!("verification thread failed: {e}")))??;
+        // Blobs are hashed as they are pushed (a damaged one stops the push before any
+        // manifest, tag or stack change); the template and plugins when they are read.
+        let report = bundle
+            .verify(crate::bundle::Depth::Listing, progress)
+            .await?;
         if !report.is_ok() {
             let lines: Vec<String> = report.problems.iter().map(|p| format!("  - {p}")).collect();
             return Err(Error::invalid(format!(
                 "{}: refused, the bundle does not verify; nothing was changed:\n{}",
-                source.describe(),
+                bundle.describe(),
                 lines.join("\n")
             )));
         }
         let config = aws::config(options.region.as_deref()).await;
         Ok(Installer {
-            manifest_digest,
-            source,
-            signature: report.signature,
+            bundle,
             files: report.files,
-            manifest: report.manifest,
             config,
             options,
         })
-    }
-
-    fn store(&self) -> Arc<SourceStore> {
-        Arc::new(SourceStore::new(self.source.clone()))
     }
 
     async fn reachability(&self, region: &str, registry: &str) -> Vec<aws::reach::Reachability> {
@@ -172,7 +147,15 @@ impl Installer {
             .is_some_and(|n| ECR_SERVICES.iter().all(|s| n.create.iter().any(|c| c == s)));
         let ecr = if unreachable.is_empty() {
             let session = ecr::Session::open(&self.config, &self.options.ecr).await?;
-            Some(ecr::plan(&session, &self.manifest, self.store(), &self.options.ecr).await?)
+            Some(
+                ecr::plan(
+                    &session,
+                    &self.bundle.manifest,
+                    self.bundle.store(),
+                    &self.options.ecr,
+                )
+                .await?,
+            )
         } else if network_makes_ecr {
             None
         } else {
@@ -189,14 +172,15 @@ impl Installer {
         Ok(InstallPlan {
             app,
             plugins: self
+                .bundle
                 .manifest
                 .plugins
                 .iter()
                 .map(|p| p.identifier.clone())
                 .collect(),
-            bundle: self.manifest.name.clone(),
-            dify_version: self.manifest.dify_version.clone(),
-            signature: self.signature.clone(),
+            bundle: self.bundle.manifest.name.clone(),
+            dify_version: self.bundle.manifest.dify_version.clone(),
+            signature: self.bundle.signature.clone(),
             files_verified: self.files,
             identity,
             region,
@@ -218,20 +202,16 @@ impl Installer {
         else {
             return Ok(None);
         };
-        let template = self.manifest.stack.as_ref().ok_or_else(|| {
+        let template = self.bundle.manifest.stack.as_ref().ok_or_else(|| {
             Error::invalid(format!(
                 "bundle {} has no application stack (its recipe lacks one of the images {})",
-                self.manifest.name,
+                self.bundle.manifest.name,
                 crate::stack::app::ROLES.join(", ")
             ))
             .with_hint("pass --no-app to install only the endpoints and images")
         })?;
-        let bytes = self
-            .read_blocking(|source, manifest| {
-                crate::bundle::artefacts::stack_template(source, manifest)
-            })
-            .await?;
-        let images = ecr::targets(&self.manifest, &self.options.ecr.layout)?;
+        let bytes = self.bundle.stack_template().await?;
+        let images = ecr::targets(&self.bundle.manifest, &self.options.ecr.layout)?;
         let plan = app::plan(
             &self.config,
             account,
@@ -253,33 +233,21 @@ impl Installer {
     /// of its bundle.json (the one verified in `open`).
     pub fn identity(&self) -> upgrade::Deployed {
         upgrade::Deployed {
-            dify_version: Some(self.manifest.dify_version.clone()),
-            bundle: Some(self.manifest.name.clone()),
-            bundle_json: self.manifest_digest.clone(),
-            template: self.manifest.stack.as_ref().map(|s| s.digest.to_string()),
+            dify_version: Some(self.bundle.manifest.dify_version.clone()),
+            bundle: Some(self.bundle.manifest.name.clone()),
+            bundle_json: Some(self.bundle.json_digest().to_string()),
+            template: self
+                .bundle
+                .manifest
+                .stack
+                .as_ref()
+                .map(|s| s.digest.to_string()),
         }
     }
 
     /// The bundle's plugin packages, `(identifier, bytes)`, each checked against its digest.
     pub async fn plugin_packages(&self) -> Result<Vec<(String, Vec<u8>)>> {
-        self.read_blocking(|source, manifest| {
-            crate::bundle::artefacts::plugin_packages(source, manifest)
-        })
-        .await
-    }
-
-    /// Runs a read of the bundle on a blocking thread: a source's reads block (an S3
-    /// source waits on its own requests), which must never happen on the runtime's threads.
-    async fn read_blocking<T: Send + 'static>(
-        &self,
-        read: impl FnOnce(&dyn BundleSource, &crate::bundle::BundleManifest) -> Result<T>
-        + Send
-        + 'static,
-    ) -> Result<T> {
-        let (source, manifest) = (self.source.clone(), self.manifest.clone());
-        tokio::task::spawn_blocking(move || read(source.as_ref(), &manifest))
-            .await
-            .map_err(|e| Error::invalid(format!("reader thread failed: {e}")))?
+        self.bundle.plugin_packages().await
     }
 
     /// Carries out the plan: the network, then ECR, then the application.
@@ -303,12 +271,20 @@ impl Installer {
         let session = ecr::Session::open(&self.config, &self.options.ecr).await?;
         let ecr_plan = match &plan.ecr {
             Some(ecr) => ecr,
-            None => &ecr::plan(&session, &self.manifest, self.store(), &self.options.ecr).await?,
+            None => {
+                &ecr::plan(
+                    &session,
+                    &self.bundle.manifest,
+                    self.bundle.store(),
+                    &self.options.ecr,
+                )
+                .await?
+            }
         };
         let push = ecr::push(
             &session,
-            &self.manifest,
-            self.store(),
+            &self.bundle.manifest,
+            self.bundle.store(),
             ecr_plan,
             &self.options.ecr,
             progress.clone(),

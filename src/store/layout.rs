@@ -333,7 +333,7 @@ impl BlobSink for LayoutStore {
             let (path, wanted) = (self.blob_path(&blob.digest), blob.clone());
             let whole = tokio::task::spawn_blocking(move || blob_in_place(&path, &wanted))
                 .await
-                .map_err(|e| Error::invalid(format!("hash thread failed: {e}")))??;
+                .map_err(|e| Error::internal(format!("hash thread failed: {e}")))??;
             if whole {
                 self.mark_hashed(&blob.digest);
             }
@@ -512,7 +512,7 @@ async fn receive(
     drop(tx);
     let written = writer
         .await
-        .map_err(|e| Error::invalid(format!("{what}: writer thread failed: {e}")))?;
+        .map_err(|e| Error::internal(format!("{what}: writer thread failed: {e}")))?;
     match failure {
         Some(e @ Error::SizeMismatch { .. }) => {
             let _ = std::fs::remove_file(partial);

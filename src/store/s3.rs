@@ -605,7 +605,7 @@ impl S3Store {
                         break;
                     }
                     Err(e) => {
-                        failure = Some(Error::invalid(format!("read thread failed: {e}")));
+                        failure = Some(Error::internal(format!("read thread failed: {e}")));
                         break;
                     }
                 };
@@ -826,7 +826,7 @@ impl S3Store {
         let (digest, len, parts) =
             tokio::task::spawn_blocking(move || file_part_hashes(&local, part_size))
                 .await
-                .map_err(|e| Error::invalid(format!("hash thread failed: {e}")))??;
+                .map_err(|e| Error::internal(format!("hash thread failed: {e}")))??;
         Ok(digest == blob.digest
             && len == blob.size
             && checksum_base(recorded) == composite_sha256_b64(&parts))

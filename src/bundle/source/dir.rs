@@ -1,14 +1,19 @@
-//! A bundle directory as the build writes it and `download` restores it.
+//! A bundle directory as the build writes it and `download` restores it. Files stream from a
+//! blocking thread ([`super::stream_ranges`]); listing walks the tree on one too.
 
-use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::BundleSource;
+use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::store::BlobStream;
+
+/// Every file with its size, and every directory, below a root.
+type Tree = (Vec<(String, u64)>, Vec<String>);
 
 /// A bundle directory.
 pub struct DirSource {
-    root: std::path::PathBuf,
+    root: PathBuf,
 }
 
 impl DirSource {
@@ -17,16 +22,13 @@ impl DirSource {
             root: root.to_owned(),
         }
     }
-}
 
-impl BundleSource for DirSource {
-    fn describe(&self) -> String {
-        self.root.display().to_string()
-    }
-
-    fn list(&self) -> Result<Vec<(String, u64)>> {
-        let mut out = Vec::new();
-        let mut pending = vec![(self.root.clone(), String::new())];
+    /// Walks the tree below the root: every file with its size (`u64::MAX` for what is not a
+    /// regular file), and every directory.
+    fn walk(root: &Path) -> Result<Tree> {
+        let mut files = Vec::new();
+        let mut dirs = Vec::new();
+        let mut pending = vec![(root.to_owned(), String::new())];
         while let Some((path, prefix)) = pending.pop() {
             for entry in std::fs::read_dir(&path).map_err(|e| Error::io(&path, e))? {
                 let entry = entry.map_err(|e| Error::io(&path, e))?;
@@ -41,60 +43,68 @@ impl BundleSource for DirSource {
                     .symlink_metadata()
                     .map_err(|e| Error::io(entry.path(), e))?;
                 if meta.is_dir() {
+                    dirs.push(relative.clone());
                     pending.push((entry.path(), relative));
                 } else {
                     // Symlinks and other odd entries are listed too; they are never part of a bundle.
-                    out.push((relative, if meta.is_file() { meta.len() } else { u64::MAX }));
+                    files.push((relative, if meta.is_file() { meta.len() } else { u64::MAX }));
                 }
             }
         }
-        out.sort();
-        Ok(out)
+        files.sort();
+        dirs.sort();
+        Ok((files, dirs))
     }
 
-    fn directories(&self) -> Result<Vec<String>> {
-        let mut out = Vec::new();
-        let mut pending = vec![(self.root.clone(), String::new())];
-        while let Some((path, prefix)) = pending.pop() {
-            for entry in std::fs::read_dir(&path).map_err(|e| Error::io(&path, e))? {
-                let entry = entry.map_err(|e| Error::io(&path, e))?;
-                let is_dir = entry
-                    .path()
-                    .symlink_metadata()
-                    .map_err(|e| Error::io(entry.path(), e))?
-                    .is_dir();
-                if is_dir {
-                    let name = entry.file_name().to_string_lossy().into_owned();
-                    let relative = if prefix.is_empty() {
-                        name
-                    } else {
-                        format!("{prefix}/{name}")
-                    };
-                    out.push(relative.clone());
-                    pending.push((entry.path(), relative));
-                }
-            }
-        }
-        out.sort();
-        Ok(out)
-    }
-
-    fn open(&self, path: &str) -> Result<Option<Box<dyn Read + Send + '_>>> {
+    /// The file at `path`, `None` if there is none; anything but a regular file is an error.
+    async fn regular_file(&self, path: &str) -> Result<Option<PathBuf>> {
         let full = self.root.join(path);
-        match std::fs::symlink_metadata(&full) {
+        match tokio::fs::symlink_metadata(&full).await {
             Ok(meta) if !meta.is_file() => Err(Error::invalid(format!(
                 "{}: not a regular file",
                 full.display()
             ))),
-            Ok(_) => {
-                let file = std::fs::File::open(&full).map_err(|e| Error::io(&full, e))?;
-                Ok(Some(Box::new(std::io::BufReader::with_capacity(
-                    1 << 20,
-                    file,
-                ))))
-            }
+            Ok(_) => Ok(Some(full)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io(&full, e)),
         }
+    }
+
+    async fn walk_off_runtime(&self) -> Result<Tree> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || Self::walk(&root))
+            .await
+            .map_err(|e| Error::invalid(format!("listing {}: {e}", self.root.display())))?
+    }
+}
+
+#[async_trait::async_trait]
+impl BundleSource for DirSource {
+    fn describe(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    async fn list(&self) -> Result<Vec<(String, u64)>> {
+        Ok(self.walk_off_runtime().await?.0)
+    }
+
+    async fn directories(&self) -> Result<Vec<String>> {
+        Ok(self.walk_off_runtime().await?.1)
+    }
+
+    async fn hash(&self, path: &str, advanced: super::Advanced) -> Result<Option<Digest>> {
+        match self.regular_file(path).await? {
+            Some(full) => Ok(Some(
+                super::hash_ranges(vec![(full, 0, u64::MAX)], advanced).await?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    async fn open(&self, path: &str) -> Result<Option<BlobStream>> {
+        Ok(self
+            .regular_file(path)
+            .await?
+            .map(|full| super::stream_ranges(vec![(full, 0, u64::MAX)])))
     }
 }

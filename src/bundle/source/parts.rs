@@ -13,6 +13,7 @@ use super::BundleSource;
 use crate::bundle::format::{BUNDLE_FILE, SIGNATURE_FILE, is_safe_relative};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::store::BlobStream;
 
 pub const PACK_FILE: &str = "pack.json";
 pub const PARTS_FORMAT_V1: &str = "dify-bundle-parts/v1";
@@ -341,6 +342,23 @@ impl PartsSource {
         })
     }
 
+    /// Where a bundle file's bytes are: `(part file, offset, length)` in order.
+    fn ranges(&self, path: &str) -> Option<Vec<(PathBuf, u64, u64)>> {
+        if path == BUNDLE_FILE || path == SIGNATURE_FILE {
+            let part = &self.parts[0];
+            return part
+                .spans
+                .get(path)
+                .map(|span| vec![(part.path.clone(), span.offset, span.size)]);
+        }
+        self.files.get(path).map(|pieces| {
+            pieces
+                .iter()
+                .map(|p| (self.parts[p.part].path.clone(), p.span.offset, p.span.size))
+                .collect()
+        })
+    }
+
     pub fn is_partial(&self) -> bool {
         self.partial
     }
@@ -362,34 +380,7 @@ impl PartsSource {
     }
 }
 
-/// Reads a bundle file's pieces one after the other.
-struct PiecesReader<'a> {
-    source: &'a PartsSource,
-    pieces: &'a [Piece],
-    current: Option<std::io::Take<std::fs::File>>,
-}
-
-impl Read for PiecesReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        loop {
-            if let Some(reader) = &mut self.current {
-                let n = reader.read(buf)?;
-                if n > 0 || buf.is_empty() {
-                    return Ok(n);
-                }
-                self.current = None;
-            }
-            let Some((piece, rest)) = self.pieces.split_first() else {
-                return Ok(0);
-            };
-            self.pieces = rest;
-            let mut file = std::fs::File::open(&self.source.parts[piece.part].path)?;
-            file.seek(SeekFrom::Start(piece.span.offset))?;
-            self.current = Some(file.take(piece.span.size));
-        }
-    }
-}
-
+#[async_trait::async_trait]
 impl BundleSource for PartsSource {
     fn describe(&self) -> String {
         match self.parts.as_slice() {
@@ -398,7 +389,7 @@ impl BundleSource for PartsSource {
         }
     }
 
-    fn list(&self) -> Result<Vec<(String, u64)>> {
+    async fn list(&self) -> Result<Vec<(String, u64)>> {
         let mut out: Vec<(String, u64)> = self
             .files
             .iter()
@@ -413,22 +404,14 @@ impl BundleSource for PartsSource {
         Ok(out)
     }
 
-    fn open(&self, path: &str) -> Result<Option<Box<dyn Read + Send + '_>>> {
-        if path == BUNDLE_FILE || path == SIGNATURE_FILE {
-            let part = &self.parts[0];
-            return match part.spans.get(path) {
-                None => Ok(None),
-                Some(span) => Ok(Some(Box::new(std::io::Cursor::new(read_span(
-                    &part.path, *span,
-                )?)))),
-            };
+    async fn open(&self, path: &str) -> Result<Option<BlobStream>> {
+        Ok(self.ranges(path).map(super::stream_ranges))
+    }
+
+    async fn hash(&self, path: &str, advanced: super::Advanced) -> Result<Option<Digest>> {
+        match self.ranges(path) {
+            Some(ranges) => Ok(Some(super::hash_ranges(ranges, advanced).await?)),
+            None => Ok(None),
         }
-        Ok(self.files.get(path).map(|pieces| {
-            Box::new(PiecesReader {
-                source: self,
-                pieces,
-                current: None,
-            }) as Box<dyn Read + Send + '_>
-        }))
     }
 }
