@@ -350,7 +350,7 @@ pub async fn run(args: InstallArgs) -> anyhow::Result<ExitCode> {
         options.approve = Some(Arc::new(approve_change_set));
     }
     // Read the password now, so a missing one fails before anything changes.
-    let admin = args.admin.admin()?;
+    options.admin = args.admin.admin()?;
     let reporter = Arc::new(Reporter::new());
     let opened = Bundle::open(&Location::parse(&args.bundle)?, &policy)
         .await
@@ -361,7 +361,7 @@ pub async fn run(args: InstallArgs) -> anyhow::Result<ExitCode> {
     reporter.finish();
     let plan = installer.plan().await?;
     super::keys::report_signature(&plan.signature);
-    print_plan(&plan, admin.as_ref());
+    print_plan(&plan, installer.admin());
     if args.plan {
         if args.json {
             super::print_json(&plan)?;
@@ -421,16 +421,14 @@ pub async fn run(args: InstallArgs) -> anyhow::Result<ExitCode> {
         }
         eprintln!("shell in the api container: {}", app.exec_command);
     }
-    if let Some(admin) = &admin {
-        match report.app.as_ref().and_then(|a| a.url.clone()) {
-            Some(url) => {
-                let packages = installer.plugin_packages().await?;
-                super::plugin::report_plugins(&url, admin, packages).await?;
-            }
-            None => eprintln!(
-                "--admin-email: no application was deployed, so no plugins were installed into Dify"
-            ),
+    match (&report.plugins, installer.admin()) {
+        (Some(plugins), Some(admin)) => {
+            super::plugin::print_outcomes(&admin.email, plugins.admin_created, &plugins.outcomes)
         }
+        (None, Some(_)) => eprintln!(
+            "--admin-email: no application was deployed, so no plugins were installed into Dify"
+        ),
+        _ => {}
     }
     if args.json {
         super::print_json(&serde_json::json!({
@@ -438,6 +436,7 @@ pub async fn run(args: InstallArgs) -> anyhow::Result<ExitCode> {
             "push": report.push,
             "network": report.network,
             "app": report.app,
+            "plugins": report.plugins,
         }))?;
     }
     Ok(ExitCode::SUCCESS)

@@ -225,7 +225,7 @@ pub async fn report_plugins(
     admin: &dify_bundle::dify::console::Admin,
     packages: Vec<(String, Vec<u8>)>,
 ) -> anyhow::Result<()> {
-    use dify_bundle::dify::console::{self, PluginOutcome};
+    use dify_bundle::dify::console;
     let (created, outcomes) = console::install_plugins(
         url,
         admin,
@@ -233,8 +233,19 @@ pub async fn report_plugins(
         std::time::Duration::from_secs(15 * 60),
     )
     .await?;
+    print_outcomes(&admin.email, created, &outcomes);
+    Ok(())
+}
+
+/// Says what installing plugins into Dify did.
+pub fn print_outcomes(
+    admin: &str,
+    created: bool,
+    outcomes: &[(String, dify_bundle::dify::console::PluginOutcome)],
+) {
+    use dify_bundle::dify::console::PluginOutcome;
     if created {
-        eprintln!("created the admin account {}", admin.email);
+        eprintln!("created the admin account {admin}");
     }
     for (identifier, outcome) in outcomes {
         match outcome {
@@ -242,5 +253,4 @@ pub async fn report_plugins(
             PluginOutcome::Installed => eprintln!("plugin {identifier}: installed"),
         }
     }
-    Ok(())
 }

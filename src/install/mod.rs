@@ -54,6 +54,16 @@ pub struct InstallReport {
     pub network: Option<Deployed>,
     pub push: PushReport,
     pub app: Option<AppReport>,
+    /// The bundle's plugins installed into Dify, when an admin was given.
+    pub plugins: Option<PluginsReport>,
+}
+
+/// The last step: the bundle's plugins installed into Dify through its console API.
+#[derive(Debug, Serialize)]
+pub struct PluginsReport {
+    /// Whether the admin account was created (Dify had none).
+    pub admin_created: bool,
+    pub outcomes: Vec<(String, crate::dify::console::PluginOutcome)>,
 }
 
 pub struct InstallOptions {
@@ -65,6 +75,9 @@ pub struct InstallOptions {
     pub app: Option<AppOptions>,
     /// Asked before each change set is executed; `None`: execute (`--yes`).
     pub approve: Option<crate::aws::cloudformation::Approver>,
+    /// The Dify admin to install the bundle's plugins as, once Dify answers; `None`: no
+    /// plugins are installed into Dify.
+    pub admin: Option<crate::dify::console::Admin>,
 }
 
 pub struct Installer {
@@ -75,6 +88,9 @@ pub struct Installer {
 }
 
 const ECR_SERVICES: [&str; 2] = ["ecr.api", "ecr.dkr"];
+
+/// How long Dify may take to install the bundle's plugins.
+const PLUGIN_INSTALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 /// The application stack's name when none is given.
 pub const DEFAULT_APP_STACK: &str = "dify";
@@ -246,6 +262,11 @@ impl Installer {
     }
 
     /// The bundle's plugin packages, `(identifier, bytes)`, each checked against its digest.
+    /// The Dify admin the plugins are installed as, when one was given.
+    pub fn admin(&self) -> Option<&crate::dify::console::Admin> {
+        self.options.admin.as_ref()
+    }
+
     pub async fn plugin_packages(&self) -> Result<Vec<(String, Vec<u8>)>> {
         self.bundle.plugin_packages().await
     }
@@ -303,6 +324,33 @@ impl Installer {
             ),
             None => None,
         };
-        Ok(InstallReport { network, push, app })
+        let plugins = match (
+            &self.options.admin,
+            app.as_ref().and_then(|a| a.url.as_deref()),
+        ) {
+            (Some(admin), Some(url)) => {
+                progress.step(&format!(
+                    "installing the bundle's plugins into Dify at {url}"
+                ));
+                let (admin_created, outcomes) = crate::dify::console::install_plugins(
+                    url,
+                    admin,
+                    self.bundle.plugin_packages().await?,
+                    PLUGIN_INSTALL_LIMIT,
+                )
+                .await?;
+                Some(PluginsReport {
+                    admin_created,
+                    outcomes,
+                })
+            }
+            _ => None,
+        };
+        Ok(InstallReport {
+            network,
+            push,
+            app,
+            plugins,
+        })
     }
 }

@@ -142,6 +142,7 @@ pub fn resolve(flags: &InstallFlags, config: &InstallConfig) -> Result<InstallOp
             },
         },
         network: network(flags, config)?,
+        admin: None,
         app: app_options(flags, config)?,
         approve: None,
     })
