@@ -220,7 +220,7 @@ async fn install(args: InstallArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Installs `packages` into the Dify at `url` and says what happened to each.
-pub async fn report_plugins(
+async fn report_plugins(
     url: &str,
     admin: &dify_bundle::dify::console::Admin,
     packages: Vec<(String, Vec<u8>)>,

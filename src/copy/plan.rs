@@ -95,14 +95,9 @@ async fn read_config(
     };
     let chunks: Vec<bytes::Bytes> = stream.try_collect().await?;
     let bytes = chunks.concat();
-    let actual = Digest::of(&bytes);
-    if actual != config.digest {
-        return Err(Error::DigestMismatch {
-            what: format!("config {}", config.digest),
-            expected: config.digest.to_string(),
-            actual: actual.to_string(),
-        });
-    }
+    config
+        .digest
+        .verify(&bytes, || format!("config {}", config.digest))?;
     serde_json::from_slice(&bytes)
         .map_err(|e| Error::invalid(format!("config {}: malformed: {e}", config.digest)))
 }

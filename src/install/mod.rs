@@ -261,14 +261,9 @@ impl Installer {
         }
     }
 
-    /// The bundle's plugin packages, `(identifier, bytes)`, each checked against its digest.
     /// The Dify admin the plugins are installed as, when one was given.
     pub fn admin(&self) -> Option<&crate::dify::console::Admin> {
         self.options.admin.as_ref()
-    }
-
-    pub async fn plugin_packages(&self) -> Result<Vec<(String, Vec<u8>)>> {
-        self.bundle.plugin_packages().await
     }
 
     /// Carries out the plan: the network, then ECR, then the application.

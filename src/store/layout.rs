@@ -201,14 +201,7 @@ impl LayoutStore {
 
     /// Stores a small blob held in memory, after checking its digest.
     pub fn write_small_blob(&self, digest: &Digest, bytes: &[u8]) -> Result<()> {
-        let actual = Digest::of(bytes);
-        if &actual != digest {
-            return Err(Error::DigestMismatch {
-                what: format!("blob {digest}"),
-                expected: digest.to_string(),
-                actual: actual.to_string(),
-            });
-        }
+        digest.verify(bytes, || format!("blob {digest}"))?;
         let path = self.blob_path(digest);
         if self.was_hashed(digest)
             || std::fs::read(&path).is_ok_and(|held| held.as_slice() == bytes)

@@ -908,13 +908,8 @@ impl BlobSink for S3Store {
         // Streams from other stores: buffered in memory, so only for small blobs.
         let chunks: Vec<Bytes> = body.try_collect().await?;
         let bytes = chunks.concat();
-        if Digest::of(&bytes) != blob.digest {
-            return Err(Error::DigestMismatch {
-                what: format!("blob {}", blob.digest),
-                expected: blob.digest.to_string(),
-                actual: Digest::of(&bytes).to_string(),
-            });
-        }
+        blob.digest
+            .verify(&bytes, || format!("blob {}", blob.digest))?;
         let key = self.location.blob_key(&blob.digest);
         self.put_object(&key, Bytes::from(bytes), Checksum::Blob(blob))
             .await

@@ -87,14 +87,7 @@ pub async fn read_blob_checked(
     let bytes = read_all(source, &path).await?.ok_or_else(|| {
         Error::invalid(format!("{}: {what} ({path}) is missing", source.describe()))
     })?;
-    let actual = crate::digest::Digest::of(&bytes);
-    if actual != *digest {
-        return Err(Error::DigestMismatch {
-            what: format!("{what} {path} in {}", source.describe()),
-            expected: digest.to_string(),
-            actual: actual.to_string(),
-        });
-    }
+    digest.verify(&bytes, || format!("{what} {path} in {}", source.describe()))?;
     Ok(bytes)
 }
 

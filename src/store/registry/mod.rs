@@ -444,14 +444,9 @@ impl ImageSource for RegistryStore {
             .retry
             .run(|| self.fetch_manifest(repo, &reference))
             .await?;
-        let actual = raw.digest();
-        if actual != manifest.digest {
-            return Err(Error::DigestMismatch {
-                what: format!("manifest {repo}@{} on {}", manifest.digest, self.display),
-                expected: manifest.digest.to_string(),
-                actual: actual.to_string(),
-            });
-        }
+        manifest.digest.check(&raw.digest(), || {
+            format!("manifest {repo}@{} on {}", manifest.digest, self.display)
+        })?;
         // The digest matched, so a size that does not is the referrer's claim, not these
         // bytes: refused, or bundle.json would report it (a 418-byte manifest as 1 TiB).
         if raw.bytes.len() as u64 != manifest.size {
