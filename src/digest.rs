@@ -40,7 +40,6 @@ impl Digest {
         &self.hex
     }
 
-    /// A short form for progress lines: `sha256:0123456789ab`.
     /// Checks that `bytes` hash to this digest; `what` names them in the error.
     pub fn verify(&self, bytes: &[u8], what: impl FnOnce() -> String) -> Result<()> {
         self.check(&Digest::of(bytes), what)
@@ -58,6 +57,7 @@ impl Digest {
         })
     }
 
+    /// A short form for progress lines: `sha256:0123456789ab`.
     pub fn short(&self) -> String {
         format!("sha256:{}", &self.hex[..12])
     }
@@ -134,6 +134,19 @@ impl Hasher {
             hex: hex::encode(self.inner.finalize()),
         }
     }
+
+    /// Checks that what was hashed is `size` bytes with digest `expected` — size first, since
+    /// a short read is the commoner failure and says more; `what` names the bytes in the error.
+    pub fn check(self, size: u64, expected: &Digest, what: impl FnOnce() -> String) -> Result<()> {
+        if self.len != size {
+            return Err(Error::SizeMismatch {
+                what: what(),
+                expected: size,
+                actual: self.len,
+            });
+        }
+        expected.check(&self.finish(), what)
+    }
 }
 
 /// Hashes a whole file with a large buffer; returns its digest and length.
@@ -173,6 +186,32 @@ mod tests {
                 Digest::of(b"other")
             )
         );
+    }
+
+    #[test]
+    fn hasher_checks_size_before_digest() {
+        let expected = Digest::of(b"layer");
+        let mut hasher = Hasher::new();
+        hasher.update(b"layer");
+        assert!(
+            hasher
+                .clone()
+                .check(5, &expected, || unreachable!())
+                .is_ok()
+        );
+        let e = hasher.clone().check(6, &expected, || "blob".to_owned());
+        assert!(matches!(
+            e,
+            Err(Error::SizeMismatch {
+                expected: 6,
+                actual: 5,
+                ..
+            })
+        ));
+        let mut other = Hasher::new();
+        other.update(b"lay3r");
+        let e = other.check(5, &expected, || "blob".to_owned());
+        assert!(matches!(e, Err(Error::DigestMismatch { .. })));
     }
 
     #[test]

@@ -55,6 +55,19 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
 
+    /// A signature is missing, malformed, by a key that is not trusted, or does not verify:
+    /// the bytes it covers must not be used.
+    #[error("{what}: {message}")]
+    Untrusted { what: String, message: String },
+
+    /// Another run holds the directory this one needs (see `lock`).
+    #[error("cannot {doing} {}: it is in use by {holder} (another dify-bundle run)", path.display())]
+    Busy {
+        path: PathBuf,
+        doing: String,
+        holder: String,
+    },
+
     /// An AWS API call failed after the SDK's own retries. `transient` ones (throttling, 5xx,
     /// timeouts, connections lost) may succeed later; the others need a change first.
     #[error("{service} {call}: {message}")]
@@ -128,6 +141,13 @@ impl Error {
                 hints
             }
             _ => Vec::new(),
+        }
+    }
+
+    pub fn untrusted(what: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Untrusted {
+            what: what.into(),
+            message: message.into(),
         }
     }
 

@@ -58,11 +58,12 @@ fn take(dir: &Path, doing: &str, exclusive: bool) -> Result<DirLock> {
                         .join(", ")
                 ),
             };
-            Err(Error::invalid(format!(
-                "cannot {doing} {}: it is in use by {holder} (another dify-bundle run); \
-                 wait for it to finish or stop it, then run this again",
-                dir.display()
-            )))
+            Err(Error::Busy {
+                path: dir.to_owned(),
+                doing: doing.to_owned(),
+                holder,
+            }
+            .with_hint("wait for the other run to finish (or stop it), then run this again"))
         }
         Err(std::fs::TryLockError::Error(e)) => Err(Error::io(dir, e)),
     }
@@ -110,8 +111,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // Locks are per open file description, so a second open in this process conflicts.
         let _held = exclusive(dir.path(), "build into").unwrap();
-        let refused = exclusive(dir.path(), "build into").unwrap_err().to_string();
-        assert!(refused.contains("in use by"), "{refused}");
+        let refused = exclusive(dir.path(), "build into").unwrap_err();
+        assert!(
+            matches!(refused.root(), Error::Busy { doing, .. } if doing == "build into"),
+            "{refused}"
+        );
+        assert!(refused.to_string().contains("in use by"), "{refused}");
+        assert_eq!(refused.hints().len(), 1);
         assert!(shared(dir.path(), "pack").is_err());
     }
 

@@ -177,26 +177,30 @@ impl TrustedKeys {
     /// trusted comment.
     pub fn check(&self, bytes: &[u8], signature: &str, what: &str) -> Result<(String, String)> {
         let signature = SignatureBox::from_string(signature)
-            .map_err(|e| Error::invalid(format!("{what}: malformed signature: {e}")))?;
+            .map_err(|e| Error::untrusted(what, format!("malformed signature: {e}")))?;
         let signer = key_id(signature.keynum());
         let Some((_, key)) = self
             .keys
             .iter()
             .find(|(_, k)| k.keynum() == signature.keynum())
         else {
-            return Err(Error::invalid(format!(
-                "{what}: signed by key {signer}, which is not trusted (trusted: {})",
-                self.ids().join(", ")
-            )));
+            return Err(Error::untrusted(
+                what,
+                format!(
+                    "signed by key {signer}, which is not trusted (trusted: {})",
+                    self.ids().join(", ")
+                ),
+            ));
         };
         minisign::verify(key, &signature, Cursor::new(bytes), true, false, false).map_err(|e| {
-            Error::invalid(format!(
-                "{what}: signature by key {signer} does not verify: {e}"
-            ))
+            Error::untrusted(
+                what,
+                format!("signature by key {signer} does not verify: {e}"),
+            )
         })?;
         let comment = signature
             .trusted_comment()
-            .map_err(|e| Error::invalid(format!("{what}: unreadable trusted comment: {e}")))?;
+            .map_err(|e| Error::untrusted(what, format!("unreadable trusted comment: {e}")))?;
         Ok((signer, comment))
     }
 }
@@ -237,8 +241,31 @@ impl SignedFacts {
 
 #[cfg(test)]
 mod tests {
-    use super::key_file;
-    use std::path::Path;
+    use super::*;
+
+    #[test]
+    fn signatures_that_do_not_hold_are_untrusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (secret, public, _) = generate_key(&dir.path().join("a"), Password::None).unwrap();
+        let (_, other, _) = generate_key(&dir.path().join("b"), Password::None).unwrap();
+        let signature = SigningKey::load(&secret, Password::None)
+            .unwrap()
+            .sign(b"bundle", "comment")
+            .unwrap();
+        let trusted = TrustedKeys::load(&[public]).unwrap();
+        assert!(trusted.check(b"bundle", &signature, "x").is_ok());
+        let stranger = TrustedKeys::load(&[other]).unwrap();
+        for refused in [
+            trusted.check(b"bundle!", &signature, "x"),
+            stranger.check(b"bundle", &signature, "x"),
+            trusted.check(b"bundle", "not a signature", "x"),
+        ] {
+            assert!(
+                matches!(refused, Err(Error::Untrusted { .. })),
+                "{refused:?}"
+            );
+        }
+    }
 
     #[test]
     fn key_files_keep_every_dot_of_the_stem() {

@@ -39,28 +39,33 @@ fn check_signature(
     keys: &TrustedKeys,
 ) -> Result<(String, SignedFacts)> {
     let Some(signature) = signature else {
-        return Err(Error::invalid(format!(
-            "the bundle is not signed (no {SIGNATURE_FILE})"
-        )));
+        return Err(Error::untrusted(
+            "the bundle",
+            format!("not signed (no {SIGNATURE_FILE})"),
+        ));
     };
     if keys.is_empty() {
-        return Err(
-            Error::invalid("no trusted public key to check the bundle's signature with")
-                .with_hint("pass --pubkey KEY.pub (or set DIFY_BUNDLE_PUBKEY)"),
-        );
+        return Err(Error::untrusted(
+            "the bundle",
+            "no trusted public key to check its signature with",
+        )
+        .with_hint("pass --pubkey KEY.pub (or set DIFY_BUNDLE_PUBKEY)"));
     }
     let signature = String::from_utf8(signature)
-        .map_err(|_| Error::invalid(format!("{SIGNATURE_FILE}: not a minisign signature")))?;
+        .map_err(|_| Error::untrusted(SIGNATURE_FILE, "not a minisign signature"))?;
     let (key_id, comment) = keys.check(bytes, &signature, SIGNATURE_FILE)?;
     let facts = SignedFacts::parse(&comment);
     let actual = Digest::of(bytes);
     if let Some(signed) = &facts.sha256
         && signed != actual.hex()
     {
-        return Err(Error::invalid(format!(
-            "{SIGNATURE_FILE}: the signed comment names bundle.json sha256 {signed}, but it is {}",
-            actual.hex()
-        )));
+        return Err(Error::untrusted(
+            SIGNATURE_FILE,
+            format!(
+                "the signed comment names bundle.json sha256 {signed}, but it is {}",
+                actual.hex()
+            ),
+        ));
     }
     Ok((key_id, facts))
 }
@@ -76,10 +81,13 @@ pub fn check(
     let manifest = BundleManifest::parse(bytes, &format!("{origin}: {BUNDLE_FILE}"));
     let checked = match (checked, &manifest) {
         (Ok((key_id, facts)), Ok(manifest)) => match &facts.name {
-            Some(name) if *name != manifest.name => Err(Error::invalid(format!(
-                "{SIGNATURE_FILE}: signed for bundle `{name}`, but this bundle is `{}`",
-                manifest.name
-            ))),
+            Some(name) if *name != manifest.name => Err(Error::untrusted(
+                SIGNATURE_FILE,
+                format!(
+                    "signed for bundle `{name}`, but this bundle is `{}`",
+                    manifest.name
+                ),
+            )),
             _ => Ok(SignatureStatus::Verified { key_id, facts }),
         },
         (Ok(_), Err(_)) => Ok(SignatureStatus::NotVerified {

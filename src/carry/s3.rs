@@ -179,14 +179,7 @@ pub async fn download(
             .get_small(&store.location().bundle_key(name, &file.path))
             .await?
             .ok_or_else(|| Error::invalid(format!("{origin}: {} is missing", file.path)))?;
-        let actual = Digest::of(&data);
-        if actual.hex() != file.sha256 {
-            return Err(Error::DigestMismatch {
-                what: format!("{origin}/{}", file.path),
-                expected: format!("sha256:{}", file.sha256),
-                actual: actual.to_string(),
-            });
-        }
+        Digest::from_hex(&file.sha256)?.verify(&data, || format!("{origin}/{}", file.path))?;
         let target = dir.join(&file.path);
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;

@@ -208,98 +208,110 @@ fn universal_metadata_wheels(
     lock: UniversalLock,
     installed: &[LockedWheel],
 ) -> Result<Vec<LockedWheel>> {
-    let covered: Vec<String> = installed.iter().map(|w| normalise(&w.name)).collect();
     let mut out = Vec::new();
     for package in lock.packages {
-        if covered.contains(&normalise(&package.name)) {
-            continue;
-        }
-        let version = package.version.unwrap_or_default();
-        let pick = package
-            .wheels
-            .iter()
-            .find(|w| {
-                w.name
-                    .as_deref()
-                    .is_some_and(|n| n.ends_with("-none-any.whl"))
-            })
-            .or_else(|| package.wheels.first())
-            .ok_or_else(|| {
-                Error::invalid(format!(
-                    "{} {version} has no wheel (source distributions cannot be built offline)",
-                    package.name
-                ))
-            })?;
-        let url = pick.url.clone().ok_or_else(|| {
-            Error::invalid(format!("{} {version}: no URL in the lock", package.name))
-        })?;
-        let sha256 = pick
-            .hashes
-            .get("sha256")
-            .ok_or_else(|| Error::invalid(format!("{} {version}: no sha256", package.name)))
-            .and_then(|h| Digest::from_hex(h))?;
-        let filename = pick
-            .name
-            .clone()
-            .unwrap_or_else(|| url.rsplit('/').next().unwrap_or_default().to_owned());
-        out.push(LockedWheel {
-            name: package.name,
-            version,
-            filename,
-            url,
-            size: pick.size.unwrap_or(0),
-            sha256,
+        let candidates = package.wheels.iter().map(|w| WheelCandidate {
+            filename: w
+                .name
+                .clone()
+                .or_else(|| w.url.as_deref().map(url_filename)),
+            url: w.url.clone(),
+            size: w.size,
+            sha256: w.hashes.get("sha256").cloned(),
         });
+        out.extend(metadata_wheel(
+            package.name,
+            package.version,
+            candidates,
+            installed,
+        )?);
     }
     Ok(out)
 }
 
-/// One wheel for every package of a uv.lock that `installed` does not cover: a pure-Python
-/// one when there is, else the first.
+/// One wheel for every package of a uv.lock that `installed` does not cover.
 fn metadata_wheels(lock: &str, installed: &[LockedWheel]) -> Result<Vec<LockedWheel>> {
     let lock: UvLock =
         toml::from_str(lock).map_err(|e| Error::invalid(format!("uv.lock does not parse: {e}")))?;
-    let covered: Vec<String> = installed.iter().map(|w| normalise(&w.name)).collect();
     let mut out = Vec::new();
     for package in lock.package {
-        let name = normalise(&package.name);
         // The plugin itself (virtual, editable or a directory) is not an index package.
-        if !package.source.contains_key("registry") || covered.contains(&name) {
+        if !package.source.contains_key("registry") {
             continue;
         }
-        let version = package.version.unwrap_or_default();
-        let pick = package
-            .wheels
-            .iter()
-            .find(|w| w.url.as_deref().is_some_and(|u| u.ends_with("-none-any.whl")))
-            .or_else(|| package.wheels.first())
-            .ok_or_else(|| {
-                Error::invalid(format!(
-                    "{} {version} has no wheel in uv.lock (source distributions cannot be built offline)",
-                    package.name
-                ))
-            })?;
-        let url = pick
-            .url
-            .clone()
-            .ok_or_else(|| Error::invalid(format!("{name} {version}: no URL in uv.lock")))?;
-        let sha256 = pick
-            .hash
-            .as_deref()
-            .and_then(|h| h.strip_prefix("sha256:"))
-            .ok_or_else(|| Error::invalid(format!("{name} {version}: no sha256 in uv.lock")))
-            .and_then(Digest::from_hex)?;
-        let filename = url.rsplit('/').next().unwrap_or_default().to_owned();
-        out.push(LockedWheel {
-            name: package.name,
-            version,
-            filename,
-            url,
-            size: pick.size.unwrap_or(0),
-            sha256,
+        let candidates = package.wheels.iter().map(|w| WheelCandidate {
+            filename: w.url.as_deref().map(url_filename),
+            url: w.url.clone(),
+            size: w.size,
+            sha256: w
+                .hash
+                .as_deref()
+                .and_then(|h| h.strip_prefix("sha256:"))
+                .map(str::to_owned),
         });
+        out.extend(metadata_wheel(
+            package.name,
+            package.version,
+            candidates,
+            installed,
+        )?);
     }
     Ok(out)
+}
+
+/// A wheel a lock lists, in the terms both lock formats share.
+struct WheelCandidate {
+    filename: Option<String>,
+    url: Option<String>,
+    size: Option<u64>,
+    /// Hex, as the lock gives it.
+    sha256: Option<String>,
+}
+
+fn url_filename(url: &str) -> String {
+    url.rsplit('/').next().unwrap_or_default().to_owned()
+}
+
+/// The wheel whose metadata stands for package `name` when `installed` does not cover it: a
+/// pure-Python one when the lock lists one, else the first; `None` when it is covered.
+fn metadata_wheel(
+    name: String,
+    version: Option<String>,
+    candidates: impl Iterator<Item = WheelCandidate>,
+    installed: &[LockedWheel],
+) -> Result<Option<LockedWheel>> {
+    if installed
+        .iter()
+        .any(|w| normalise(&w.name) == normalise(&name))
+    {
+        return Ok(None);
+    }
+    let version = version.unwrap_or_default();
+    let candidates: Vec<WheelCandidate> = candidates.collect();
+    let pick = candidates
+        .iter()
+        .find(|w| {
+            w.filename
+                .as_deref()
+                .is_some_and(|f| f.ends_with("-none-any.whl"))
+        })
+        .or_else(|| candidates.first())
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "{name} {version} has no wheel in the lock (source distributions cannot be built offline)"
+            ))
+        })?;
+    let missing = |what: &str| Error::invalid(format!("{name} {version}: no {what} in the lock"));
+    let url = pick.url.clone().ok_or_else(|| missing("URL"))?;
+    let sha256 = Digest::from_hex(pick.sha256.as_deref().ok_or_else(|| missing("sha256"))?)?;
+    Ok(Some(LockedWheel {
+        filename: pick.filename.clone().unwrap_or_else(|| url_filename(&url)),
+        name,
+        version,
+        url,
+        size: pick.size.unwrap_or(0),
+        sha256,
+    }))
 }
 
 #[cfg(test)]

@@ -356,22 +356,12 @@ impl BlobSink for LayoutStore {
         }
         let what = format!("blob {}", blob.digest);
         let hasher = receive(&partial, offset, blob.size, body, &what).await?;
-        let (len, actual) = (hasher.len(), hasher.finish());
-        if len != blob.size {
-            return Err(Error::SizeMismatch {
-                what,
-                expected: blob.size,
-                actual: len,
-            });
-        }
-        if actual != blob.digest {
+        let checked = hasher.check(blob.size, &blob.digest, || what);
+        if matches!(checked, Err(Error::DigestMismatch { .. })) {
+            // A whole blob with the wrong bytes cannot be resumed: start over next time.
             let _ = std::fs::remove_file(&partial);
-            return Err(Error::DigestMismatch {
-                what,
-                expected: blob.digest.to_string(),
-                actual: actual.to_string(),
-            });
         }
+        checked?;
         let target = self.blob_path(&blob.digest);
         std::fs::rename(&partial, &target).map_err(|e| Error::io(&target, e))?;
         self.mark_hashed(&blob.digest);

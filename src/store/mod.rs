@@ -100,22 +100,7 @@ pub fn pump_verified(
             return Ok(());
         }
     }
-    let size = hasher.len();
-    if size != blob.size {
-        return Err(crate::error::Error::SizeMismatch {
-            what: what.to_owned(),
-            expected: blob.size,
-            actual: size,
-        });
-    }
-    let digest = hasher.finish();
-    if digest != blob.digest {
-        return Err(crate::error::Error::DigestMismatch {
-            what: what.to_owned(),
-            expected: blob.digest.to_string(),
-            actual: digest.to_string(),
-        });
-    }
+    hasher.check(blob.size, &blob.digest, || what.to_owned())?;
     if let Some(last) = pending {
         emit(last);
     }

@@ -184,16 +184,14 @@ fn sha256_bytes(bytes: &[u8]) -> [u8; 32] {
     sha2::Sha256::digest(bytes).into()
 }
 
-/// The refusal of a local blob whose bytes are not its name.
-fn damaged_blob(path: &Path, blob: &Descriptor, actual: String) -> Error {
-    Error::DigestMismatch {
-        what: format!(
+/// Refuses a local blob whose bytes are not its name, before any of it becomes an object.
+fn check_local(path: &Path, blob: &Descriptor, hashed: crate::digest::Hasher) -> Result<()> {
+    hashed.check(blob.size, &blob.digest, || {
+        format!(
             "{} (local blob; damaged, not uploaded — rebuild or download the bundle again)",
             path.display()
-        ),
-        expected: blob.digest.to_string(),
-        actual,
-    }
+        )
+    })
 }
 
 /// Reads exactly `length` bytes at `offset` of `path`.
@@ -668,10 +666,9 @@ impl S3Store {
             // The parts sent so far stay for a resumed upload.
             return Err(e);
         }
-        let actual = whole.finish();
-        if actual != blob.digest {
+        if let Err(e) = check_local(path, blob, whole) {
             abort().await;
-            return Err(damaged_blob(path, blob, actual.to_string()));
+            return Err(e);
         }
         let resumed: u64 = sent.iter().map(|(_, _, _, kept)| kept).sum();
         sent.sort_by_key(|(number, ..)| *number);
@@ -935,10 +932,9 @@ impl FileUpload for S3Store {
             return self.upload_multipart(&key, blob, path, progress).await;
         }
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let actual = Digest::of(&bytes);
-        if actual != blob.digest || bytes.len() as u64 != blob.size {
-            return Err(damaged_blob(path, blob, actual.to_string()));
-        }
+        let mut hashed = crate::digest::Hasher::new();
+        hashed.update(&bytes);
+        check_local(path, blob, hashed)?;
         self.put_object(&key, Bytes::from(bytes), Checksum::Blob(blob))
             .await?;
         progress(blob.size);

@@ -119,23 +119,7 @@ fn verified(stream: BlobStream, skip: u64, blob: Descriptor, what: String) -> Bl
                 return Ok(None);
             }
             state.checked = true;
-            let hasher = std::mem::take(&mut state.hasher);
-            let size = hasher.len();
-            if size != blob.size {
-                return Err(Error::SizeMismatch {
-                    what,
-                    expected: blob.size,
-                    actual: size,
-                });
-            }
-            let digest = hasher.finish();
-            if digest != blob.digest {
-                return Err(Error::DigestMismatch {
-                    what,
-                    expected: blob.digest.to_string(),
-                    actual: digest.to_string(),
-                });
-            }
+            std::mem::take(&mut state.hasher).check(blob.size, &blob.digest, || what)?;
             let Some(last) = state.pending.take() else {
                 return Ok(None);
             };

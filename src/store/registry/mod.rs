@@ -419,14 +419,8 @@ impl ImageSource for RegistryStore {
         let media_type = content_type(headers);
         let size = head.content_length().filter(|n| *n > 0);
         if let (Some(digest), Some(media_type), Some(size)) = (digest, media_type, size) {
-            if let Ok(pinned) = reference.parse::<Digest>()
-                && pinned != digest
-            {
-                return Err(Error::DigestMismatch {
-                    what,
-                    expected: pinned.to_string(),
-                    actual: digest.to_string(),
-                });
+            if let Ok(pinned) = reference.parse::<Digest>() {
+                pinned.check(&digest, || what)?;
             }
             return Ok(Descriptor::new(media_type, digest, size));
         }
