@@ -178,6 +178,7 @@ pub async fn build(options: BuildOptions, progress: Arc<dyn Progress>) -> Result
         plugins: plugins.into_iter().map(|p| p.record).collect(),
         stack,
         installer,
+        delta: None,
         files: Vec::new(),
     };
     let (manifest, pruned_blobs) = finish::write(

@@ -43,7 +43,64 @@ pub struct BundleManifest {
     /// The installer binary that travels with the bundle, stored as a blob.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub installer: Option<BundleInstaller>,
+    /// A delta bundle: the layers it does not carry, because the destination already holds
+    /// them. `files` still names every file, those layers included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<Delta>,
     pub files: Vec<BundleFile>,
+}
+
+/// What a delta bundle leaves out and on what grounds. Only image layers are ever left out;
+/// manifests, configs, plugins, the template and the installer always travel.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delta {
+    /// What the destination was known to hold when the bundle was built.
+    pub since: Since,
+    /// Layers not carried, by image role: install checks, before any change, that the
+    /// repository each role goes to holds them.
+    pub omitted: Vec<OmittedLayer>,
+}
+
+/// The grounds of a delta: a receipt taken inside, or an earlier bundle.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Since {
+    /// `receipt` or `bundle`.
+    pub kind: String,
+    /// The bundle deployed (receipt) or given (bundle), as far as it is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dify_version: Option<String>,
+    /// The sha256 of that bundle's bundle.json.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle_json: Option<Digest>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OmittedLayer {
+    pub digest: Digest,
+    pub size: u64,
+    /// The roles whose images have this layer.
+    pub roles: Vec<String>,
+}
+
+impl Delta {
+    /// The bundle paths (`blobs/sha256/<hex>`) of the layers left out.
+    pub fn omitted_paths(&self) -> std::collections::BTreeSet<String> {
+        self.omitted
+            .iter()
+            .map(|layer| blob_path(&layer.digest))
+            .collect()
+    }
+
+    pub fn omitted_bytes(&self) -> u64 {
+        self.omitted.iter().map(|layer| layer.size).sum()
+    }
+}
+
+/// Where a blob lives in a bundle.
+pub fn blob_path(digest: &Digest) -> String {
+    format!("{}/{}", crate::store::layout::BLOBS_DIR, digest.hex())
 }
 
 /// The `dify-bundle` executable carried inside the bundle, so the inside needs nothing but
@@ -198,7 +255,34 @@ impl BundleManifest {
                 )));
             }
         }
+        if let Some(delta) = &manifest.delta {
+            // A layer left out is still one of the files bundle.json vouches for.
+            for layer in &delta.omitted {
+                let path = blob_path(&layer.digest);
+                let listed = manifest.files.iter().any(|f| {
+                    f.path == path && f.sha256 == layer.digest.hex() && f.size == layer.size
+                });
+                if !listed {
+                    return Err(Error::invalid(format!(
+                        "{origin}: the omitted layer {} is not among the bundle's files with its digest and size",
+                        layer.digest
+                    )));
+                }
+            }
+        }
         Ok(manifest)
+    }
+
+    /// The paths of the files this bundle carries: every file but the layers a delta leaves out.
+    pub fn carried(&self) -> impl Iterator<Item = &BundleFile> {
+        let omitted = self
+            .delta
+            .as_ref()
+            .map(Delta::omitted_paths)
+            .unwrap_or_default();
+        self.files
+            .iter()
+            .filter(move |f| !omitted.contains(&f.path))
     }
 }
 

@@ -8,6 +8,7 @@ pub mod artefacts;
 pub mod format;
 pub mod inspect;
 pub mod location;
+pub mod receipt;
 pub mod source;
 pub mod trust;
 pub mod verify;
