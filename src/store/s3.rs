@@ -106,9 +106,15 @@ pub async fn client() -> Client {
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .load()
         .await;
+    client_from(&config)
+}
+
+/// An S3 client from a loaded AWS configuration (a region chosen by the caller), with
+/// path-style addressing under an endpoint override as [`client`] does.
+pub fn client_from(config: &aws_config::SdkConfig) -> Client {
     let path_style = std::env::var_os("AWS_ENDPOINT_URL_S3").is_some()
         || std::env::var_os("AWS_ENDPOINT_URL").is_some();
-    let s3 = aws_sdk_s3::config::Builder::from(&config)
+    let s3 = aws_sdk_s3::config::Builder::from(config)
         .force_path_style(path_style)
         .build();
     Client::from_conf(s3)
@@ -316,6 +322,39 @@ impl S3Store {
             )));
         }
         Ok(())
+    }
+
+    /// The digests of the blobs under the prefix: every `blobs/sha256/<hex>` key whose name is
+    /// a sha256 digest (other keys there are not blobs and are left out). Listed, not read: an
+    /// object counts by its name alone.
+    pub async fn blob_digests(&self) -> Result<std::collections::BTreeSet<Digest>> {
+        let dir = self.location.key("blobs/sha256/");
+        let what = format!("the blobs under {}", self.location);
+        let mut out = std::collections::BTreeSet::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.location.bucket)
+            .prefix(&dir)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| match sdk_error(&what, e) {
+                Error::NotFound { .. } => Error::invalid(format!(
+                    "{what}: s3://{} does not exist (or is not visible with these credentials)",
+                    self.location.bucket
+                ))
+                .with_hint("check the bucket name and the region"),
+                other => other,
+            })?;
+            out.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key()?.strip_prefix(&dir))
+                    .filter_map(|hex| Digest::from_hex(hex).ok()),
+            );
+        }
+        Ok(out)
     }
 
     /// Fetches a whole small object; `None` if it does not exist.

@@ -181,6 +181,36 @@ fn scope(repo: &str, push: bool) -> String {
     )
 }
 
+/// The URL of the next page a `Link` header names (`<URL>; rel="next"`, RFC 8288), made
+/// absolute against `base` (`scheme://host`) when it is a path.
+fn next_page(headers: &HeaderMap, base: &str) -> Option<String> {
+    headers
+        .get_all(header::LINK)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|link| {
+            let (target, params) = link.trim().strip_prefix('<')?.split_once('>')?;
+            let next = params.split(';').any(|p| {
+                p.trim()
+                    .strip_prefix("rel=")
+                    .is_some_and(|rel| rel.trim_matches('"').split(' ').any(|r| r == "next"))
+            });
+            if !next || target.is_empty() {
+                return None;
+            }
+            Some(
+                if target.starts_with("http://") || target.starts_with("https://") {
+                    target.to_owned()
+                } else if target.starts_with('/') {
+                    format!("{base}{target}")
+                } else {
+                    format!("{base}/{target}")
+                },
+            )
+        })
+}
+
 fn content_type(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
     let media_type = value.split(';').next()?.trim();
@@ -313,6 +343,56 @@ impl RegistryStore {
             }
             return Err(status_error(what, "registry", response).await);
         }
+    }
+
+    /// Every tag of a repository: `GET /v2/<name>/tags/list`, page after page. A registry
+    /// that paginates answers with a `Link: <URL>; rel="next"` header naming the next page,
+    /// relative to the registry or absolute; the last page has none (Docker Registry HTTP API
+    /// V2, "Listing Image Tags" and "Pagination",
+    /// https://distribution.github.io/distribution/spec/api/). A repository the registry does
+    /// not know is [`Error::NotFound`].
+    pub async fn tags(&self, repo: &str) -> Result<Vec<String>> {
+        #[derive(serde::Deserialize)]
+        struct Page {
+            /// `null` in some registries for a repository without tags.
+            #[serde(default)]
+            tags: Option<Vec<String>>,
+        }
+        let what = format!("tags of {repo} on {}", self.display);
+        let mut url = self.url(&format!("{repo}/tags/list"));
+        let mut visited = HashSet::new();
+        let mut tags = Vec::new();
+        loop {
+            if !visited.insert(url.clone()) {
+                return Err(Error::invalid(format!(
+                    "{what}: the registry's next page ({url}) is one already read"
+                )));
+            }
+            let (next, body) = self
+                .retry
+                .run(|| async {
+                    let response = self
+                        .send(&scope(repo, false), &what, || self.http.get(&url))
+                        .await?;
+                    let next = next_page(response.headers(), &self.base);
+                    let body = response
+                        .bytes()
+                        .await
+                        .map_err(|e| transport_error(&what, &e))?;
+                    Ok((next, body))
+                })
+                .await?;
+            let page: Page = serde_json::from_slice(&body)
+                .map_err(|e| Error::invalid(format!("{what}: not a tag list: {e}")))?;
+            tags.extend(page.tags.unwrap_or_default());
+            match next {
+                Some(next) => url = next,
+                None => break,
+            }
+        }
+        tags.sort();
+        tags.dedup();
+        Ok(tags)
     }
 
     async fn fetch_manifest(&self, repo: &str, reference: &str) -> Result<RawManifest> {
@@ -628,5 +708,110 @@ impl ImageSink for RegistryStore {
             })
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn the_next_page_is_read_from_the_link_header() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::LINK,
+            "</v2/a/tags/list?n=1&last=x>; rel=\"prev\", </v2/a/tags/list?n=1&last=y>; rel=\"next\""
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(
+            next_page(&headers, "https://r.example").as_deref(),
+            Some("https://r.example/v2/a/tags/list?n=1&last=y")
+        );
+        headers.insert(
+            header::LINK,
+            "<https://other.example/v2/a/tags/list?last=z>; rel=next"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(
+            next_page(&headers, "https://r.example").as_deref(),
+            Some("https://other.example/v2/a/tags/list?last=z")
+        );
+        headers.insert(header::LINK, "</v2/a/x>; rel=\"prev\"".parse().unwrap());
+        assert_eq!(next_page(&headers, "https://r.example"), None);
+        assert_eq!(next_page(&HeaderMap::new(), "https://r.example"), None);
+    }
+
+    /// A registry on 127.0.0.1 serving `repo`'s tags in three pages: the first names the
+    /// next by path, the second by absolute URL, the third has no tags (`null`) and no link.
+    async fn paging_registry() -> (String, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let base = format!("http://{host}");
+        let server = tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let line = String::from_utf8_lossy(&request);
+                let path = line.split(' ').nth(1).unwrap_or_default().to_owned();
+                let (body, link) = match path.as_str() {
+                    "/v2/team/app/tags/list" => (
+                        r#"{"name":"team/app","tags":["b","a"]}"#,
+                        Some("</v2/team/app/tags/list?n=2&last=b>; rel=\"next\"".to_owned()),
+                    ),
+                    "/v2/team/app/tags/list?n=2&last=b" => (
+                        r#"{"name":"team/app","tags":["c"]}"#,
+                        Some(format!(
+                            "<{base}/v2/team/app/tags/list?n=2&last=c>; rel=\"next\""
+                        )),
+                    ),
+                    "/v2/team/app/tags/list?n=2&last=c" => {
+                        (r#"{"name":"team/app","tags":null}"#, None)
+                    }
+                    _ => ("", None),
+                };
+                let status = if body.is_empty() {
+                    "404 Not Found"
+                } else {
+                    "200 OK"
+                };
+                let link = link.map(|l| format!("Link: {l}\r\n")).unwrap_or_default();
+                let response = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\n{link}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            }
+        });
+        (host, server)
+    }
+
+    #[tokio::test]
+    async fn every_page_of_a_tag_list_is_read() {
+        let (host, server) = paging_registry().await;
+        let mut options = RegistryOptions {
+            retry: RetryPolicy {
+                retries: 0,
+                ..RetryPolicy::default()
+            },
+            ..RegistryOptions::default()
+        };
+        options.insecure.insert(host.clone());
+        let registries = Registries::new(options).unwrap();
+        let store = registries.store(&host);
+        assert_eq!(store.tags("team/app").await.unwrap(), ["a", "b", "c"]);
+        assert!(matches!(
+            store.tags("team/none").await,
+            Err(Error::NotFound { .. })
+        ));
+        server.abort();
     }
 }
