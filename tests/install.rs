@@ -1728,3 +1728,180 @@ async fn shared_blobs_are_mounted_or_sent_to_each_repository() {
         String::from_utf8_lossy(&back.stderr)
     );
 }
+
+/// The config and layers of every manifest under `digest` in a bundle directory (an index's
+/// children, every platform, included), read from its blob files.
+fn bundle_image_blobs(bundle: &Path, digest: &str, out: &mut std::collections::BTreeSet<String>) {
+    let hex = digest.trim_start_matches("sha256:");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("blobs/sha256").join(hex)).unwrap())
+            .unwrap();
+    if let Some(children) = manifest["manifests"].as_array() {
+        for child in children {
+            bundle_image_blobs(bundle, child["digest"].as_str().unwrap(), out);
+        }
+        return;
+    }
+    out.insert(manifest["config"]["digest"].as_str().unwrap().to_owned());
+    for layer in manifest["layers"].as_array().unwrap() {
+        out.insert(layer["digest"].as_str().unwrap().to_owned());
+    }
+}
+
+/// Each role's image in a bundle (index.json's `ref.name`) and the blobs it is made of.
+fn bundle_role_blobs(
+    bundle: &Path,
+) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("index.json")).unwrap()).unwrap();
+    index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| {
+            let role = entry["annotations"]["org.opencontainers.image.ref.name"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            let mut blobs = std::collections::BTreeSet::new();
+            bundle_image_blobs(bundle, entry["digest"].as_str().unwrap(), &mut blobs);
+            (role, blobs)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_names_the_deployed_bundle_and_every_blob_the_destination_holds() {
+    let w = world().await;
+    let endpoint = format!("http://{}", w.ecr_data.host());
+    let out = w.work.path().join("r.json");
+    let out_arg = out.to_str().unwrap();
+
+    // Nothing deployed yet: refused, saying so, and no file is written.
+    let refused = w.cli(&["receipt", "--out", out_arg, "--ecr-endpoint", &endpoint]);
+    assert_fails_with(&refused, "application stack `dify` does not exist");
+    assert!(stderr(&refused).contains("hint: nothing deployed: build a full bundle"));
+    assert!(!out.exists());
+
+    swap_template(&w, common::moto_template::reduce);
+    w.moto
+        .s3()
+        .create_bucket()
+        .bucket("air")
+        .send()
+        .await
+        .unwrap();
+    let mut upload = dify_bundle();
+    w.moto.env(&mut upload);
+    assert_success(&run(upload
+        .arg("upload")
+        .arg(&w.bundle)
+        .arg("s3://air/dify")
+        .arg("--pubkey")
+        .arg(&w.public)));
+    let (vpc, subnets) = existing_vpc(&w, "10.71.0.0/16").await;
+    let installed = w.install(
+        &w.bundle,
+        &[
+            "--vpc-id",
+            vpc.as_str(),
+            "--subnet-ids",
+            &subnets.join(","),
+            "--app-stack",
+            "dify",
+            "--yes",
+            "--wait",
+            "0",
+        ],
+    );
+    assert_success(&installed);
+    // A key under the blob prefix that is not a blob is no blob.
+    w.moto
+        .s3()
+        .put_object()
+        .bucket("air")
+        .key("dify/blobs/sha256/not-a-digest")
+        .body(b"x".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+
+    let taken = w.cli(&[
+        "receipt",
+        "--out",
+        out_arg,
+        "--ecr-endpoint",
+        &endpoint,
+        "--s3",
+        "s3://air/dify",
+        "--json",
+    ]);
+    assert_success(&taken);
+    let receipt = dify_bundle::bundle::receipt::Receipt::read(&out).unwrap();
+    assert_eq!(receipt.format, "dify-bundle/receipt/v1");
+    assert_eq!(receipt.stack.as_deref(), Some("dify"));
+    assert!(
+        receipt.registry.ends_with(".amazonaws.com"),
+        "{}",
+        receipt.registry
+    );
+    let deployed = receipt.deployed.clone().expect("the deployed bundle");
+    assert_eq!(deployed.bundle.as_deref(), Some("test-bundle"));
+    assert_eq!(deployed.dify_version.as_deref(), Some("0.0.0-test"));
+    let bundle_json =
+        dify_bundle::digest::Digest::of(&std::fs::read(w.bundle.join("bundle.json")).unwrap());
+    assert_eq!(deployed.bundle_json, Some(bundle_json));
+
+    // Each role's repository, as the stack names it, holds exactly that role's image of A.
+    let parameters = stack_parameters(&w, "dify").await;
+    let roles: Vec<&str> = receipt
+        .repositories
+        .iter()
+        .map(|r| r.role.as_str())
+        .collect();
+    assert_eq!(roles, ["api", "web", "sandbox", "plugin-daemon"]);
+    let expected = bundle_role_blobs(&w.bundle);
+    for repository in &receipt.repositories {
+        let parameter = match repository.role.as_str() {
+            "api" => "ApiRepository",
+            "web" => "WebRepository",
+            "sandbox" => "SandboxRepository",
+            _ => "PluginDaemonRepository",
+        };
+        assert_eq!(repository.repository, parameters[parameter]);
+        let held: std::collections::BTreeSet<String> =
+            repository.blobs.iter().map(ToString::to_string).collect();
+        let image = &expected[&repository.role];
+        assert!(image.len() >= 2, "{}: {image:?}", repository.role);
+        assert_eq!(&held, image, "{}", repository.role);
+    }
+
+    // The S3 prefix: exactly the bundle's blob files.
+    let s3 = receipt.s3.clone().expect("the S3 prefix");
+    assert_eq!(s3.location, "s3://air/dify");
+    let in_s3: std::collections::BTreeSet<String> =
+        s3.blobs.iter().map(|d| d.hex().to_owned()).collect();
+    let files: std::collections::BTreeSet<String> = blob_files(&w.bundle)
+        .into_keys()
+        .map(|p| p.trim_start_matches("blobs/sha256/").to_owned())
+        .collect();
+    assert_eq!(in_s3, files);
+
+    // The summary: on stdout with --json, for people on stderr.
+    let summary = json(&taken);
+    assert_eq!(summary["deployed"]["bundle"], "test-bundle");
+    assert_eq!(summary["repositories"].as_array().unwrap().len(), 4);
+    assert_eq!(summary["s3"]["blobs"].as_u64(), Some(files.len() as u64));
+    let err = stderr(&taken);
+    assert!(
+        err.contains("Dify 0.0.0-test from bundle test-bundle"),
+        "{err}"
+    );
+    assert!(err.contains("dify/dify-api"), "{err}");
+    let leftovers: Vec<_> = std::fs::read_dir(w.work.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

@@ -76,6 +76,12 @@ impl Receipt {
         Ok(receipt)
     }
 
+    /// Writes the receipt as pretty JSON, atomically: under a temporary name beside `path`,
+    /// then renamed, so a reader never sees half a receipt.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        crate::store::layout::write_json(path, self)
+    }
+
     /// What each role's destination holds: its repository's blobs, and whatever the S3
     /// prefix holds (install can read those from there whatever the role).
     pub fn held_by_role(&self) -> BTreeMap<String, BTreeSet<Digest>> {
@@ -114,6 +120,15 @@ mod tests {
         };
         let bytes = serde_json::to_vec(&receipt).unwrap();
         assert_eq!(Receipt::parse(&bytes, "r.json").unwrap(), receipt);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.json");
+        receipt.write(&path).unwrap();
+        assert_eq!(Receipt::read(&path).unwrap(), receipt);
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary left"
+        );
         let held = receipt.held_by_role();
         assert_eq!(held["api"].len(), 2);
         assert!(Receipt::parse(b"{\"format\":\"dify-bundle/v1\"}", "x").is_err());

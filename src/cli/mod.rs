@@ -7,6 +7,7 @@ mod keys;
 mod pack;
 mod plugin;
 mod progress;
+mod receipt;
 mod s3;
 mod status;
 mod template;
@@ -49,6 +50,9 @@ enum Command {
     /// Inside the closed VPC: what is deployed — stacks, Dify version and bundle, images running
     /// against the bundle's, health, VPC endpoints
     Status(status::StatusArgs),
+    /// Inside the closed VPC: write down what is already there (the deployed bundle, the blobs
+    /// in each role's ECR repository and under an S3 prefix), to carry out for the next build
+    Receipt(receipt::ReceiptArgs),
     /// Inside the closed VPC: remove the application (and, when asked, the endpoints stack and
     /// the repositories), keeping the data unless --delete-data
     Uninstall(uninstall::UninstallArgs),
@@ -155,6 +159,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Upload(args) => s3::upload(args).await,
         Command::Install(args) => install::run(*args).await,
         Command::Status(args) => status::run(args).await,
+        Command::Receipt(args) => receipt::run(args).await,
         Command::Uninstall(args) => uninstall::run(args).await,
         Command::Download(args) => s3::download(args).await,
         Command::Key(keys::KeyCommand::Generate(args)) => keys::generate(args),

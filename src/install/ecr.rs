@@ -13,7 +13,8 @@ use crate::bundle::source::SourceStore;
 use crate::copy::{self, CopyOptions, CopyReport, ImagePlan, Root};
 use crate::error::{Error, Result};
 use crate::reference::ImageRef;
-use crate::store::registry::Registries;
+use crate::retry::RetryPolicy;
+use crate::store::registry::{Registries, RegistryStore};
 use crate::store::{BlobState, ImageSource, ReadWrite, RegistryOptions, Tag};
 
 /// One image of the bundle and where it goes.
@@ -99,16 +100,33 @@ pub struct Session {
 
 impl Session {
     pub async fn open(config: &aws_config::SdkConfig, options: &EcrOptions) -> Result<Session> {
+        let mut session =
+            Session::connect(config, options.endpoint.as_deref(), options.copy.retry).await?;
+        // Where ECR is known not to mount, shared blobs are sent to each repository at once.
+        session.blob_mounting = session.ecr.blob_mounting().await;
+        if session.blob_mounting == Some(false) {
+            session.store_of_registry().set_mounting(false);
+        }
+        Ok(session)
+    }
+
+    /// Logs in to the account's registry and builds a store for it: at `endpoint` instead of
+    /// the host ECR names when one is given (`http://` for plain HTTP), with the same token.
+    pub async fn connect(
+        config: &aws_config::SdkConfig,
+        endpoint: Option<&str>,
+        retry: RetryPolicy,
+    ) -> Result<Session> {
         let ecr = Ecr::new(config);
         let login = ecr.login().await?;
         let mut registry = RegistryOptions {
-            retry: options.copy.retry,
+            retry,
             ..RegistryOptions::default()
         };
         registry
             .credentials
             .insert(login.host.clone(), login.credentials.clone());
-        if let Some(endpoint) = &options.endpoint {
+        if let Some(endpoint) = endpoint {
             let host = endpoint
                 .trim_start_matches("https://")
                 .trim_start_matches("http://")
@@ -122,17 +140,17 @@ impl Session {
             }
         }
         let registries = Registries::new(registry)?;
-        // Where ECR is known not to mount, shared blobs are sent to each repository at once.
-        let blob_mounting = ecr.blob_mounting().await;
-        if blob_mounting == Some(false) {
-            registries.store(&login.host).set_mounting(false);
-        }
         Ok(Session {
             ecr,
             registries,
             login,
-            blob_mounting,
+            blob_mounting: None,
         })
+    }
+
+    /// The registry store the session is logged in to.
+    pub(super) fn store_of_registry(&self) -> Arc<RegistryStore> {
+        self.registries.store(&self.login.host)
     }
 
     pub fn registry(&self) -> &str {
@@ -140,11 +158,11 @@ impl Session {
     }
 
     fn store(&self) -> Arc<dyn ReadWrite> {
-        self.registries.store(&self.login.host)
+        self.store_of_registry()
     }
 
     /// Renews the registry token before it expires, for as long as the returned task runs.
-    fn keep_credentials_fresh(&self) -> tokio::task::JoinHandle<()> {
+    pub(super) fn keep_credentials_fresh(&self) -> tokio::task::JoinHandle<()> {
         let ecr = self.ecr.clone();
         let store = self.registries.store(&self.login.host);
         let mut renew_at = self.login.renew_at;

@@ -7,6 +7,7 @@ pub mod app;
 pub mod config;
 pub mod ecr;
 pub mod network;
+pub mod receipt;
 pub mod settings;
 pub mod status;
 pub mod uninstall;
