@@ -3,6 +3,7 @@
 //! the recipe needs, and write `bundle.json`.
 
 pub mod daemon;
+pub mod delta;
 pub mod derived;
 pub mod finish;
 pub mod installer;
@@ -16,11 +17,14 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use self::daemon::{PluginOptions, StoredPlugin};
+use self::delta::SinceSource;
 use self::derived::Stage;
 use self::installer::InstallerOptions;
 use self::pull::Pulled;
 use self::sandbox::{Requirements, SandboxOptions};
-use crate::bundle::format::{BundleInstaller, BundleManifest, FORMAT_V1, Tool, WheelSet};
+use crate::bundle::format::{
+    BundleInstaller, BundleManifest, Delta, FORMAT_V1, Since, Tool, WheelSet,
+};
 use crate::copy::{CopyOptions, CopyReport, in_image};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -49,6 +53,8 @@ pub struct BuildOptions {
     pub installer: Option<InstallerOptions>,
     /// The key to sign bundle.json with, before the directory is let go (`None`: unsigned).
     pub sign: Option<SigningKey>,
+    /// What the destination already holds: the layers it has are named but not carried.
+    pub since: Option<SinceSource>,
 }
 
 #[derive(Debug, Serialize)]
@@ -69,10 +75,30 @@ pub struct BuildReport {
     pub installer: Option<BundleInstaller>,
     /// The id of the key bundle.json was signed with, when it was.
     pub signed_by: Option<String>,
+    /// For a delta bundle: what it leaves out, on what grounds.
+    pub delta: Option<DeltaReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DeltaReport {
+    pub since: Since,
+    /// Layers named in bundle.json but not carried.
+    pub omitted_layers: usize,
+    pub omitted_bytes: u64,
+    /// What `pack` and `upload` carry: every file of the bundle but the layers left out.
+    pub carried_bytes: u64,
+    /// Every file of the bundle, as a full bundle would carry it.
+    pub full_bytes: u64,
 }
 
 pub async fn build(options: BuildOptions, progress: Arc<dyn Progress>) -> Result<BuildReport> {
     let recipe = &options.recipe;
+    // What the destination holds is read first: a receipt that cannot be read stops the
+    // build before anything is downloaded.
+    let held = match &options.since {
+        Some(source) => Some(since_held(source, &options.out)?),
+        None => None,
+    };
     let _lock = crate::lock::exclusive(&options.out, "build into")?;
     let layout = Arc::new(LayoutStore::create(&options.out)?);
     let leftovers = layout.clean_leftovers()?;
@@ -162,6 +188,13 @@ pub async fn build(options: BuildOptions, progress: Arc<dyn Progress>) -> Result
     referenced.extend(stack.iter().map(|s| s.digest.clone()));
     referenced.extend(installer.iter().map(|i| i.digest.clone()));
     let wheel_sets: Vec<WheelSet> = stages.iter().flat_map(|s| s.wheel_sets.clone()).collect();
+    let delta = match held {
+        Some(held) => Some(Delta {
+            omitted: delta::omitted(&options.out, &images, &held)?,
+            since: held.since,
+        }),
+        None => None,
+    };
     let manifest = BundleManifest {
         format: FORMAT_V1.to_owned(),
         name: recipe.name.clone(),
@@ -178,7 +211,7 @@ pub async fn build(options: BuildOptions, progress: Arc<dyn Progress>) -> Result
         plugins: plugins.into_iter().map(|p| p.record).collect(),
         stack,
         installer,
-        delta: None,
+        delta,
         files: Vec::new(),
     };
     let (manifest, pruned_blobs) = finish::write(
@@ -209,9 +242,33 @@ pub async fn build(options: BuildOptions, progress: Arc<dyn Progress>) -> Result
             .map(|p| p.identifier.clone())
             .collect(),
         stack: manifest.stack.as_ref().map(|s| s.digest.clone()),
+        delta: manifest.delta.as_ref().map(|delta| DeltaReport {
+            since: delta.since.clone(),
+            omitted_layers: delta.omitted.len(),
+            omitted_bytes: delta.omitted_bytes(),
+            carried_bytes: manifest.carried().map(|f| f.size).sum(),
+            full_bytes: manifest.files.iter().map(|f| f.size).sum(),
+        }),
         installer: manifest.installer,
         signed_by,
     })
+}
+
+/// What the destination holds, from `--since`; refused when it names the output directory,
+/// whose bundle.json this build replaces.
+fn since_held(source: &SinceSource, out: &Path) -> Result<delta::Held> {
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same(source.path(), out) {
+        return Err(Error::invalid(format!(
+            "--since {} is the directory this build writes",
+            out.display()
+        ))
+        .with_hint("build the new bundle into another directory, and name the old one with --since"));
+    }
+    delta::held(source)
 }
 
 /// uv resolves the sandbox's and the plugins' Python dependencies: the one installed, or a

@@ -73,6 +73,10 @@ pub struct VerifyReport {
     pub files: usize,
     pub bytes: u64,
     pub problems: Vec<Problem>,
+    /// Layers a delta bundle names but does not carry (and that are absent): install checks
+    /// that the destination holds them.
+    pub left_out: usize,
+    pub left_out_bytes: u64,
     pub seconds: f64,
 }
 
@@ -124,18 +128,27 @@ pub async fn verify(
         }
     }
 
+    // A delta's left-out layers are not expected; one that is present is checked as usual.
+    let omitted = manifest
+        .delta
+        .as_ref()
+        .map(super::format::Delta::omitted_paths)
+        .unwrap_or_default();
+    let (files, left_out): (Vec<&BundleFile>, Vec<&BundleFile>) = manifest
+        .files
+        .iter()
+        .partition(|f| present.contains_key(&f.path) || !omitted.contains(&f.path));
     let hashed = |f: &BundleFile| {
         depth == Depth::Full || !f.path.starts_with(crate::store::layout::BLOBS_DIR)
     };
-    let total: u64 = manifest
-        .files
+    let total: u64 = files
         .iter()
         .filter(|f| hashed(f))
         .map(|f| f.size)
         .sum();
     progress.step(&format!(
         "verifying {} files ({} hashed{}) in {}",
-        manifest.files.len(),
+        files.len(),
         crate::units::bytes(total),
         if depth == Depth::Listing {
             "; blobs as they are used"
@@ -147,10 +160,9 @@ pub async fn verify(
     progress.total(total, 0);
     // Each file checked with its size as listed (`None`: missing) and whether it is hashed.
     let work: Arc<Vec<(BundleFile, Option<u64>, bool)>> = Arc::new(
-        manifest
-            .files
+        files
             .iter()
-            .map(|f| (f.clone(), present.get(&f.path).copied(), hashed(f)))
+            .map(|f| ((*f).clone(), present.get(&f.path).copied(), hashed(f)))
             .collect(),
     );
     let next = Arc::new(AtomicUsize::new(0));
@@ -185,9 +197,11 @@ pub async fn verify(
     Ok(VerifyReport {
         name: manifest.name.clone(),
         signature: signature.clone(),
-        files: manifest.files.len(),
+        files: files.len(),
         bytes: total,
         problems,
+        left_out: left_out.len(),
+        left_out_bytes: left_out.iter().map(|f| f.size).sum(),
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -315,6 +329,8 @@ pub async fn verify_part(
         files,
         bytes,
         problems,
+        left_out: 0,
+        left_out_bytes: 0,
         seconds: started.elapsed().as_secs_f64(),
     })
 }

@@ -92,14 +92,13 @@ fn write_parts(
     // The installer first, whole in part 1 when it fits: the inside takes it out with `tar`
     // before it has any tool of ours.
     let installer_path = manifest.installer.as_ref().map(|i| i.path.as_str());
+    // A delta's left-out layers stay behind.
     let ordered = manifest
-        .files
-        .iter()
+        .carried()
         .filter(|f| Some(f.path.as_str()) == installer_path)
         .chain(
             manifest
-                .files
-                .iter()
+                .carried()
                 .filter(|f| Some(f.path.as_str()) != installer_path),
         );
     for file in ordered {

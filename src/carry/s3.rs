@@ -35,10 +35,10 @@ pub struct TransferReport {
     pub seconds: f64,
 }
 
+/// A copy job for each blob the bundle carries (a delta's left-out layers stay behind).
 fn blob_jobs(manifest: &BundleManifest, source: Arc<dyn BlobSource>) -> Result<Vec<BlobJob>> {
     manifest
-        .files
-        .iter()
+        .carried()
         .filter_map(|f| {
             f.path
                 .strip_prefix(&format!("{BLOBS_DIR}/"))

@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use clap::Args;
 use dify_bundle::build::BuildOptions;
 use dify_bundle::build::daemon::PluginOptions;
+use dify_bundle::build::delta::SinceSource;
 use dify_bundle::build::installer::InstallerOptions;
 use dify_bundle::build::sandbox::Requirements;
 use dify_bundle::oci::Platform;
@@ -85,6 +86,11 @@ pub struct BuildArgs {
     /// Carry no installer binary in the bundle
     #[arg(long, env = "DIFY_BUNDLE_NO_INSTALLER", conflicts_with = "installer")]
     no_installer: bool,
+    /// Carry only what the destination lacks: a receipt taken inside (`dify-bundle receipt`)
+    /// or the directory of the bundle installed there. bundle.json still names every layer;
+    /// install checks that the destination holds the ones left out
+    #[arg(long, value_name = "RECEIPT|BUNDLE_DIR")]
+    since: Option<PathBuf>,
     /// Sign the bundle with this minisign secret key
     #[arg(long, value_name = "KEY")]
     sign_key: Option<PathBuf>,
@@ -185,7 +191,12 @@ pub async fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         Some(path) => Some(super::keys::load_signing_key(path, &args.password)?),
         None => None,
     };
+    let since = match &args.since {
+        Some(path) => Some(SinceSource::from_path(path)?),
+        None => None,
+    };
     let options = BuildOptions {
+        since,
         sign: signing_key,
         installer,
         stack,
@@ -241,6 +252,20 @@ pub async fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             installer.platform,
             installer.path,
             units::bytes(installer.size)
+        );
+    }
+    if let Some(delta) = &report.delta {
+        let grounds = match (&delta.since.bundle, &delta.since.dify_version) {
+            (Some(bundle), Some(version)) => format!("{bundle} (Dify {version})"),
+            (Some(bundle), None) => bundle.clone(),
+            _ => format!("the {}", delta.since.kind),
+        };
+        eprintln!(
+            "delta since {grounds}: {} layers ({}) left out, held by the destination; pack and upload carry {} of {}",
+            delta.omitted_layers,
+            units::bytes(delta.omitted_bytes),
+            units::bytes(delta.carried_bytes),
+            units::bytes(delta.full_bytes),
         );
     }
     if args.json {

@@ -270,6 +270,17 @@ fn print_ecr(plan: &InstallPlan) {
         ecr.blobs_present,
         units::bytes(ecr.bytes_present)
     );
+    if let Some(left_out) = &ecr.left_out {
+        eprintln!(
+            "       delta bundle: {} layers ({}) left out, each already in its repository{}",
+            left_out.layers,
+            units::bytes(left_out.bytes),
+            match left_out.in_bundle {
+                0 => String::new(),
+                n => format!(" or carried after all ({n})"),
+            }
+        );
+    }
     if ecr.blobs_shared > 0 {
         match ecr.blob_mounting {
             Some(false) => eprintln!(

@@ -39,6 +39,13 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             units::bytes(report.bytes),
             report.seconds
         );
+        if report.left_out > 0 {
+            eprintln!(
+                "a delta bundle: {} layers ({}) are not carried; install checks that the destination holds them",
+                report.left_out,
+                units::bytes(report.left_out_bytes)
+            );
+        }
         Ok(ExitCode::SUCCESS)
     } else {
         for problem in &report.problems {

@@ -8,7 +8,10 @@ use serde::Serialize;
 
 use super::config::EcrLayout;
 use crate::aws::ecr::{Ecr, RegistryLogin};
+use futures::{StreamExt, TryStreamExt};
+
 use crate::bundle::BundleManifest;
+use crate::bundle::format::Delta;
 use crate::bundle::source::SourceStore;
 use crate::copy::{self, CopyOptions, CopyReport, ImagePlan, Root};
 use crate::error::{Error, Result};
@@ -81,6 +84,79 @@ pub struct EcrPlan {
     pub bytes_shared: u64,
     /// The account's `BLOB_MOUNTING` setting (`None`: unreadable; mounts are tried).
     pub blob_mounting: Option<bool>,
+    /// For a delta bundle: the layers it left out, each found where it is needed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub left_out: Option<LeftOut>,
+}
+
+/// A delta bundle's left-out layers, as the plan found them.
+#[derive(Debug, Serialize)]
+pub struct LeftOut {
+    pub layers: usize,
+    pub bytes: u64,
+    /// Left-out layers the bundle holds after all (a full bundle given as a delta's source).
+    pub in_bundle: usize,
+}
+
+/// How many blob-existence requests are in flight at once.
+const BLOB_CHECKS_AT_ONCE: usize = 16;
+
+/// Checks, before anything changes, that every layer the delta bundle left out is either in
+/// the bundle after all or already in the repository of every role whose image has it;
+/// refuses naming each one missing otherwise.
+fn left_out(
+    delta: &Delta,
+    roots: &[Root],
+    images: &[ImageTarget],
+    carried: &std::collections::BTreeSet<crate::digest::Digest>,
+    present: &std::collections::BTreeSet<(String, crate::digest::Digest)>,
+) -> Result<LeftOut> {
+    let mut missing = Vec::new();
+    let mut in_bundle = 0;
+    for layer in &delta.omitted {
+        if carried.contains(&layer.digest) {
+            in_bundle += 1;
+            continue;
+        }
+        for role in &layer.roles {
+            let repository = roots
+                .iter()
+                .zip(images)
+                .find(|(_, image)| &image.role == role)
+                .map(|(root, _)| root.dest_repo.as_str());
+            let held = repository
+                .is_some_and(|repo| present.contains(&(repo.to_owned(), layer.digest.clone())));
+            if !held {
+                missing.push(format!(
+                    "  - {} ({}) of {role}, not in {}",
+                    layer.digest,
+                    crate::units::bytes(layer.size),
+                    repository.unwrap_or("any repository of this bundle")
+                ));
+            }
+        }
+    }
+    if !missing.is_empty() {
+        let grounds = match (&delta.since.bundle, &delta.since.dify_version) {
+            (Some(bundle), Some(version)) => format!("{bundle} (Dify {version})"),
+            (Some(bundle), None) => bundle.clone(),
+            _ => format!("a {}", delta.since.kind),
+        };
+        return Err(Error::invalid(format!(
+            "refused: this delta bundle leaves out {} layers, built on the assumption that the destination holds what {grounds} brought, but {} are not there; nothing was changed:\n{}",
+            delta.omitted.len(),
+            missing.len(),
+            missing.join("\n")
+        ))
+        .with_hint(format!(
+            "install the bundle this delta was built on first ({grounds}), or build a full bundle (without --since), or one from a receipt taken here (`dify-bundle receipt`)"
+        )));
+    }
+    Ok(LeftOut {
+        layers: delta.omitted.len(),
+        bytes: delta.omitted_bytes(),
+        in_bundle,
+    })
 }
 
 #[derive(Debug, Serialize)]
@@ -223,7 +299,7 @@ pub async fn plan(
     wanted.dedup();
     let existing = session.ecr.existing(&wanted).await?;
     let destination = session.store();
-    let roots = roots(manifest, &images, source);
+    let roots = roots(manifest, &images, source.clone());
     let plans: Vec<ImagePlan> = copy::plan(&roots, destination.as_ref(), &[]).await?;
     let mut plan = EcrPlan {
         registry: session.login.host.clone(),
@@ -241,6 +317,7 @@ pub async fn plan(
         blobs_shared: 0,
         bytes_shared: 0,
         blob_mounting: session.blob_mounting,
+        left_out: None,
     };
     let mut repositories_of: std::collections::BTreeMap<
         _,
@@ -261,18 +338,46 @@ pub async fn plan(
             plan.bytes_shared += size * (repositories.len() as u64 - 1);
         }
     }
+    // What each repository already holds, asked of the registry many blobs at once. The
+    // registry API, not ECR's BatchCheckLayerAvailability: it answers for the same data
+    // plane the push writes to (an --ecr-endpoint included), one HEAD per blob.
+    let mut pairs = std::collections::BTreeMap::new();
+    for (root, image) in roots.iter().zip(&plans) {
+        if existing.contains(&root.dest_repo) {
+            pairs.extend(
+                image
+                    .blobs
+                    .iter()
+                    .map(|blob| ((root.dest_repo.clone(), blob.digest.clone()), blob.clone())),
+            );
+        }
+    }
+    let present: std::collections::BTreeSet<(String, crate::digest::Digest)> =
+        futures::stream::iter(pairs.into_iter().map(|((repo, _), blob)| {
+            let destination = destination.clone();
+            async move {
+                let state = destination.blob_state(&repo, &blob).await?;
+                Ok::<_, Error>((state == BlobState::Present).then_some((repo, blob.digest)))
+            }
+        }))
+        .buffer_unordered(BLOB_CHECKS_AT_ONCE)
+        .try_filter_map(|found| async move { Ok(found) })
+        .try_collect()
+        .await?;
     for (root, image) in roots.iter().zip(&plans) {
         let mut seen = std::collections::BTreeSet::new();
         for blob in image.blobs.iter().filter(|b| seen.insert(b.digest.clone())) {
             plan.blobs += 1;
             plan.bytes += blob.size;
-            if existing.contains(&root.dest_repo)
-                && destination.blob_state(&root.dest_repo, blob).await? == BlobState::Present
-            {
+            if present.contains(&(root.dest_repo.clone(), blob.digest.clone())) {
                 plan.blobs_present += 1;
                 plan.bytes_present += blob.size;
             }
         }
+    }
+    if let Some(delta) = &manifest.delta {
+        let carried = source.blob_digests().await?;
+        plan.left_out = Some(left_out(delta, &roots, &plan.images, &carried, &present)?);
     }
     Ok(plan)
 }

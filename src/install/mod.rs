@@ -174,6 +174,16 @@ impl Installer {
                 .await?,
             )
         } else if network_makes_ecr {
+            if let Some(delta) = &self.bundle.manifest.delta {
+                let carried = self.bundle.store().blob_digests().await?;
+                if delta.omitted.iter().any(|l| !carried.contains(&l.digest)) {
+                    return Err(Error::invalid(format!(
+                        "refused: this is a delta bundle ({} layers left out), but ECR cannot be reached from here yet, so there is nothing it can have been built on; nothing was changed",
+                        delta.omitted.len()
+                    ))
+                    .with_hint("install a full bundle first (build without --since)"));
+                }
+            }
             None
         } else {
             let lines: Vec<String> = unreachable.iter().map(|e| e.to_string()).collect();

@@ -22,6 +22,21 @@ impl SourceStore {
         SourceStore { source }
     }
 
+    /// The blobs the source holds (a delta bundle's left-out layers may be absent).
+    pub async fn blob_digests(&self) -> Result<std::collections::BTreeSet<Digest>> {
+        let prefix = format!("{BLOBS_DIR}/");
+        Ok(self
+            .source
+            .list()
+            .await?
+            .into_iter()
+            .filter_map(|(path, _)| {
+                path.strip_prefix(&prefix)
+                    .and_then(|hex| Digest::from_hex(hex).ok())
+            })
+            .collect())
+    }
+
     async fn read_small(&self, digest: &Digest) -> Result<Vec<u8>> {
         let path = format!("{BLOBS_DIR}/{}", digest.hex());
         read_all(self.source.as_ref(), &path)
