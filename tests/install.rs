@@ -1098,6 +1098,17 @@ async fn build_bundle_b_with(
     w: &World,
     transform: impl Fn(&serde_json::Value) -> serde_json::Value,
 ) -> (PathBuf, u64) {
+    build_bundle_b_as(w, "bundle-b", &[], transform).await
+}
+
+/// Bundle B (new api and web images over A's sandbox and plugin daemon) built into `out`
+/// with `extra` build flags, its template transformed; and the bytes of its blobs A lacks.
+async fn build_bundle_b_as(
+    w: &World,
+    out: &str,
+    extra: &[&str],
+    transform: impl Fn(&serde_json::Value) -> serde_json::Value,
+) -> (PathBuf, u64) {
     use common::fixtures::{ImageSpec, Style};
     let base = layer(41, 1 << 20);
     let a_blobs = blob_files(&w.bundle);
@@ -1141,14 +1152,15 @@ async fn build_bundle_b_with(
         ),
     )
     .unwrap();
-    let bundle = w.work.path().join("bundle-b");
+    let bundle = w.work.path().join(out);
     assert_success(&run(dify_bundle()
         .args(["build", "--insecure-registry", &host, "--sign-key"])
         .arg(w.public.with_extension("key"))
         .arg("--recipe")
         .arg(&recipe)
         .arg("--out")
-        .arg(&bundle)));
+        .arg(&bundle)
+        .args(extra)));
     swap_template_of(w, &bundle, transform);
     (bundle, new_bytes)
 }
@@ -1729,20 +1741,27 @@ async fn shared_blobs_are_mounted_or_sent_to_each_repository() {
     );
 }
 
-/// The config and layers of every manifest under `digest` in a bundle directory (an index's
-/// children, every platform, included), read from its blob files.
-fn bundle_image_blobs(bundle: &Path, digest: &str, out: &mut std::collections::BTreeSet<String>) {
+/// The config (when `config`) and layers of every manifest under `digest` in a bundle
+/// directory (an index's children, every platform, included), read from its blob files.
+fn bundle_image_blobs(
+    bundle: &Path,
+    digest: &str,
+    config: bool,
+    out: &mut std::collections::BTreeSet<String>,
+) {
     let hex = digest.trim_start_matches("sha256:");
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(bundle.join("blobs/sha256").join(hex)).unwrap())
             .unwrap();
     if let Some(children) = manifest["manifests"].as_array() {
         for child in children {
-            bundle_image_blobs(bundle, child["digest"].as_str().unwrap(), out);
+            bundle_image_blobs(bundle, child["digest"].as_str().unwrap(), config, out);
         }
         return;
     }
-    out.insert(manifest["config"]["digest"].as_str().unwrap().to_owned());
+    if config {
+        out.insert(manifest["config"]["digest"].as_str().unwrap().to_owned());
+    }
     for layer in manifest["layers"].as_array().unwrap() {
         out.insert(layer["digest"].as_str().unwrap().to_owned());
     }
@@ -1751,6 +1770,20 @@ fn bundle_image_blobs(bundle: &Path, digest: &str, out: &mut std::collections::B
 /// Each role's image in a bundle (index.json's `ref.name`) and the blobs it is made of.
 fn bundle_role_blobs(
     bundle: &Path,
+) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    bundle_role_contents(bundle, true)
+}
+
+/// Each role's image in a bundle and its layers.
+fn bundle_role_layers(
+    bundle: &Path,
+) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    bundle_role_contents(bundle, false)
+}
+
+fn bundle_role_contents(
+    bundle: &Path,
+    config: bool,
 ) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
     let index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(bundle.join("index.json")).unwrap()).unwrap();
@@ -1764,7 +1797,12 @@ fn bundle_role_blobs(
                 .unwrap()
                 .to_owned();
             let mut blobs = std::collections::BTreeSet::new();
-            bundle_image_blobs(bundle, entry["digest"].as_str().unwrap(), &mut blobs);
+            bundle_image_blobs(
+                bundle,
+                entry["digest"].as_str().unwrap(),
+                config,
+                &mut blobs,
+            );
             (role, blobs)
         })
         .collect()
@@ -1848,9 +1886,10 @@ async fn a_receipt_names_the_deployed_bundle_and_every_blob_the_destination_hold
     let deployed = receipt.deployed.clone().expect("the deployed bundle");
     assert_eq!(deployed.bundle.as_deref(), Some("test-bundle"));
     assert_eq!(deployed.dify_version.as_deref(), Some("0.0.0-test"));
-    let bundle_json =
-        dify_bundle::digest::Digest::of(&std::fs::read(w.bundle.join("bundle.json")).unwrap());
-    assert_eq!(deployed.bundle_json, Some(bundle_json));
+    assert_eq!(
+        deployed.bundle_json.map(|d| d.to_string()),
+        Some(bundle_json_digest(&w.bundle))
+    );
 
     // Each role's repository, as the stack names it, holds exactly that role's image of A.
     let parameters = stack_parameters(&w, "dify").await;
@@ -1904,4 +1943,286 @@ async fn a_receipt_names_the_deployed_bundle_and_every_blob_the_destination_hold
         .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // Carried out, the receipt is what the next build leaves out: the same layers as a delta
+    // since A itself. Uploaded next to A and installed from there as an upgrade, it runs.
+    let (delta, new_bytes) = build_bundle_b_as(
+        &w,
+        "bundle-b-receipt",
+        &["--since", out_arg, "--json"],
+        common::moto_template::reduce,
+    )
+    .await;
+    let omitted = left_out(&delta);
+    assert!(!omitted.is_empty());
+    assert_eq!(omitted, expected_left_out(&w.bundle, &delta));
+    let since = &bundle_json(&delta)["delta"]["since"];
+    assert_eq!(since["kind"], "receipt");
+    assert_eq!(since["bundle"], "test-bundle");
+    assert_eq!(since["bundle_json"], bundle_json_digest(&w.bundle));
+    let mut upload = dify_bundle();
+    w.moto.env(&mut upload);
+    let uploaded = run(upload
+        .arg("upload")
+        .arg(&delta)
+        .arg("s3://air/dify")
+        .arg("--pubkey")
+        .arg(&w.public)
+        .arg("--json"));
+    assert_success(&uploaded);
+    let carried = blob_files(&delta).len() - omitted.len();
+    assert_eq!(json(&uploaded)["blobs"], carried);
+    let upgraded = w.install(
+        Path::new("s3://air/dify/bundles/test-bundle-b"),
+        &[
+            "--vpc-id",
+            vpc.as_str(),
+            "--subnet-ids",
+            &subnets.join(","),
+            "--app-stack",
+            "dify",
+            "--yes",
+            "--wait",
+            "0",
+        ],
+    );
+    assert_success(&upgraded);
+    let report = json(&upgraded);
+    assert_eq!(report["plan"]["ecr"]["left_out"]["layers"], omitted.len());
+    assert_eq!(report["push"]["copy"]["bytes_transferred"], new_bytes);
+    let images = running_images(&w, "dify").await.join(" ");
+    for image in bundle_json(&delta)["images"].as_array().unwrap() {
+        let digest = image["digest"].as_str().unwrap();
+        assert!(
+            images.contains(digest),
+            "{} not running: {images}",
+            image["role"]
+        );
+    }
+}
+
+fn bundle_json_digest(bundle: &Path) -> String {
+    dify_bundle::digest::Digest::of(&std::fs::read(bundle.join("bundle.json")).unwrap()).to_string()
+}
+
+/// The layers a delta of `new` since `old` must leave out, each with its roles: those every
+/// role of `new` using it had in `old` already.
+fn expected_left_out(
+    old: &Path,
+    new: &Path,
+) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let (old, new) = (bundle_role_layers(old), bundle_role_layers(new));
+    let mut roles_of =
+        std::collections::BTreeMap::<String, std::collections::BTreeSet<String>>::new();
+    for (role, layers) in &new {
+        for layer in layers {
+            roles_of
+                .entry(layer.clone())
+                .or_default()
+                .insert(role.clone());
+        }
+    }
+    roles_of.retain(|layer, roles| {
+        roles
+            .iter()
+            .all(|r| old.get(r).is_some_and(|l| l.contains(layer)))
+    });
+    roles_of
+}
+
+/// The delta section of a bundle's bundle.json: each left-out layer and its roles.
+fn left_out(
+    bundle: &Path,
+) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    bundle_json(bundle)["delta"]["omitted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|layer| {
+            (
+                layer["digest"].as_str().unwrap().to_owned(),
+                layer["roles"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.as_str().unwrap().to_owned())
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+/// The paths inside every part in `media` (`tar -tf`).
+fn part_entries(media: &Path) -> Vec<String> {
+    let mut entries = Vec::new();
+    for part in std::fs::read_dir(media).unwrap() {
+        let part = part.unwrap().path();
+        if part.extension().is_some_and(|e| e == "tar") {
+            let listed = run(std::process::Command::new("tar").arg("-tf").arg(&part));
+            assert_success(&listed);
+            entries.extend(
+                String::from_utf8_lossy(&listed.stdout)
+                    .lines()
+                    .map(str::to_owned),
+            );
+        }
+    }
+    entries
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delta_bundle_carries_only_what_the_destination_lacks_and_proves_the_rest_is_there() {
+    let w = world().await;
+    let a = w.bundle.to_str().unwrap().to_owned();
+    let (delta, new_bytes) = build_bundle_b_as(
+        &w,
+        "bundle-b-delta",
+        &["--since", &a],
+        common::moto_template::reduce,
+    )
+    .await;
+
+    // bundle.json names every blob of B and, apart, the layers A's images brought already,
+    // on the grounds of A's identity.
+    let manifest = bundle_json(&delta);
+    let since = &manifest["delta"]["since"];
+    assert_eq!(since["kind"], "bundle");
+    assert_eq!(since["bundle"], "test-bundle");
+    assert_eq!(since["dify_version"], "0.0.0-test");
+    assert_eq!(since["bundle_json"], bundle_json_digest(&w.bundle));
+    let omitted = left_out(&delta);
+    assert_eq!(omitted, expected_left_out(&w.bundle, &delta));
+    let sandbox_layers = &bundle_role_layers(&delta)["sandbox"];
+    assert!(
+        sandbox_layers.iter().all(|l| omitted.contains_key(l)),
+        "the unchanged sandbox travels whole: {omitted:?}"
+    );
+    let files = blob_files(&delta);
+    for layer in omitted.keys() {
+        let path = format!("blobs/sha256/{}", layer.trim_start_matches("sha256:"));
+        assert!(files.contains_key(&path), "{path} is still named in files");
+    }
+    let omitted_bytes: u64 = bundle_json(&delta)["delta"]["omitted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["size"].as_u64().unwrap())
+        .sum();
+    assert!(omitted_bytes > 0);
+
+    // Packed: the left-out layers stay behind, and the parts are smaller by them.
+    let media = w.work.path().join("delta-media");
+    let packed = run(dify_bundle()
+        .arg("pack")
+        .arg(&delta)
+        .args(["--split-size", "1MiB", "--pubkey"])
+        .arg(&w.public)
+        .arg("--out")
+        .arg(&media));
+    assert_success(&packed);
+    let entries = part_entries(&media);
+    for layer in omitted.keys() {
+        let hex = layer.trim_start_matches("sha256:");
+        assert!(
+            !entries.iter().any(|e| e.contains(hex)),
+            "{layer} was packed"
+        );
+    }
+    let full_bytes: u64 = files.values().sum();
+    assert!(
+        dir_bytes(&media) < full_bytes - omitted_bytes + (1 << 20),
+        "parts {} bytes; bundle {full_bytes}, left out {omitted_bytes}",
+        dir_bytes(&media)
+    );
+    // They verify as they are: nothing missing but what was left out, and that said.
+    let verified = run(dify_bundle()
+        .arg("verify")
+        .arg(&media)
+        .arg("--pubkey")
+        .arg(&w.public)
+        .arg("--json"));
+    assert_success(&verified);
+    assert_eq!(json(&verified)["left_out"], omitted.len());
+    assert!(stderr(&verified).contains("install checks that the destination holds them"));
+
+    // A destination that never had A: refused before any change, naming what is missing.
+    let refused = w.install(&media, &["--yes"]);
+    assert_fails_with(&refused, "refused: this delta bundle leaves out");
+    let err = stderr(&refused);
+    let first = omitted.keys().next().unwrap();
+    assert!(err.contains(first.as_str()), "{err}");
+    assert!(
+        err.contains("of sandbox, not in dify/dify-sandbox"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "hint: install the bundle this delta was built on first (test-bundle (Dify 0.0.0-test))"
+        ),
+        "{err}"
+    );
+    assert!(
+        w.repositories().await.is_empty(),
+        "a refused delta created repositories"
+    );
+
+    // With A's images pushed, the delta installs: only B's new blobs cross, and every
+    // image of B is whole in ECR.
+    assert_success(&w.install(&w.bundle, &["--yes"]));
+    let installed = w.install(&media, &["--yes"]);
+    assert_success(&installed);
+    let report = json(&installed);
+    assert_eq!(report["plan"]["ecr"]["left_out"]["layers"], omitted.len());
+    assert_eq!(report["plan"]["ecr"]["left_out"]["in_bundle"], 0);
+    assert_eq!(report["push"]["copy"]["bytes_transferred"], new_bytes);
+    assert!(
+        stderr(&installed).contains("delta bundle:"),
+        "{}",
+        stderr(&installed)
+    );
+    for image in bundle_json(&delta)["images"].as_array().unwrap() {
+        let role = image["role"].as_str().unwrap();
+        let target = report["plan"]["ecr"]["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["role"] == role)
+            .unwrap();
+        let out = w.work.path().join(format!("back-{role}"));
+        let back = common::skopeo(&[
+            "copy",
+            "--all",
+            "--src-tls-verify=false",
+            "--src-creds",
+            &format!("AWS:{TOKEN}"),
+            &format!(
+                "docker://{}/{}@{}",
+                w.ecr_data.host(),
+                target["repository"].as_str().unwrap(),
+                image["digest"].as_str().unwrap()
+            ),
+            &format!("oci:{}:{role}", out.display()),
+        ]);
+        assert!(
+            back.status.success(),
+            "{role}: {}",
+            String::from_utf8_lossy(&back.stderr)
+        );
+    }
+
+    // Given a full bundle where a delta was built on, nothing is lost: the left-out layers
+    // present are checked and pushed like any other.
+    let dir_install = w.install(&delta, &["--yes", "--plan"]);
+    assert_success(&dir_install);
+    assert_eq!(
+        json(&dir_install)["ecr"]["left_out"]["in_bundle"],
+        omitted.len()
+    );
 }

@@ -131,7 +131,14 @@ fn layers(dir: &Path, images: &[BundleImage]) -> Result<BTreeMap<Digest, Layer>>
     for image in images {
         for platform in &image.platforms {
             let path = dir.join(crate::bundle::format::blob_path(&platform.digest));
-            let what = || format!("{}: manifest of {} ({})", path.display(), image.role, platform.platform);
+            let what = || {
+                format!(
+                    "{}: manifest of {} ({})",
+                    path.display(),
+                    image.role,
+                    platform.platform
+                )
+            };
             let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
             platform.digest.verify(&bytes, what)?;
             let Manifest::Image(manifest) = Manifest::parse(&bytes, "", &what())? else {

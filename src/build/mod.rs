@@ -266,7 +266,9 @@ fn since_held(source: &SinceSource, out: &Path) -> Result<delta::Held> {
             "--since {} is the directory this build writes",
             out.display()
         ))
-        .with_hint("build the new bundle into another directory, and name the old one with --since"));
+        .with_hint(
+            "build the new bundle into another directory, and name the old one with --since",
+        ));
     }
     delta::held(source)
 }

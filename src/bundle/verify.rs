@@ -141,11 +141,7 @@ pub async fn verify(
     let hashed = |f: &BundleFile| {
         depth == Depth::Full || !f.path.starts_with(crate::store::layout::BLOBS_DIR)
     };
-    let total: u64 = files
-        .iter()
-        .filter(|f| hashed(f))
-        .map(|f| f.size)
-        .sum();
+    let total: u64 = files.iter().filter(|f| hashed(f)).map(|f| f.size).sum();
     progress.step(&format!(
         "verifying {} files ({} hashed{}) in {}",
         files.len(),

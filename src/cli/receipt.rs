@@ -115,7 +115,11 @@ fn print(receipt: &Receipt, out: &std::path::Path) {
     if let Some(s) = &receipt.s3 {
         eprintln!("{}: {} blobs", s.location, s.blobs.len());
     }
-    eprintln!("receipt written to {}", out.display());
+    eprintln!(
+        "receipt written to {}; carry it out and build the next bundle with `dify-bundle build --since {}`, which leaves out what is already here",
+        out.display(),
+        out.display()
+    );
 }
 
 pub async fn run(args: ReceiptArgs) -> anyhow::Result<ExitCode> {
