@@ -5,6 +5,10 @@
 //!
 //! With `sandbox` instead of a size it pushes `bench/dify-sandbox:python` instead: an image
 //! laid out like dify-sandbox ≥ 0.2.13 (CPython 3.14 in /opt/python, Debian 12's glibc).
+//!
+//! With `delta PERCENT` it pushes stand-ins of the two built-in recipes' images, tagged `old`
+//! (Dify 1.13.3) and `new` (Dify 1.17.1), at PERCENT of the sizes in [`RELEASES`], and `patch`:
+//! a patch release after 1.17.1 that rebuilds api and web and keeps the sandbox and daemon.
 
 use std::sync::Arc;
 
@@ -98,6 +102,124 @@ async fn push_sandbox(store: &RegistryStore, host: &str) -> Result<(), Box<dyn s
     Ok(())
 }
 
+/// One layer of a stand-in image: what it holds, its compressed size in MiB for linux/amd64,
+/// and whether the 1.13.3 and 1.17.1 images have it byte for byte.
+struct StandInLayer(&'static str, usize, bool);
+
+/// The images of the two built-in recipes, layer by layer as their Dockerfiles make them
+/// (langgenius/dify api/Dockerfile and web/Dockerfile at 1.13.3 and 1.16.1 in
+/// ../shared/fixtures/dify; sizes are estimates, the whole set sized as
+/// ../shared/reference/dify.md gives it). Shared: the layers of a base image both releases
+/// name by the same tag, when it was not rebuilt between them (the best case; a rebuilt base
+/// shares nothing), and our own derived layers, which are deterministic (src/oci/layer.rs) and
+/// hold the same wheels when the plugin and package pins are the same (the recipes pin the
+/// same plugin versions and sandbox requirements). Everything a release's CI builds (RUN, COPY
+/// of the source) differs between releases.
+const RELEASES: &[(&str, &[StandInLayer])] = &[
+    (
+        "dify-api",
+        &[
+            StandInLayer("debian bookworm-slim (python:3.12-slim-bookworm)", 28, true),
+            StandInLayer("CPython 3.12 (python:3.12-slim-bookworm)", 15, true),
+            StandInLayer("uv 0.8.9 (pip install)", 12, false),
+            StandInLayer("apt runtime packages", 70, false),
+            StandInLayer("the virtualenv (uv sync)", 820, false),
+            StandInLayer("nltk data and tiktoken cache", 30, false),
+            StandInLayer("the api source", 15, false),
+        ],
+    ),
+    (
+        "dify-web",
+        &[
+            StandInLayer("alpine (node:22-alpine)", 4, false),
+            StandInLayer("Node.js 22 (node:22-alpine; 1.16+ pins 22.22.1)", 45, false),
+            StandInLayer("pm2 and tini", 10, false),
+            StandInLayer("the Next.js standalone build", 160, false),
+        ],
+    ),
+    (
+        "dify-sandbox",
+        &[
+            StandInLayer("debian bookworm-slim", 28, true),
+            StandInLayer("CPython 3.14 in /opt/python", 40, false),
+            StandInLayer("the sandbox binary and its seccomp libs", 15, false),
+            StandInLayer("derived: boto3 and numpy for CPython 3.14", 35, true),
+        ],
+    ),
+    (
+        "dify-plugin-daemon",
+        &[
+            StandInLayer("debian bookworm-slim (python:3.12-slim-bookworm)", 28, true),
+            StandInLayer("CPython 3.12 (python:3.12-slim-bookworm)", 15, true),
+            StandInLayer("uv, pip and build tools", 60, false),
+            StandInLayer("the daemon binary", 45, false),
+            StandInLayer(
+                "derived: wheels of langgenius/bedrock 0.0.80 and agent 0.0.45",
+                90,
+                true,
+            ),
+        ],
+    ),
+];
+
+async fn push_image(
+    store: &RegistryStore,
+    repo: &str,
+    tag: &str,
+    layers: Vec<Vec<u8>>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut descriptors = Vec::new();
+    for layer in layers {
+        descriptors.push(push_blob(store, repo, oci::OCI_LAYER_GZIP, layer).await?);
+    }
+    let diff_ids: Vec<String> = descriptors.iter().map(|l| l.digest.to_string()).collect();
+    let config = serde_json::json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids}});
+    let config = push_blob(store, repo, oci::OCI_CONFIG, serde_json::to_vec(&config)?).await?;
+    let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": oci::OCI_MANIFEST, "config": config, "layers": descriptors});
+    let raw = RawManifest {
+        media_type: oci::OCI_MANIFEST.into(),
+        bytes: serde_json::to_vec(&manifest)?.into(),
+    };
+    let tag = Tag {
+        name: tag.into(),
+        ..Tag::default()
+    };
+    store.put_manifest(repo, &raw, Some(&tag)).await?;
+    Ok(())
+}
+
+async fn push_releases(
+    store: &RegistryStore,
+    host: &str,
+    percent: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    for (i, (name, layers)) in RELEASES.iter().enumerate() {
+        let repo = format!("bench/{name}");
+        let rebuilt_in_patch = matches!(*name, "dify-api" | "dify-web");
+        let patch = if rebuilt_in_patch { 2 } else { 1 };
+        for (release, tag) in [(0u64, "old"), (1, "new"), (patch, "patch")] {
+            let bytes = layers
+                .iter()
+                .enumerate()
+                .map(|(j, StandInLayer(_, mib, shared))| {
+                    let seed =
+                        10_000 + i as u64 * 100 + j as u64 * 10 + u64::from(!shared) * release;
+                    random_bytes(seed, (mib << 20) * percent / 100)
+                })
+                .collect();
+            push_image(store, &repo, tag, bytes).await?;
+            println!("pushed {host}/{repo}:{tag}");
+            if tag == "old" {
+                for StandInLayer(what, mib, shared) in *layers {
+                    let kept = if *shared { "kept" } else { "rebuilt" };
+                    println!("  {mib:>4} MiB  {kept:<7}  {what}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -110,6 +232,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store: Arc<RegistryStore> = Registries::new(options)?.store(&host);
     if what == "sandbox" {
         return push_sandbox(&store, &host).await;
+    }
+    if what == "delta" {
+        let percent: usize = args.next().unwrap_or_else(|| "100".into()).parse()?;
+        return push_releases(&store, &host, percent).await;
     }
     let total_mib: usize = what.parse()?;
 
