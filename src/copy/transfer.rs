@@ -81,6 +81,10 @@ pub async fn copy_blobs(
             }
         }
     }
+    // Largest first: the biggest blobs start while every slot is busy, and the run does not end
+    // on one large blob alone while the rest of the machine waits.
+    groups
+        .sort_by_key(|group| std::cmp::Reverse(group.first().map_or(0, |(job, _)| job.blob.size)));
     let results: Vec<Result<Done>> = futures::stream::iter(groups)
         .map(|group| copy_group(group, destination.as_ref(), options, progress))
         .buffer_unordered(options.concurrency.max(1))
