@@ -7,13 +7,7 @@
 #   scripts/bench-delta.sh [PERCENT]      (default 100)
 percent=${1:-100}
 source "$(dirname "$0")/bench-lib.sh"
-port=$(free_port)
-host=127.0.0.1:$port
-printf 'version: 0.1\nlog: {level: error, accesslog: {disabled: true}}\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: %s}\n' \
-  "$work/registry" "$host" > "$work/registry.yml"
-docker-registry serve "$work/registry.yml" >/dev/null 2>&1 &
-track $!
-wait_port "$port"
+serve_registry
 "$CARGO_TARGET_DIR/release/examples/bench_fixtures" "$host" delta "$percent" | grep -v '^pushed' 
 
 recipe() {  # recipe NAME VERSION TAG

@@ -20,8 +20,8 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 200); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 
-# start_registry MIB: a registry with MIB of images; writes $work/recipe.toml
-start_registry() {
+# serve_registry: an empty registry without auth; sets host
+serve_registry() {
   local port; port=$(free_port)
   host=127.0.0.1:$port
   printf 'version: 0.1\nlog: {level: error, accesslog: {disabled: true}}\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: %s}\n' \
@@ -29,6 +29,11 @@ start_registry() {
   docker-registry serve "$work/registry.yml" >/dev/null 2>&1 &
   track $!
   wait_port "$port"
+}
+
+# start_registry MIB: a registry with MIB of images; writes $work/recipe.toml
+start_registry() {
+  serve_registry
   "$CARGO_TARGET_DIR/release/examples/bench_fixtures" "$host" "$1" >/dev/null
   recipe=$work/recipe.toml
   {

@@ -77,6 +77,19 @@ impl World {
         ])
     }
 
+    /// `dify-bundle upload BUNDLE LOCATION --json` to moto's S3, signature checked.
+    fn upload(&self, bundle: &Path, location: &str) -> Output {
+        let mut command = dify_bundle();
+        self.moto.env(&mut command);
+        run(command
+            .arg("upload")
+            .arg(bundle)
+            .arg(location)
+            .arg("--pubkey")
+            .arg(&self.public)
+            .arg("--json"))
+    }
+
     /// Runs a `dify-bundle` command against moto, in us-east-1, with no terminal.
     fn cli(&self, args: &[&str]) -> Output {
         let mut command = dify_bundle();
@@ -412,14 +425,7 @@ async fn installs_straight_from_s3() {
         .send()
         .await
         .unwrap();
-    let mut upload = dify_bundle();
-    w.moto.env(&mut upload);
-    assert_success(&run(upload
-        .arg("upload")
-        .arg(&w.bundle)
-        .arg("s3://air/dify")
-        .arg("--pubkey")
-        .arg(&w.public)));
+    assert_success(&w.upload(&w.bundle, "s3://air/dify"));
     let installed = w.install(Path::new("s3://air/dify/bundles/test-bundle"), &["--yes"]);
     assert_success(&installed);
     assert_eq!(w.repositories().await.len(), 4);
@@ -1829,14 +1835,7 @@ async fn a_receipt_names_the_deployed_bundle_and_every_blob_the_destination_hold
         .send()
         .await
         .unwrap();
-    let mut upload = dify_bundle();
-    w.moto.env(&mut upload);
-    assert_success(&run(upload
-        .arg("upload")
-        .arg(&w.bundle)
-        .arg("s3://air/dify")
-        .arg("--pubkey")
-        .arg(&w.public)));
+    assert_success(&w.upload(&w.bundle, "s3://air/dify"));
     let (vpc, subnets) = existing_vpc(&w, "10.71.0.0/16").await;
     let installed = w.install(
         &w.bundle,
@@ -1960,15 +1959,7 @@ async fn a_receipt_names_the_deployed_bundle_and_every_blob_the_destination_hold
     assert_eq!(since["kind"], "receipt");
     assert_eq!(since["bundle"], "test-bundle");
     assert_eq!(since["bundle_json"], bundle_json_digest(&w.bundle));
-    let mut upload = dify_bundle();
-    w.moto.env(&mut upload);
-    let uploaded = run(upload
-        .arg("upload")
-        .arg(&delta)
-        .arg("s3://air/dify")
-        .arg("--pubkey")
-        .arg(&w.public)
-        .arg("--json"));
+    let uploaded = w.upload(&delta, "s3://air/dify");
     assert_success(&uploaded);
     let carried = blob_files(&delta).len() - omitted.len();
     assert_eq!(json(&uploaded)["blobs"], carried);
