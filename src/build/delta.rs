@@ -161,3 +161,89 @@ fn layers(dir: &Path, images: &[BundleImage]) -> Result<BTreeMap<Digest, Layer>>
     }
     Ok(layers)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::copy::PlatformImage;
+
+    /// Stores an image manifest with `layers` in `dir` and returns the role's image.
+    fn image(dir: &Path, role: &str, layers: &[&Digest]) -> BundleImage {
+        let layer = |d: &Digest| serde_json::json!({"mediaType": crate::oci::OCI_LAYER_GZIP, "digest": d.to_string(), "size": 10});
+        let config = Digest::of(role.as_bytes());
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": crate::oci::OCI_MANIFEST,
+            "config": {"mediaType": crate::oci::OCI_CONFIG, "digest": config.to_string(), "size": 2},
+            "layers": layers.iter().map(|d| layer(d)).collect::<Vec<_>>(),
+        });
+        let bytes = serde_json::to_vec(&manifest).unwrap();
+        let digest = Digest::of(&bytes);
+        let path = dir.join(crate::bundle::format::blob_path(&digest));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, &bytes).unwrap();
+        BundleImage {
+            role: role.to_owned(),
+            source: format!("example.com/{role}:1"),
+            source_digest: digest.clone(),
+            digest: digest.clone(),
+            base_digest: None,
+            media_type: crate::oci::OCI_MANIFEST.to_owned(),
+            platforms: vec![PlatformImage {
+                platform: "linux/amd64".to_owned(),
+                digest,
+                size: bytes.len() as u64,
+            }],
+            size: 0,
+        }
+    }
+
+    #[test]
+    fn a_layer_travels_unless_every_role_using_it_holds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let [base, api_own, worker_own] =
+            ["base", "api", "worker"].map(|s| Digest::of(s.as_bytes()));
+        let images = [
+            image(dir.path(), "api", &[&base, &api_own]),
+            image(dir.path(), "worker", &[&base, &worker_own]),
+        ];
+        let held = |pairs: &[(&str, &[&Digest])]| Held {
+            since: Since {
+                kind: "receipt".to_owned(),
+                bundle: None,
+                dify_version: None,
+                bundle_json: None,
+            },
+            by_role: pairs
+                .iter()
+                .map(|(role, blobs)| {
+                    (
+                        role.to_string(),
+                        blobs.iter().map(|d| (*d).clone()).collect(),
+                    )
+                })
+                .collect(),
+        };
+        // The api's repository has the shared base, the worker's does not: it travels.
+        let left = omitted(dir.path(), &images, &held(&[("api", &[&base, &api_own])])).unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].digest, api_own);
+        assert_eq!(left[0].roles, ["api"]);
+        // Both have it: left out once, naming both roles.
+        let left = omitted(
+            dir.path(),
+            &images,
+            &held(&[("api", &[&base]), ("worker", &[&base])]),
+        )
+        .unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].digest, base);
+        assert_eq!(left[0].roles, ["api", "worker"]);
+        // A manifest changed on disk is refused, not read.
+        let path = dir.path().join(crate::bundle::format::blob_path(
+            &images[0].platforms[0].digest,
+        ));
+        std::fs::write(&path, b"{}").unwrap();
+        assert!(omitted(dir.path(), &images, &held(&[])).is_err());
+    }
+}
