@@ -2107,6 +2107,16 @@ async fn a_delta_bundle_carries_only_what_the_destination_lacks_and_proves_the_r
         .map(|l| l["size"].as_u64().unwrap())
         .sum();
     assert!(omitted_bytes > 0);
+    let inspected = run(dify_bundle().arg("inspect").arg(&delta));
+    assert_success(&inspected);
+    let printed = String::from_utf8_lossy(&inspected.stdout);
+    assert!(
+        printed.contains(&format!(
+            "a delta bundle since test-bundle (Dify 0.0.0-test): {} layers",
+            omitted.len()
+        )),
+        "{printed}"
+    );
 
     // Packed: the left-out layers stay behind, and the parts are smaller by them.
     let media = w.work.path().join("delta-media");

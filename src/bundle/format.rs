@@ -84,6 +84,18 @@ pub struct OmittedLayer {
     pub roles: Vec<String>,
 }
 
+impl Since {
+    /// What the delta assumes the destination holds, for people: `NAME (Dify VERSION)`, or
+    /// `a receipt` when the receipt named no bundle.
+    pub fn describe(&self) -> String {
+        match (&self.bundle, &self.dify_version) {
+            (Some(bundle), Some(version)) => format!("{bundle} (Dify {version})"),
+            (Some(bundle), None) => bundle.clone(),
+            _ => format!("a {}", self.kind),
+        }
+    }
+}
+
 impl Delta {
     /// The bundle paths (`blobs/sha256/<hex>`) of the layers left out.
     pub fn omitted_paths(&self) -> std::collections::BTreeSet<String> {

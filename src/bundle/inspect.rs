@@ -27,6 +27,8 @@ pub struct Inspection {
     pub installer: Option<super::format::BundleInstaller>,
     /// The key that signed bundle.json, as the signature says (`verify` checks it).
     pub signed_by: Option<String>,
+    /// For a delta bundle: on what grounds, and the layers it leaves out.
+    pub delta: Option<super::format::Delta>,
 }
 
 /// Describes a bundle from its bundle.json and its signature file, without checking the
@@ -62,6 +64,7 @@ pub fn inspect(manifest: &BundleManifest, signature_file: Option<&[u8]>) -> Insp
         shared_bytes_saved: images_bytes.saturating_sub(stored_bytes),
         files: manifest.files.len(),
         signed_by,
+        delta: manifest.delta,
         stack: manifest.stack,
         installer: manifest.installer,
         plugins: manifest.plugins,

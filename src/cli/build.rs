@@ -255,13 +255,9 @@ pub async fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         );
     }
     if let Some(delta) = &report.delta {
-        let grounds = match (&delta.since.bundle, &delta.since.dify_version) {
-            (Some(bundle), Some(version)) => format!("{bundle} (Dify {version})"),
-            (Some(bundle), None) => bundle.clone(),
-            _ => format!("the {}", delta.since.kind),
-        };
         eprintln!(
-            "delta since {grounds}: {} layers ({}) left out, held by the destination; pack and upload carry {} of {}",
+            "delta since {}: {} layers ({}) left out, held by the destination; pack and upload carry {} of {}",
+            delta.since.describe(),
             delta.omitted_layers,
             units::bytes(delta.omitted_bytes),
             units::bytes(delta.carried_bytes),

@@ -96,6 +96,14 @@ pub async fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
         ),
         None => println!("no installer binary"),
     }
+    if let Some(delta) = &inspection.delta {
+        println!(
+            "a delta bundle since {}: {} layers ({}) named but not carried; install checks the destination holds them",
+            e(&delta.since.describe()),
+            delta.omitted.len(),
+            units::bytes(delta.omitted_bytes())
+        );
+    }
     println!(
         "{} files, {} stored; images total {}, {} saved by sharing blobs",
         inspection.files,

@@ -137,11 +137,7 @@ fn left_out(
         }
     }
     if !missing.is_empty() {
-        let grounds = match (&delta.since.bundle, &delta.since.dify_version) {
-            (Some(bundle), Some(version)) => format!("{bundle} (Dify {version})"),
-            (Some(bundle), None) => bundle.clone(),
-            _ => format!("a {}", delta.since.kind),
-        };
+        let grounds = delta.since.describe();
         return Err(Error::invalid(format!(
             "refused: this delta bundle leaves out {} layers, built on the assumption that the destination holds what {grounds} brought, but {} are not there; nothing was changed:\n{}",
             delta.omitted.len(),
