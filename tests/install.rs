@@ -1963,6 +1963,26 @@ async fn a_receipt_names_the_deployed_bundle_and_every_blob_the_destination_hold
     assert_success(&uploaded);
     let carried = blob_files(&delta).len() - omitted.len();
     assert_eq!(json(&uploaded)["blobs"], carried);
+    // Downloaded, it is the delta again: what it carries, verified, the rest said to be left out.
+    let copy = w.work.path().join("delta-downloaded");
+    let mut download = dify_bundle();
+    w.moto.env(&mut download);
+    let downloaded = run(download
+        .args(["download", "--json", "s3://air/dify/bundles/test-bundle-b"])
+        .arg(&copy)
+        .arg("--pubkey")
+        .arg(&w.public));
+    assert_success(&downloaded);
+    assert_eq!(json(&downloaded)["blobs"], carried);
+    assert_eq!(blob_count(&copy), carried);
+    let verified = run(dify_bundle()
+        .arg("verify")
+        .arg(&copy)
+        .arg("--pubkey")
+        .arg(&w.public)
+        .arg("--json"));
+    assert_success(&verified);
+    assert_eq!(json(&verified)["left_out"], omitted.len());
     let upgraded = w.install(
         Path::new("s3://air/dify/bundles/test-bundle-b"),
         &[
@@ -1990,6 +2010,13 @@ async fn a_receipt_names_the_deployed_bundle_and_every_blob_the_destination_hold
             image["role"]
         );
     }
+}
+
+/// How many blob files a bundle directory holds.
+fn blob_count(bundle: &Path) -> usize {
+    std::fs::read_dir(bundle.join("blobs/sha256"))
+        .unwrap()
+        .count()
 }
 
 fn bundle_json_digest(bundle: &Path) -> String {
