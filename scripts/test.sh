@@ -35,6 +35,9 @@ if [ ! -f "$test_wheels/sandbox-index/.complete" ]; then
     numpy==2.2.6 tabulate==0.10.0
   touch "$test_wheels/sandbox-index/.complete"
 fi
+# The package index the plugin tests resolve against on 127.0.0.1 (tests/plugins.rs): ~50 MB of
+# real wheels for Python 3.12, pinned with their sha256 in tests/fixtures/plugin-index.sha256.
+scripts/plugin-index.sh "$test_wheels/plugin-index"
 
 # The real Dify API 1.13.3 (tests/common/dify.rs) runs on Python 3.12, as its uv.lock was made;
 # its venv (~2.3 GB) and uv cache (~0.8 GB) live in ~/.cache/dify-bundle, made on first use.

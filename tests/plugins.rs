@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{assert_success, dify_bundle, run, stderr};
+use common::{PackageIndex, assert_success, dify_bundle, loopback_only, run, stderr};
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -15,7 +15,7 @@ fn fixture() -> PathBuf {
 }
 
 fn verify(file: &Path, extra: &[&str]) -> std::process::Output {
-    run(dify_bundle()
+    run(loopback_only(&mut dify_bundle())
         .args(["plugin", "verify"])
         .arg(file)
         .args(extra))
@@ -264,9 +264,40 @@ fn zip_dir(dir: &Path, out: &Path) {
     zip.finish().unwrap();
 }
 
+/// The index every Python resolution of these tests goes to, on 127.0.0.1 as a PyPI mirror
+/// serves it: the real wheels tests/fixtures/plugin-index.sha256 names (scripts/test.sh
+/// downloads them) — everything the plugins below install with Python 3.12 on x86_64 Linux,
+/// and one wheel of each package only other platforms install.
+fn plugin_index() -> PackageIndex {
+    let dir = common::test_wheels().join("plugin-index");
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/plugin-index.sha256");
+    let files: Vec<PathBuf> = std::fs::read_to_string(&manifest)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let path = dir.join(line.split_whitespace().nth(1).unwrap());
+            assert!(
+                path.is_file(),
+                "{} is missing: scripts/test.sh downloads it (scripts/plugin-index.sh)",
+                path.display()
+            );
+            path
+        })
+        .collect();
+    common::package_index(&files)
+}
+
+/// `dify-bundle` resolving against `index` and nothing else.
+fn dify_bundle_with(index: &PackageIndex) -> Command {
+    let mut command = dify_bundle();
+    loopback_only(&mut command).env("UV_DEFAULT_INDEX", &index.url);
+    command
+}
+
 /// A plugin declaring its dependencies in pyproject.toml with a uv.lock (dev group
-/// included), locked against PyPI now.
-fn locked_plugin(dir: &Path, python: &str, python_bin: &Path) -> PathBuf {
+/// included), locked now against `index` (its URLs point there, as a real lock's point at
+/// PyPI).
+fn locked_plugin(dir: &Path, python: &str, python_bin: &Path, index: &PackageIndex) -> PathBuf {
     let src = dir.join("locked-src");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(
@@ -287,8 +318,9 @@ fn locked_plugin(dir: &Path, python: &str, python_bin: &Path) -> PathBuf {
         python_bin.display(),
         std::env::var("PATH").unwrap()
     );
-    assert_success(&run(Command::new("uv")
+    assert_success(&run(loopback_only(&mut Command::new("uv"))
         .args(["lock", "--quiet", "--no-python-downloads"])
+        .env("UV_DEFAULT_INDEX", &index.url)
         .env("PATH", path)
         .current_dir(&src)));
     let package = dir.join("demo_0.1.0.difypkg");
@@ -408,7 +440,8 @@ fn without(wheelhouse: &Path, project: &str, out: &Path) {
 fn the_daemons_own_commands_install_offline_from_the_wheelhouse() {
     let dir = tempfile::tempdir().unwrap();
     let (python, python_bin) = daemon_python();
-    let locked = locked_plugin(dir.path(), &python, &python_bin);
+    let index = plugin_index();
+    let locked = locked_plugin(dir.path(), &python, &python_bin, &index);
     // The real agent plugin needs Python 3.12 (dify_plugin); elsewhere a requirements.txt
     // plugin of our own stands in.
     let requirements = if python == "3.12" {
@@ -427,7 +460,7 @@ fn the_daemons_own_commands_install_offline_from_the_wheelhouse() {
         package
     };
     let house = dir.path().join("wheelhouse");
-    let built = run(dify_bundle()
+    let built = run(dify_bundle_with(&index)
         .args([
             "plugin",
             "wheelhouse",
@@ -535,7 +568,8 @@ fn both_daemons_install_a_package_with_both_files_offline() {
     let dir = tempfile::tempdir().unwrap();
     let package = real_fixture("langgenius-openai_api_compatible_0.0.45.difypkg");
     let house = dir.path().join("wheelhouse");
-    let built = run(dify_bundle()
+    let index = plugin_index();
+    let built = run(dify_bundle_with(&index)
         .args(["plugin", "wheelhouse", "--json", "--python", &python])
         .args(["--platform", &local_platform()])
         .arg("--cache-dir")
@@ -561,7 +595,8 @@ fn both_daemons_install_a_package_with_both_files_offline() {
             // requirements.txt pins dify_plugin 0.7.2.
             Daemon::V0_6_10 => assert_eq!(version, "0.7.2", "{daemon:?}"),
             // uv sync re-locked pyproject.toml (`dify_plugin>=0.5.0`) against the index alone,
-            // dev group included, and took the newest it holds.
+            // dev group included, and took the newest it holds (the test index has one newer
+            // than 0.7.2).
             Daemon::V0_5_3 => {
                 assert_ne!(version, "0.7.2", "{daemon:?} took requirements.txt");
                 assert!(stderr(&out).contains("Resolved"), "{}", stderr(&out));
@@ -617,8 +652,9 @@ async fn build_bundles_verified_plugins_and_a_daemon_image_with_their_wheelhouse
     text.push_str("\n[[plugins]]\nid = \"langgenius/agent\"\nversion = \"0.0.14\"\n");
     std::fs::write(&recipe, text).unwrap();
     let bundle = dir.path().join("bundle");
+    let index = plugin_index();
     let build = |extra: &[&Path]| {
-        let mut command = dify_bundle();
+        let mut command = dify_bundle_with(&index);
         command
             .args([
                 "build",
@@ -690,6 +726,14 @@ async fn build_bundles_verified_plugins_and_a_daemon_image_with_their_wheelhouse
             .iter()
             .any(|w| w["filename"] == "dify_plugin-0.0.1b75-py3-none-any.whl")
     );
+    // Every wheel fetched from the index the build was given.
+    for wheel in set["wheels"].as_array().unwrap() {
+        let url = wheel["url"].as_str().unwrap();
+        assert!(
+            url.starts_with(index.url.trim_end_matches("/simple")),
+            "{url}"
+        );
+    }
 
     // The layer holds the wheels and the index at /app/wheelhouse.
     let layer = bundle
@@ -716,7 +760,7 @@ async fn build_bundles_verified_plugins_and_a_daemon_image_with_their_wheelhouse
     assert!(raw.status.success(), "{}", stderr(&raw));
 
     // The stack runs the derived image with the daemon pointed at its wheelhouse.
-    let template = run(dify_bundle()
+    let template = run(loopback_only(&mut dify_bundle())
         .arg("template")
         .arg(&bundle)
         .arg("--allow-unsigned"));
@@ -749,7 +793,7 @@ async fn build_bundles_verified_plugins_and_a_daemon_image_with_their_wheelhouse
             .to_string()
             .contains(&format!("@{digest}"))
     );
-    assert_success(&run(dify_bundle()
+    assert_success(&run(loopback_only(&mut dify_bundle())
         .args(["verify", "--allow-unsigned"])
         .arg(&bundle)));
 
@@ -758,7 +802,7 @@ async fn build_bundles_verified_plugins_and_a_daemon_image_with_their_wheelhouse
     let dify = common::dify::shared();
     let install = |password: Option<&str>| {
         let mut command = dify_bundle();
-        command
+        loopback_only(&mut command)
             .args([
                 "plugin",
                 "install",
@@ -778,7 +822,7 @@ async fn build_bundles_verified_plugins_and_a_daemon_image_with_their_wheelhouse
     };
     // Dify's certificate from a CA the machine does not trust: refused before any password
     // is sent.
-    let untrusted = run(dify_bundle()
+    let untrusted = run(loopback_only(&mut dify_bundle())
         .args(["plugin", "install", "--allow-unsigned"])
         .args(["--admin-email", "ops@example.com", "--url", &dify.url])
         .arg("--bundle")
@@ -870,7 +914,7 @@ async fn a_missing_plugin_version_stops_the_build_before_any_image() {
     text.push_str("\n[[plugins]]\nid = \"langgenius/agent\"\nversion = \"9.9.9\"\n");
     std::fs::write(&recipe, text).unwrap();
     let bundle = dir.path().join("bundle");
-    let out = run(dify_bundle()
+    let out = run(loopback_only(&mut dify_bundle())
         .args([
             "build",
             "--no-sandbox-packages",

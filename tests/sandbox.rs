@@ -11,8 +11,8 @@ use std::process::Command;
 
 use common::fixtures::{push_single, tar_layer};
 use common::{
-    Auth, PackageIndex, Registry, assert_fails_with, assert_success, dify_bundle, json, run,
-    skopeo, stderr, write_recipe,
+    Auth, PackageIndex, Registry, assert_fails_with, assert_success, dify_bundle, json,
+    loopback_only, run, skopeo, stderr, write_recipe,
 };
 
 struct LocalPython {
@@ -95,7 +95,7 @@ fn build(
     host: &str,
     index: &PackageIndex,
 ) -> std::process::Output {
-    run(dify_bundle()
+    run(loopback_only(&mut dify_bundle())
         .env("UV_DEFAULT_INDEX", &index.url)
         .args(["build", "--json", "--insecure-registry", host, "--recipe"])
         .arg(recipe)
@@ -377,7 +377,7 @@ async fn sandbox_package_errors_say_what_to_do() {
     let path = bin.to_str().unwrap().to_owned();
     let build_without_uv = |out: &str, env: &[(&str, &str)]| {
         let mut command = dify_bundle();
-        command
+        loopback_only(&mut command)
             .env("PATH", &path)
             .env("UV_DEFAULT_INDEX", &index.url);
         for (k, v) in env {

@@ -127,6 +127,21 @@ pub fn package_index(files: &[PathBuf]) -> PackageIndex {
     }
 }
 
+/// Leaves `command` no way out but loopback: every HTTP(S) connection to anything other than
+/// 127.0.0.1 or localhost goes through a proxy on a closed port, so it fails instead of
+/// reaching the internet (uv, pip and our own client all honour these variables).
+pub fn loopback_only(command: &mut Command) -> &mut Command {
+    const CLOSED: &str = "http://127.0.0.1:9";
+    for key in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"] {
+        command
+            .env(key, CLOSED)
+            .env(key.to_ascii_lowercase(), CLOSED);
+    }
+    command
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env("no_proxy", "127.0.0.1,localhost")
+}
+
 /// The wheels scripts/test.sh downloads for the tests (real ones, as PyPI serves them).
 pub fn test_wheels() -> PathBuf {
     std::env::var_os("DIFY_BUNDLE_TEST_WHEELS")
