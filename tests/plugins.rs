@@ -569,11 +569,12 @@ fn both_daemons_install_a_package_with_both_files_offline() {
     let package = real_fixture("langgenius-openai_api_compatible_0.0.45.difypkg");
     let house = dir.path().join("wheelhouse");
     let index = plugin_index();
+    // A relative --cache-dir, as people type it (uv runs in a work dir under it).
     let built = run(dify_bundle_with(&index)
+        .current_dir(dir.path())
         .args(["plugin", "wheelhouse", "--json", "--python", &python])
         .args(["--platform", &local_platform()])
-        .arg("--cache-dir")
-        .arg(dir.path().join("cache"))
+        .args(["--cache-dir", "cache"])
         .arg("--out")
         .arg(&house)
         .arg(&package));

@@ -126,9 +126,10 @@ pub fn closure(package: &PluginPackage, target: &PythonTarget, work: &Path) -> R
         for group in &groups {
             command.args(["--group", group]);
         }
+        // Named relative to the work dir uv runs in, as the other files are: `dir` itself may
+        // be relative (a relative --cache-dir).
         command
-            .arg("--output-file")
-            .arg(&universal)
+            .args(["--output-file", "pylock.universal.toml"])
             .arg("pyproject.toml");
         resolve::run_uv(
             &mut command,
