@@ -40,10 +40,11 @@ fi
 scripts/plugin-index.sh "$test_wheels/plugin-index"
 
 # The real Dify API 1.13.3 (tests/common/dify.rs) runs on Python 3.12, as its uv.lock was made;
-# its venv (~2.3 GB) and uv cache (~0.8 GB) live in ~/.cache/dify-bundle, made on first use.
+# its venv (~2.3 GB) and uv cache (~0.8 GB) live in ~/.cache/dify-bundle, made here once.
 if ! uv python find 3.12 >/dev/null 2>&1 && ! ls "$HOME"/.pyenv/versions/3.12*/bin/python3.12 >/dev/null 2>&1; then
   uv python install 3.12
 fi
+scripts/dify-api.sh
 
 # checkov pins an older botocore than moto and awscli want: a venv of its own, pinned.
 checkov_venv="$HOME/.cache/dify-bundle/checkov-3.3.30"

@@ -1,6 +1,6 @@
 //! Test support: the real Dify API 1.13.3 (from `../shared/fixtures/dify`, or
 //! `DIFY_API_TARBALL`) on 127.0.0.1 — unpacked and `uv sync`ed once into
-//! `~/.cache/dify-bundle/dify-1.13.3`, PostgreSQL (initdb/pg_ctl, as a non-root user) and Redis
+//! `~/.cache/dify-bundle/dify-1.13.3` by `scripts/dify-api.sh` (test setup), PostgreSQL (initdb/pg_ctl, as a non-root user) and Redis
 //! (redis-server) from Debian's packages in a temp dir, a test CA made with openssl for TLS,
 //! and the plugin daemon stand-in (`tests/servers/plugin_daemon.py`). One Dify per test binary:
 //! [`shared`] starts it the first time and a watchdog stops everything when the test process
@@ -51,84 +51,16 @@ fn sh(command: &mut Command, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A Python 3.12 interpreter for `uv sync` (Dify 1.13.3 wants >=3.11,<3.13; its lock was made
-/// with 3.12): `DIFY_PYTHON`, else what uv finds, else pyenv's.
-fn python312() -> String {
-    if let Ok(p) = std::env::var("DIFY_PYTHON") {
-        return p;
-    }
-    if let Ok(out) = Command::new("uv")
-        .args(["python", "find", "3.12"])
-        .env("UV_PYTHON_DOWNLOADS", "never")
-        .output()
-        && out.status.success()
-    {
-        return String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    }
-    let versions = home().join(".pyenv/versions");
-    let mut found: Vec<PathBuf> = std::fs::read_dir(&versions)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path().join("bin/python3.12"))
-        .filter(|p| p.exists())
-        .collect();
-    found.sort();
-    found
-        .pop()
-        .map(|p| p.display().to_string())
-        .expect("no Python 3.12: set DIFY_PYTHON, or install one (uv python install 3.12)")
-}
-
-/// The api tree with its venv, made once per machine.
+/// The api tree with its venv, made once per machine by `scripts/dify-api.sh` (which
+/// scripts/test.sh runs before the tests): a test never installs anything from the network.
 pub fn api_dir() -> PathBuf {
     let root = cache_dir().join(format!("dify-{VERSION}"));
-    let api = root.join("api");
-    if root.join(".synced").exists() {
-        return api;
-    }
-    if !api.exists() {
-        // The project's shared fixtures sit beside the checkout (`../shared/fixtures`).
-        let name = format!("dify-{VERSION}-api.tar.gz");
-        let tarball = std::env::var_os("DIFY_API_TARBALL")
-            .map(PathBuf::from)
-            .or_else(|| {
-                Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .ancestors()
-                    .skip(1)
-                    .map(|d| d.join("shared/fixtures/dify").join(&name))
-                    .find(|p| p.exists())
-            })
-            .unwrap_or_else(|| {
-                panic!("{name} not found in ../shared/fixtures/dify: set DIFY_API_TARBALL to it")
-            });
-        let partial = cache_dir().join(format!("dify-{VERSION}.partial-{}", std::process::id()));
-        std::fs::create_dir_all(&partial).expect("cache dir");
-        sh(
-            Command::new("tar")
-                .arg("-xzf")
-                .arg(&tarball)
-                .arg("-C")
-                .arg(&partial),
-            "unpacking the Dify api tarball",
-        );
-        // The tarball holds dify-VERSION/…; renamed into place whole, so a half-unpacked
-        // tree is never taken for a complete one.
-        std::fs::rename(partial.join(format!("dify-{VERSION}")), &root)
-            .expect("moving the unpacked Dify api into the cache");
-        let _ = std::fs::remove_dir_all(&partial);
-    }
-    let started = Instant::now();
-    sh(
-        Command::new("uv")
-            .args(["sync", "--frozen", "--no-dev", "--python", &python312()])
-            .env("UV_CACHE_DIR", cache_dir().join("uv-cache"))
-            .current_dir(&api),
-        "uv sync of the Dify api",
+    assert!(
+        root.join(".synced").exists(),
+        "the Dify API {VERSION} is not set up in {}: run scripts/dify-api.sh (scripts/test.sh does)",
+        root.display()
     );
-    eprintln!("dify: uv sync took {:?}", started.elapsed());
-    std::fs::write(root.join(".synced"), b"").expect("marking the venv synced");
-    api
+    root.join("api")
 }
 
 /// A test CA and the certificates it issues, made with openssl.
