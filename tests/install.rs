@@ -77,6 +77,16 @@ impl World {
         ])
     }
 
+    async fn create_bucket(&self, name: &str) {
+        self.moto
+            .s3()
+            .create_bucket()
+            .bucket(name)
+            .send()
+            .await
+            .unwrap();
+    }
+
     /// `dify-bundle upload BUNDLE LOCATION --json` to moto's S3, signature checked.
     fn upload(&self, bundle: &Path, location: &str) -> Output {
         let mut command = dify_bundle();
@@ -418,13 +428,7 @@ async fn a_push_killed_midway_resumes_and_sends_only_the_rest() {
 async fn installs_straight_from_s3() {
     let w = world().await;
     swap_template(&w, common::moto_template::reduce);
-    w.moto
-        .s3()
-        .create_bucket()
-        .bucket("air")
-        .send()
-        .await
-        .unwrap();
+    w.create_bucket("air").await;
     assert_success(&w.upload(&w.bundle, "s3://air/dify"));
     let installed = w.install(Path::new("s3://air/dify/bundles/test-bundle"), &["--yes"]);
     assert_success(&installed);
@@ -1828,13 +1832,7 @@ async fn a_receipt_names_the_deployed_bundle_and_every_blob_the_destination_hold
     assert!(!out.exists());
 
     swap_template(&w, common::moto_template::reduce);
-    w.moto
-        .s3()
-        .create_bucket()
-        .bucket("air")
-        .send()
-        .await
-        .unwrap();
+    w.create_bucket("air").await;
     assert_success(&w.upload(&w.bundle, "s3://air/dify"));
     let (vpc, subnets) = existing_vpc(&w, "10.71.0.0/16").await;
     let installed = w.install(
