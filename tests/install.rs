@@ -65,6 +65,42 @@ impl World {
             .stdin(std::process::Stdio::null()))
     }
 
+    /// `verify --json` of the bundle at `path` with the test key.
+    fn verify(&self, path: &Path) -> Output {
+        run(dify_bundle()
+            .arg("verify")
+            .arg(path)
+            .arg("--pubkey")
+            .arg(&self.public)
+            .arg("--json"))
+    }
+
+    /// Copies `image` (`REPOSITORY@DIGEST`) from the ECR data plane stand-in into an OCI
+    /// layout with skopeo, every blob read back: fails the test when any is missing.
+    fn copy_back(&self, image: &str, out: &Path) {
+        let back = common::skopeo(&[
+            "copy",
+            "--all",
+            "--src-tls-verify=false",
+            "--src-creds",
+            &format!("AWS:{TOKEN}"),
+            &format!("docker://{}/{image}", self.ecr_data.host()),
+            &format!("oci:{}:back", out.display()),
+        ]);
+        assert!(
+            back.status.success(),
+            "{image}: {}",
+            String::from_utf8_lossy(&back.stderr)
+        );
+    }
+
+    /// `install` into an existing VPC's subnets, with `extra` flags.
+    fn install_into(&self, bundle: &Path, vpc: &str, subnets: &[String], extra: &[&str]) -> Output {
+        let subnets = subnets.join(",");
+        let network = ["--vpc-id", vpc, "--subnet-ids", subnets.as_str()];
+        self.install(bundle, &[&network[..], extra].concat())
+    }
+
     /// `skopeo inspect --raw` of `docker://REGISTRY/<image>` on the ECR data plane stand-in.
     fn ecr_inspect(&self, image: &str) -> Output {
         skopeo(&[
@@ -449,17 +485,11 @@ async fn installs_straight_from_s3() {
     // Into an existing VPC, the application stack planned from the template read in place
     // in S3 (a read that once blocked inside the async runtime and panicked).
     let (vpc, subnets) = existing_vpc(&w, "10.53.0.0/16").await;
-    let planned = w.install(
+    let planned = w.install_into(
         Path::new("s3://air/dify/bundles/test-bundle"),
-        &[
-            "--vpc-id",
-            vpc.as_str(),
-            "--subnet-ids",
-            &subnets.join(","),
-            "--app-stack",
-            "dify-app",
-            "--plan",
-        ],
+        vpc.as_str(),
+        &subnets,
+        &["--app-stack", "dify-app", "--plan"],
     );
     assert_success(&planned);
     let plan = json(&planned);
@@ -1735,20 +1765,7 @@ async fn shared_blobs_are_mounted_or_sent_to_each_repository() {
     }
     // skopeo copies every blob of each image back out: mounted blobs are really there.
     let out = w.work.path().join("copied-back");
-    let back = common::skopeo(&[
-        "copy",
-        "--all",
-        "--src-tls-verify=false",
-        "--src-creds",
-        &format!("AWS:{TOKEN}"),
-        &format!("docker://{host}/on/web@{}", mounted.images[1].digest),
-        &format!("oci:{}:web", out.display()),
-    ]);
-    assert!(
-        back.status.success(),
-        "{}",
-        String::from_utf8_lossy(&back.stderr)
-    );
+    w.copy_back(&format!("on/web@{}", mounted.images[1].digest), &out);
 }
 
 /// The config (when `config`) and layers of every manifest under `digest` in a bundle
@@ -1835,19 +1852,11 @@ async fn a_receipt_names_the_deployed_bundle_and_every_blob_the_destination_hold
     w.create_bucket("air").await;
     assert_success(&w.upload(&w.bundle, "s3://air/dify"));
     let (vpc, subnets) = existing_vpc(&w, "10.71.0.0/16").await;
-    let installed = w.install(
+    let installed = w.install_into(
         &w.bundle,
-        &[
-            "--vpc-id",
-            vpc.as_str(),
-            "--subnet-ids",
-            &subnets.join(","),
-            "--app-stack",
-            "dify",
-            "--yes",
-            "--wait",
-            "0",
-        ],
+        vpc.as_str(),
+        &subnets,
+        &["--app-stack", "dify", "--yes", "--wait", "0"],
     );
     assert_success(&installed);
     // A key under the blob prefix that is not a blob is no blob.
@@ -1973,27 +1982,14 @@ async fn a_receipt_names_the_deployed_bundle_and_every_blob_the_destination_hold
     assert_success(&downloaded);
     assert_eq!(json(&downloaded)["blobs"], carried);
     assert_eq!(blob_count(&copy), carried);
-    let verified = run(dify_bundle()
-        .arg("verify")
-        .arg(&copy)
-        .arg("--pubkey")
-        .arg(&w.public)
-        .arg("--json"));
+    let verified = w.verify(&copy);
     assert_success(&verified);
     assert_eq!(json(&verified)["left_out"], omitted.len());
-    let upgraded = w.install(
+    let upgraded = w.install_into(
         Path::new("s3://air/dify/bundles/test-bundle-b"),
-        &[
-            "--vpc-id",
-            vpc.as_str(),
-            "--subnet-ids",
-            &subnets.join(","),
-            "--app-stack",
-            "dify",
-            "--yes",
-            "--wait",
-            "0",
-        ],
+        vpc.as_str(),
+        &subnets,
+        &["--app-stack", "dify", "--yes", "--wait", "0"],
     );
     assert_success(&upgraded);
     let report = json(&upgraded);
@@ -2168,12 +2164,7 @@ async fn a_delta_bundle_carries_only_what_the_destination_lacks_and_proves_the_r
         dir_bytes(&media)
     );
     // They verify as they are: nothing missing but what was left out, and that said.
-    let verified = run(dify_bundle()
-        .arg("verify")
-        .arg(&media)
-        .arg("--pubkey")
-        .arg(&w.public)
-        .arg("--json"));
+    let verified = w.verify(&media);
     assert_success(&verified);
     assert_eq!(json(&verified)["left_out"], omitted.len());
     assert!(stderr(&verified).contains("install checks that the destination holds them"));
@@ -2222,24 +2213,13 @@ async fn a_delta_bundle_carries_only_what_the_destination_lacks_and_proves_the_r
             .find(|t| t["role"] == role)
             .unwrap();
         let out = w.work.path().join(format!("back-{role}"));
-        let back = common::skopeo(&[
-            "copy",
-            "--all",
-            "--src-tls-verify=false",
-            "--src-creds",
-            &format!("AWS:{TOKEN}"),
+        w.copy_back(
             &format!(
-                "docker://{}/{}@{}",
-                w.ecr_data.host(),
+                "{}@{}",
                 target["repository"].as_str().unwrap(),
                 image["digest"].as_str().unwrap()
             ),
-            &format!("oci:{}:{role}", out.display()),
-        ]);
-        assert!(
-            back.status.success(),
-            "{role}: {}",
-            String::from_utf8_lossy(&back.stderr)
+            &out,
         );
     }
 

@@ -209,53 +209,63 @@ fn universal_metadata_wheels(
     lock: UniversalLock,
     installed: &[LockedWheel],
 ) -> Result<Vec<LockedWheel>> {
-    let mut out = Vec::new();
-    for package in lock.packages {
-        let candidates = package.wheels.iter().map(|w| WheelCandidate {
-            filename: w
-                .name
-                .clone()
-                .or_else(|| w.url.as_deref().map(url_filename)),
-            url: w.url.clone(),
-            size: w.size,
-            sha256: w.hashes.get("sha256").cloned(),
-        });
-        out.extend(metadata_wheel(
-            package.name,
-            package.version,
-            candidates,
-            installed,
-        )?);
-    }
-    Ok(out)
+    let packages = lock.packages.into_iter().map(|package| {
+        let candidates = package
+            .wheels
+            .iter()
+            .map(|w| WheelCandidate {
+                filename: w
+                    .name
+                    .clone()
+                    .or_else(|| w.url.as_deref().map(url_filename)),
+                url: w.url.clone(),
+                size: w.size,
+                sha256: w.hashes.get("sha256").cloned(),
+            })
+            .collect();
+        (package.name, package.version, candidates)
+    });
+    metadata_wheels_of(packages, installed)
 }
 
 /// One wheel for every package of a uv.lock that `installed` does not cover.
 fn metadata_wheels(lock: &str, installed: &[LockedWheel]) -> Result<Vec<LockedWheel>> {
     let lock: UvLock =
         toml::from_str(lock).map_err(|e| Error::invalid(format!("uv.lock does not parse: {e}")))?;
-    let mut out = Vec::new();
-    for package in lock.package {
-        // The plugin itself (virtual, editable or a directory) is not an index package.
-        if !package.source.contains_key("registry") {
-            continue;
-        }
-        let candidates = package.wheels.iter().map(|w| WheelCandidate {
-            filename: w.url.as_deref().map(url_filename),
-            url: w.url.clone(),
-            size: w.size,
-            sha256: w
-                .hash
-                .as_deref()
-                .and_then(|h| h.strip_prefix("sha256:"))
-                .map(str::to_owned),
+    // The plugin itself (virtual, editable or a directory) is not an index package.
+    let packages = lock
+        .package
+        .into_iter()
+        .filter(|package| package.source.contains_key("registry"))
+        .map(|package| {
+            let candidates = package
+                .wheels
+                .iter()
+                .map(|w| WheelCandidate {
+                    filename: w.url.as_deref().map(url_filename),
+                    url: w.url.clone(),
+                    size: w.size,
+                    sha256: w
+                        .hash
+                        .as_deref()
+                        .and_then(|h| h.strip_prefix("sha256:"))
+                        .map(str::to_owned),
+                })
+                .collect();
+            (package.name, package.version, candidates)
         });
-        out.extend(metadata_wheel(
-            package.name,
-            package.version,
-            candidates,
-            installed,
-        )?);
+    metadata_wheels_of(packages, installed)
+}
+
+/// The metadata wheel of each `(name, version, wheels)` a lock lists, for those `installed`
+/// does not cover.
+fn metadata_wheels_of(
+    packages: impl Iterator<Item = (String, Option<String>, Vec<WheelCandidate>)>,
+    installed: &[LockedWheel],
+) -> Result<Vec<LockedWheel>> {
+    let mut out = Vec::new();
+    for (name, version, candidates) in packages {
+        out.extend(metadata_wheel(name, version, candidates, installed)?);
     }
     Ok(out)
 }
@@ -278,7 +288,7 @@ fn url_filename(url: &str) -> String {
 fn metadata_wheel(
     name: String,
     version: Option<String>,
-    candidates: impl Iterator<Item = WheelCandidate>,
+    candidates: Vec<WheelCandidate>,
     installed: &[LockedWheel],
 ) -> Result<Option<LockedWheel>> {
     if installed
@@ -288,7 +298,6 @@ fn metadata_wheel(
         return Ok(None);
     }
     let version = version.unwrap_or_default();
-    let candidates: Vec<WheelCandidate> = candidates.collect();
     let pick = candidates
         .iter()
         .find(|w| {
