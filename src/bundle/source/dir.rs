@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use super::BundleSource;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::oci::Descriptor;
 use crate::store::BlobStream;
 
 /// Every file with its size, and every directory, below a root.
@@ -102,9 +103,23 @@ impl BundleSource for DirSource {
     }
 
     async fn open(&self, path: &str) -> Result<Option<BlobStream>> {
-        Ok(self
-            .regular_file(path)
-            .await?
-            .map(|full| super::stream_ranges(vec![(full, 0, u64::MAX)])))
+        Ok(self.regular_file(path).await?.map(|full| {
+            super::stream_ranges(
+                vec![(full, 0, u64::MAX)],
+                format!("{path} in {}", self.describe()),
+            )
+        }))
+    }
+
+    async fn open_verified(
+        &self,
+        path: &str,
+        blob: &Descriptor,
+        skip: u64,
+        what: String,
+    ) -> Result<Option<BlobStream>> {
+        Ok(self.regular_file(path).await?.map(|full| {
+            super::stream_ranges_verified(vec![(full, 0, u64::MAX)], skip, blob.clone(), what)
+        }))
     }
 }

@@ -13,6 +13,7 @@ use super::BundleSource;
 use crate::bundle::format::{BUNDLE_FILE, SIGNATURE_FILE, is_safe_relative};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::oci::Descriptor;
 use crate::store::BlobStream;
 
 pub const PACK_FILE: &str = "pack.json";
@@ -405,7 +406,22 @@ impl BundleSource for PartsSource {
     }
 
     async fn open(&self, path: &str) -> Result<Option<BlobStream>> {
-        Ok(self.ranges(path).map(super::stream_ranges))
+        let what = format!("{path} in {}", self.describe());
+        Ok(self
+            .ranges(path)
+            .map(|ranges| super::stream_ranges(ranges, what)))
+    }
+
+    async fn open_verified(
+        &self,
+        path: &str,
+        blob: &Descriptor,
+        skip: u64,
+        what: String,
+    ) -> Result<Option<BlobStream>> {
+        Ok(self
+            .ranges(path)
+            .map(|ranges| super::stream_ranges_verified(ranges, skip, blob.clone(), what)))
     }
 
     async fn hash(&self, path: &str, advanced: super::Advanced) -> Result<Option<Digest>> {
