@@ -10,10 +10,12 @@ pids=()
 # Servers started inside a command substitution run in a subshell, whose `pids` is lost:
 # every server's pid is also written to $work/pids, and cleanup stops both lists.
 track() { pids+=("$1"); echo "$1" >> "$work/pids"; }
+# Directories outside $work (in memory, under /dev/shm) that cleanup removes too.
+scratch=()
 cleanup() {
   local p
   for p in "${pids[@]}" $(cat "$work/pids" 2>/dev/null); do kill "$p" 2>/dev/null || true; done
-  rm -rf "$work"
+  rm -rf "$work" "${scratch[@]}"
 }
 trap cleanup EXIT
 
