@@ -135,43 +135,55 @@ pub async fn copy(
     report.blobs_mounted = outcome.mounted;
     report.bytes_mounted = outcome.bytes_mounted;
 
+    // Images at once; within one, children before the manifest that names them, the tag last.
     progress.step("writing manifests");
-    for (root, plan) in roots.iter().zip(&plans) {
-        for manifest in plan.manifests.iter().chain([&plan.root_manifest]) {
-            if !holds(
-                destination.as_ref(),
-                &root.dest_repo,
-                &manifest.digest().to_string(),
-                manifest,
-            )
-            .await
-            {
-                destination
-                    .put_manifest(&root.dest_repo, manifest, None)
-                    .await
-                    .map_err(|e| in_image(e, root))?;
-                report.manifests_written += 1;
-            }
-        }
-        if let Some(tag) = &root.tag
-            && !holds(
-                destination.as_ref(),
-                &root.dest_repo,
-                &tag.name,
-                &plan.root_manifest,
-            )
-            .await
-        {
-            destination
-                .put_manifest(&root.dest_repo, &plan.root_manifest, Some(tag))
-                .await
-                .map_err(|e| in_image(e, root))?;
-            report.manifests_written += 1;
-        }
-    }
+    let written = futures::future::try_join_all(
+        roots
+            .iter()
+            .zip(&plans)
+            .map(|(root, plan)| write_manifests(destination.as_ref(), root, plan)),
+    )
+    .await?;
+    report.manifests_written = written.iter().sum();
     report.images = plans.into_iter().map(|p| p.into_plan()).collect();
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Writes an image's manifests the destination lacks, children first, then its tag; how many
+/// were written.
+async fn write_manifests(
+    destination: &dyn ReadWrite,
+    root: &Root,
+    plan: &plan::ResolvedImage,
+) -> Result<usize> {
+    let mut written = 0;
+    for manifest in plan.manifests.iter().chain([&plan.root_manifest]) {
+        if !holds(
+            destination,
+            &root.dest_repo,
+            &manifest.digest().to_string(),
+            manifest,
+        )
+        .await
+        {
+            destination
+                .put_manifest(&root.dest_repo, manifest, None)
+                .await
+                .map_err(|e| in_image(e, root))?;
+            written += 1;
+        }
+    }
+    if let Some(tag) = &root.tag
+        && !holds(destination, &root.dest_repo, &tag.name, &plan.root_manifest).await
+    {
+        destination
+            .put_manifest(&root.dest_repo, &plan.root_manifest, Some(tag))
+            .await
+            .map_err(|e| in_image(e, root))?;
+        written += 1;
+    }
+    Ok(written)
 }
 
 /// Whether `reference` (a digest or a tag) already names exactly `manifest` in the destination.

@@ -17,6 +17,7 @@ use crate::copy::{self, CopyOptions, CopyReport, ImagePlan, Root};
 use crate::error::{Error, Result};
 use crate::reference::ImageRef;
 use crate::retry::RetryPolicy;
+use crate::store::known::KnownStates;
 use crate::store::registry::{Registries, RegistryStore};
 use crate::store::{BlobState, ImageSource, ReadWrite, RegistryOptions, Tag};
 
@@ -87,6 +88,9 @@ pub struct EcrPlan {
     /// For a delta bundle: the layers it left out, each found where it is needed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub left_out: Option<LeftOut>,
+    /// `(repository, digest)` of every blob the plan found in ECR: the push does not ask again.
+    #[serde(skip)]
+    pub(super) found: std::collections::BTreeSet<(String, crate::digest::Digest)>,
 }
 
 /// A delta bundle's left-out layers, as the plan found them.
@@ -166,6 +170,9 @@ pub struct Session {
     ecr: Ecr,
     login: RegistryLogin,
     registries: Registries,
+    /// The registry store, remembering what it learnt of its blobs for this run: the plan's
+    /// existence checks are not asked again by the push.
+    destination: Arc<KnownStates>,
     /// The account's `BLOB_MOUNTING` setting, when it could be read.
     blob_mounting: Option<bool>,
 }
@@ -212,8 +219,11 @@ impl Session {
             }
         }
         let registries = Registries::new(registry)?;
+        let store = registries.store(&login.host);
+        store.expect_basic().await;
         Ok(Session {
             ecr,
+            destination: Arc::new(KnownStates::new(store)),
             registries,
             login,
             blob_mounting: None,
@@ -230,7 +240,7 @@ impl Session {
     }
 
     fn store(&self) -> Arc<dyn ReadWrite> {
-        self.store_of_registry()
+        self.destination.clone()
     }
 
     /// Renews the registry token before it expires, for as long as the returned task runs.
@@ -294,6 +304,14 @@ pub async fn plan(
     wanted.sort();
     wanted.dedup();
     let existing = session.ecr.existing(&wanted).await?;
+    // The data plane takes the session's token, before anything changes.
+    if let Some(first) = wanted.first() {
+        session.store_of_registry().check_access(first).await?;
+    }
+    // A repository to be created holds nothing: nothing in it is asked of the registry.
+    for repository in wanted.iter().filter(|r| !existing.contains(r)) {
+        session.destination.empty_repository(repository);
+    }
     let destination = session.store();
     let roots = roots(manifest, &images, source.clone());
     let plans: Vec<ImagePlan> = copy::plan(&roots, destination.as_ref(), &[]).await?;
@@ -314,6 +332,7 @@ pub async fn plan(
         bytes_shared: 0,
         blob_mounting: session.blob_mounting,
         left_out: None,
+        found: Default::default(),
     };
     let mut repositories_of: std::collections::BTreeMap<
         _,
@@ -375,6 +394,7 @@ pub async fn plan(
         let carried = source.blob_digests().await?;
         plan.left_out = Some(left_out(delta, &roots, &plan.images, &carried, &present)?);
     }
+    plan.found = present;
     Ok(plan)
 }
 
@@ -387,13 +407,23 @@ pub async fn push(
     options: &EcrOptions,
     progress: Arc<dyn crate::progress::Progress>,
 ) -> Result<PushReport> {
+    // What the plan learnt holds: the repositories it found missing are empty once created,
+    // and the blobs it found are there.
     for repository in &plan.repositories_to_create {
+        session.destination.empty_repository(repository);
+    }
+    for (repository, digest) in &plan.found {
+        session
+            .destination
+            .learn(repository, digest, BlobState::Present);
+    }
+    futures::future::try_join_all(plan.repositories_to_create.iter().map(|repository| {
         progress.note(&format!("creating ECR repository {repository}"));
         session
             .ecr
             .create_repository(repository, options.kms_key.as_deref())
-            .await?;
-    }
+    }))
+    .await?;
     let roots = roots(manifest, &plan.images, source);
     let renewal = session.keep_credentials_fresh();
     let copy = copy::copy(&roots, session.store(), &options.copy, progress).await;

@@ -14,6 +14,7 @@ use futures::stream::BoxStream;
 use crate::error::Result;
 use crate::oci::{Descriptor, RawManifest};
 
+pub mod known;
 pub mod layout;
 pub mod registry;
 pub mod s3;

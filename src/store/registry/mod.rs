@@ -233,6 +233,35 @@ impl RegistryStore {
             .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Sends the credentials as HTTP Basic from the first request, instead of after a 401
+    /// challenge: for a registry known to take them so (ECR's authorization token is a user
+    /// `AWS` and a password for Basic authentication, Amazon ECR User Guide, "Private registry
+    /// authentication", https://docs.aws.amazon.com/AmazonECR/latest/userguide/registry_auth.html).
+    /// A registry that wants something else still answers 401 and is asked as usual.
+    pub async fn expect_basic(&self) {
+        let mut state = self.auth.lock().await;
+        if state.challenge.is_none() && self.credentials().is_some() {
+            state.challenge = Some(Challenge::Basic);
+        }
+    }
+
+    /// Proves the registry takes this store's credentials, with one request: `GET /v2/`, the
+    /// API version check, which answers 200 to a client it accepts and 401 otherwise (Docker
+    /// Registry HTTP API V2, "API Version Check",
+    /// https://distribution.github.io/distribution/spec/api/). `repo` is the repository the
+    /// credentials are for, where a token is scoped.
+    pub async fn check_access(&self, repo: &str) -> Result<()> {
+        let what = format!("access to {}", self.display);
+        let url = format!("{}/v2/", self.base);
+        self.retry
+            .run(|| async {
+                self.send(&scope(repo, true), &what, || self.http.get(&url))
+                    .await
+            })
+            .await?;
+        Ok(())
+    }
+
     pub async fn set_credentials(&self, credentials: Credentials) {
         *self.credentials.lock().unwrap_or_else(|p| p.into_inner()) = Some(credentials);
         self.auth.lock().await.tokens = TokenCache::default();
