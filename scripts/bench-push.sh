@@ -2,7 +2,7 @@
 # Benchmark: pushing a bundle's images to a registry standing in for ECR (docker-registry
 # with htpasswd AWS:<token>, ECR's control plane from moto), ours against
 # `skopeo copy --all oci:BUNDLE:ROLE docker://…` of the same images to a fresh registry; and
-# the time of a second, no-op install. ROUNDS rounds, each on fresh registries and a fresh
+# a second, no-op run of each. ROUNDS rounds, each on fresh registries and a fresh
 # moto, alternating which tool goes first, after a warm-up round of each; the medians and
 # every round are printed.
 #
@@ -71,24 +71,26 @@ time_ours() {  # → ours, again: a first install, then a second, no-op one
   settle; t=$(date +%s.%N); install; again=$(seconds_since "$t")
   stop "ours$round" "moto$round"
 }
-time_skopeo() {  # → theirs
+time_skopeo() {  # → theirs, theirs_again: a first copy, then the same again (nothing to send)
   registry=$(data_plane "skopeo$round")
   settle; t=$(date +%s.%N); skopeo_all; theirs=$(seconds_since "$t")
+  settle; t=$(date +%s.%N); skopeo_all; theirs_again=$(seconds_since "$t")
   stop "skopeo$round"
 }
 
 # One round of each first, not counted: the first runs on a fresh machine write into memory
 # the guest has not touched yet and ran 5-10% slower.
 round=0; time_ours; time_skopeo
-ours_runs=(); theirs_runs=(); again_runs=()
+ours_runs=(); theirs_runs=(); again_runs=(); theirs_again_runs=()
 for round in $(seq "$rounds"); do
   if (( round % 2 )); then time_ours; time_skopeo; else time_skopeo; time_ours; fi
-  printf 'round %d: install %.2f s, skopeo %.2f s, ratio %.2fx, no-op %.2f s\n' \
-    "$round" "$ours" "$theirs" "$(echo "$theirs / $ours" | bc -l)" "$again"
-  ours_runs+=("$ours"); theirs_runs+=("$theirs"); again_runs+=("$again")
+  printf 'round %d: install %.2f s, skopeo %.2f s, ratio %.2fx; again: install %.2f s, skopeo %.2f s\n' \
+    "$round" "$ours" "$theirs" "$(echo "$theirs / $ours" | bc -l)" "$again" "$theirs_again"
+  ours_runs+=("$ours"); theirs_runs+=("$theirs"); again_runs+=("$again"); theirs_again_runs+=("$theirs_again")
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}'; }
 ours=$(median "${ours_runs[@]}"); theirs=$(median "${theirs_runs[@]}"); again=$(median "${again_runs[@]}")
+theirs_again=$(median "${theirs_again_runs[@]}")
 
 printf 'bundle:                       %d MiB\n' $(( $(du -sb "$work/bundle" | cut -f1) >> 20 ))
 printf 'median of %d rounds, registries storing on %s\n' "$rounds" "$storage"
@@ -96,3 +98,5 @@ printf 'install (verify + push):      %.2f s\n' "$ours"
 printf 'skopeo copy --all (4 images): %.2f s\n' "$theirs"
 printf 'ratio skopeo/ours:            %.2fx\n' "$(echo "$theirs / $ours" | bc -l)"
 printf 'second, no-op install:        %.2f s\n' "$again"
+printf 'second skopeo copy --all:     %.2f s\n' "$theirs_again"
+printf 'no-op ratio skopeo/ours:      %.2fx\n' "$(echo "$theirs_again / $again" | bc -l)"
