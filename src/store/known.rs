@@ -73,11 +73,15 @@ impl Memory {
                 self.absent.insert(key);
             }
             // A partial upload is the real store's to describe: ask it again next time.
-            BlobState::Partial(_) => {
-                self.present.remove(&key);
-                self.absent.remove(&key);
-            }
+            BlobState::Partial(_) => self.forget(repository, digest),
         }
+    }
+
+    /// Forgets what was known of a blob: the real store is asked next time.
+    fn forget(&mut self, repository: &str, digest: &Digest) {
+        let key = (repository.to_owned(), digest.clone());
+        self.present.remove(&key);
+        self.absent.remove(&key);
     }
 
     fn state(&self, repository: &str, digest: &Digest) -> Option<BlobState> {
@@ -159,9 +163,8 @@ impl BlobSink for KnownStates {
         offset: u64,
         body: BlobStream,
     ) -> Result<()> {
-        // Whatever happens, the real store is asked next time.
-        self.memory()
-            .record(repo, &blob.digest, BlobState::Partial(offset));
+        // Unless it succeeds, the real store is asked next time.
+        self.memory().forget(repo, &blob.digest);
         self.inner.write_blob(repo, blob, offset, body).await?;
         self.memory().record(repo, &blob.digest, BlobState::Present);
         Ok(())
@@ -205,8 +208,7 @@ impl FileUpload for KnownStates {
                 self.describe()
             )));
         };
-        self.memory()
-            .record(repo, &blob.digest, BlobState::Partial(0));
+        self.memory().forget(repo, &blob.digest);
         let resumed = upload
             .write_blob_from_file(repo, blob, path, progress)
             .await?;
